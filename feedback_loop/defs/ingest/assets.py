@@ -1,0 +1,90 @@
+"""Ingest: read a day of landing files, normalize, dedupe, validate, quarantine the rest."""
+
+
+from collections.abc import Callable, Iterator
+
+import dagster as dg
+import pandas as pd
+
+from feedback_loop.defs.partitions import daily_partitions
+from feedback_loop.lib.landing import Kind
+from feedback_loop.lib.normalize import Normalized, normalize_feedback, normalize_traces
+from feedback_loop.lib.preview import markdown_table
+from feedback_loop.resources.landing import LandingFolder
+from feedback_loop.resources.settings import FeedbackLoopSettings
+
+
+def build_ingest_asset(
+    name: str, kind: Kind, normalize: Callable[[pd.DataFrame, str], Normalized], description: str
+) -> dg.AssetsDefinition:
+    quarantine_name = f"{name}_quarantine"
+    check_name = f"{name}_quarantine_share"
+
+    @dg.multi_asset(
+        name=name,
+        outs={
+            name: dg.AssetOut(description=description, group_name="ingest"),
+            quarantine_name: dg.AssetOut(
+                description=f"Rows of `{name}` that break the input contract, one per rejected record, with a reason.",
+                group_name="ingest",
+            ),
+        },
+        partitions_def=daily_partitions,
+        check_specs=[
+            dg.AssetCheckSpec(
+                check_name,
+                asset=name,
+                description="Fails when the quarantined share of the partition's records passes the configured maximum.",
+            )
+        ],
+    )
+    def ingest(context: dg.AssetExecutionContext, landing: LandingFolder, settings: FeedbackLoopSettings) -> Iterator:
+        day = context.partition_key
+        records = landing.read_day(kind, day)
+        result = normalize(records, day)
+        total = len(records)
+        share = len(result.quarantine) / total if total else 0.0
+        reasons = result.quarantine["reason"].str.replace(r"'.*'|:.*", "", regex=True).value_counts()
+        yield dg.Output(
+            result.clean,
+            output_name=name,
+            metadata={
+                "dagster/row_count": len(result.clean),
+                "records_read": total,
+                "quarantined": len(result.quarantine),
+                "quarantine_share": round(share, 4),
+                "duplicates_dropped": result.duplicates,
+                "preview": dg.MetadataValue.md(markdown_table(result.clean.head(5))),
+            },
+        )
+        yield dg.Output(
+            result.quarantine,
+            output_name=quarantine_name,
+            metadata={
+                "dagster/row_count": len(result.quarantine),
+                "reasons": dg.MetadataValue.md(markdown_table(reasons.rename("rows").reset_index())),
+            },
+        )
+        limit = settings.ingest.max_quarantine_share
+        yield dg.AssetCheckResult(
+            check_name=check_name,
+            asset_key=name,
+            passed=share <= limit,
+            metadata={"quarantined": len(result.quarantine), "quarantine_share": round(share, 4), "max_share": limit},
+        )
+
+    return ingest
+
+
+raw_traces = build_ingest_asset(
+    "raw_traces",
+    "traces",
+    normalize_traces,
+    "Canonical traces of the day (UTC), deduplicated by (trace_id, span_id); chat inputs flattened to `prompt`.",
+)
+raw_feedback_events = build_ingest_asset(
+    "raw_feedback_events",
+    "feedback",
+    normalize_feedback,
+    "Canonical feedback events whose timestamp falls on the day (UTC), deduplicated by event_id.",
+)

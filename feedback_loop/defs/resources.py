@@ -1,0 +1,20 @@
+"""Resources, from environment variables with embedded defaults (local files, no services)."""
+
+import os
+
+import dagster as dg
+
+from feedback_loop.resources.landing import LandingFolder
+from feedback_loop.resources.settings import FeedbackLoopSettings
+from feedback_loop.resources.warehouse import WarehouseIOManager
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(
+        resources={
+            "io_manager": WarehouseIOManager(root=os.environ.get("FEEDBACK_LOOP_WAREHOUSE", "data/warehouse")),
+            "landing": LandingFolder(root=os.environ.get("FEEDBACK_LOOP_LANDING", "data/landing")),
+            "settings": FeedbackLoopSettings(),
+        }
+    )

@@ -1,0 +1,209 @@
+"""Normalize landing records into the canonical frames, quarantining what breaks the contract.
+
+Pure functions over DataFrames: `records` is what `landing.read_landing_day` returns.
+Each returns the clean frame, the quarantine (one row per rejected record, with a reason),
+and the number of duplicate ids dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from feedback_loop.lib.contract import (
+    EVENT_TYPES,
+    FEEDBACK_COLUMNS,
+    QUARANTINE_COLUMNS,
+    TRACE_COLUMNS,
+    conform,
+    empty_frame,
+)
+
+
+@dataclass(frozen=True)
+class Normalized:
+    clean: pd.DataFrame
+    quarantine: pd.DataFrame
+    duplicates: int
+
+
+TRACE_SCHEMA = pa.DataFrameSchema(
+    {
+        "trace_id": pa.Column("string", pa.Check.str_length(min_value=1), nullable=False, unique=False),
+        "span_id": pa.Column("string", pa.Check.str_length(min_value=1), nullable=False),
+        "timestamp": pa.Column("datetime64[us, UTC]", nullable=False),
+        "latency_ms": pa.Column("float64", pa.Check.ge(0), nullable=True),
+        "input_tokens": pa.Column("Int64", pa.Check.ge(0), nullable=True),
+        "output_tokens": pa.Column("Int64", pa.Check.ge(0), nullable=True),
+    },
+    unique=["trace_id", "span_id"],
+)
+
+FEEDBACK_SCHEMA = pa.DataFrameSchema(
+    {
+        "event_id": pa.Column("string", pa.Check.str_length(min_value=1), nullable=False, unique=True),
+        "timestamp": pa.Column("datetime64[us, UTC]", nullable=False),
+        "type": pa.Column("string", pa.Check.isin(EVENT_TYPES), nullable=False),
+        "value_num": pa.Column("float64", nullable=True),
+    }
+)
+
+
+def normalize_traces(records: pd.DataFrame, day: str) -> Normalized:
+    """Canonical traces of `day` from landing records; bad rows quarantined with a reason."""
+    df = records.reset_index(drop=True)
+    reason = _base_reasons(df, id_column="trace_id")
+    bad_input = df["_input_type"].notna() & ~df["_input_type"].isin(["VARCHAR", "ARRAY", "NULL"])
+    reason = reason.mask(reason.isna() & bad_input, "input is neither text nor a list of messages")
+    numbers = {}
+    for column, label in (("latency_ms", "latency_ms"), ("input_tokens", "input_tokens"), ("output_tokens", "output_tokens")):
+        numbers[column] = pd.to_numeric(df[column], errors="coerce")
+        unreadable = df[column].notna() & numbers[column].isna()
+        reason = reason.mask(reason.isna() & unreadable, f"{label} is not a number")
+        negative = numbers[column] < 0
+        reason = reason.mask(reason.isna() & negative, f"{label} is negative")
+    clean = pd.DataFrame(
+        {
+            "trace_id": df["trace_id"],
+            "span_id": df["span_id"].fillna(df["trace_id"]),
+            "parent_span_id": df["parent_span_id"],
+            "session_id": df["session_id"],
+            "user_id": df["user_id"],
+            "timestamp": df["_timestamp"],
+            "model": df["model"],
+            "prompt_version": df["prompt_version"],
+            "input": df["input"],
+            "prompt": df["_prompt"],
+            "output": df["output"],
+            "latency_ms": numbers["latency_ms"].astype("float64"),
+            "input_tokens": numbers["input_tokens"].round().astype("Int64"),
+            "output_tokens": numbers["output_tokens"].round().astype("Int64"),
+            "metadata": _merge_metadata(df["metadata"], df["_unknown"]),
+            "partition_date": day,
+        }
+    )
+    return _finish(df, clean, reason, "trace", ["trace_id", "span_id"], TRACE_COLUMNS, TRACE_SCHEMA)
+
+
+def normalize_feedback(records: pd.DataFrame, day: str) -> Normalized:
+    """Canonical feedback events of `day` from landing records; bad rows quarantined with a reason."""
+    df = records.reset_index(drop=True)
+    reason = _base_reasons(df, id_column="event_id")
+    event_type = df["type"].str.strip().str.lower()
+    reason = reason.mask(reason.isna() & event_type.isna(), "missing type")
+    unknown = event_type.notna() & ~event_type.isin(EVENT_TYPES)
+    reason = reason.mask(reason.isna() & unknown, "unknown event type '" + df["type"].fillna("") + "'")
+    value_num = pd.to_numeric(df["value"], errors="coerce")
+    rating_bad = (event_type == "rating") & value_num.isna()
+    reason = reason.mask(reason.isna() & rating_bad, "rating value is not a number")
+    no_link = df["trace_id"].isna() & df["span_id"].isna() & df["session_id"].isna()
+    reason = reason.mask(reason.isna() & no_link, "no trace_id, span_id or session_id to link by")
+    clean = pd.DataFrame(
+        {
+            "event_id": df["event_id"],
+            "trace_id": df["trace_id"],
+            "span_id": df["span_id"],
+            "session_id": df["session_id"],
+            "user_id": df["user_id"],
+            "timestamp": df["_timestamp"],
+            "type": event_type,
+            "value": df["value"],
+            "value_num": value_num.astype("float64"),
+            "reason": df["reason"].str.strip().str.lower(),
+            "comment": df["comment"],
+            "metadata": _merge_metadata(df["metadata"], df["_unknown"]),
+            "partition_date": day,
+        }
+    )
+    return _finish(df, clean, reason, "feedback", ["event_id"], FEEDBACK_COLUMNS, FEEDBACK_SCHEMA)
+
+
+def _base_reasons(df: pd.DataFrame, id_column: str) -> pd.Series:
+    """Reasons every record kind shares: unreadable, no id, no or bad timestamp."""
+    reason = df["_problem"].astype("string")
+    missing_id = df[id_column].isna() | (df[id_column].astype("string").str.strip() == "")
+    reason = reason.mask(reason.isna() & missing_id, f"missing {id_column}")
+    reason = reason.mask(reason.isna() & df["timestamp"].isna(), "missing timestamp")
+    reason = reason.mask(reason.isna() & df["_timestamp"].isna(), "timestamp is not ISO-8601: " + df["timestamp"].fillna(""))
+    return reason
+
+
+def _merge_metadata(metadata: pd.Series, unknown: pd.Series) -> pd.Series:
+    """The record's `metadata` object with its fields outside the contract merged in."""
+    out = metadata.astype("string")
+    for idx in unknown.index[unknown.notna()]:
+        base = _as_object(metadata[idx])
+        out[idx] = json.dumps({**base, **json.loads(unknown[idx])}, ensure_ascii=False, sort_keys=True)
+    return out
+
+
+def _as_object(text: object) -> dict:
+    if text is None or text is pd.NA or (isinstance(text, float) and np.isnan(text)):
+        return {}
+    value = json.loads(str(text))
+    return value if isinstance(value, dict) else {"metadata": value}
+
+
+def _finish(
+    records: pd.DataFrame,
+    clean: pd.DataFrame,
+    reason: pd.Series,
+    kind: str,
+    key: list[str],
+    columns: dict[str, str],
+    schema: pa.DataFrameSchema,
+) -> Normalized:
+    day = clean["partition_date"].iloc[0] if len(clean) else ""
+    good = conform(clean[reason.isna()], columns)
+    before = len(good)
+    good = good.drop_duplicates(subset=key, keep="first")
+    duplicates = before - len(good)
+    failures = _schema_failures(good, schema)
+    if len(failures):
+        reason = reason.copy()
+        reason[failures.index] = failures
+        good = good.drop(index=failures.index)
+    quarantine = quarantine_rows(records, reason, kind, clean[key[0]], day)
+    return Normalized(clean=good.reset_index(drop=True), quarantine=quarantine, duplicates=duplicates)
+
+
+def _schema_failures(good: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.Series:
+    """Row position -> pandera failure message, for rows that break the frame schema."""
+    try:
+        schema.validate(good, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        cases = err.failure_cases.dropna(subset=["index"])
+        messages = "schema: " + cases["column"].astype(str) + " fails " + cases["check"].astype(str)
+        return messages.groupby(cases["index"].astype(int)).first().astype("string")
+    return pd.Series(dtype="string")
+
+
+def quarantine_rows(
+    records: pd.DataFrame, reason: pd.Series, kind: str, record_id: pd.Series, day: str
+) -> pd.DataFrame:
+    """Quarantine frame for the records that have a reason."""
+    bad = reason.notna()
+    if not bad.any():
+        return empty_frame(QUARANTINE_COLUMNS)
+    rows = records[bad]
+    raw = rows["_raw"].astype("string")
+    missing_raw = raw.isna()
+    if missing_raw.any():
+        fields = [c for c in rows.columns if not c.startswith("_")]
+        raw[missing_raw] = rows.loc[missing_raw, fields].astype("string").to_json(orient="records", lines=True).splitlines()
+    out = pd.DataFrame(
+        {
+            "kind": kind,
+            "source": rows["_source"],
+            "line": rows["_line"],
+            "record_id": record_id[bad],
+            "reason": reason[bad],
+            "raw": raw,
+            "partition_date": day,
+        }
+    )
+    return conform(out, QUARANTINE_COLUMNS).reset_index(drop=True)

@@ -1,0 +1,57 @@
+import datetime as dt
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from feedback_loop.lib.generator import GeneratorConfig, generate
+from feedback_loop.resources.landing import LandingFolder
+from feedback_loop.resources.settings import FeedbackLoopSettings
+from feedback_loop.resources.warehouse import WarehouseIOManager
+
+END = dt.date(2026, 11, 20)
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory) -> Path:
+    """Three days of sample data with ground truth, shared read-only by the tests."""
+    root = tmp_path_factory.mktemp("landing")
+    generate(root, GeneratorConfig(days=3, traces_per_day=300, seed=7, end_date=END))
+    return root
+
+
+@pytest.fixture
+def resources(generated, tmp_path) -> dict:
+    return {
+        "io_manager": WarehouseIOManager(root=str(tmp_path / "warehouse")),
+        "landing": LandingFolder(root=str(generated)),
+        "settings": FeedbackLoopSettings(),
+    }
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    """Write rows (dicts, or raw bytes / str lines) as a JSONL file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        for row in rows:
+            if isinstance(row, bytes):
+                fh.write(row + b"\n")
+            elif isinstance(row, str):
+                fh.write(row.encode() + b"\n")
+            else:
+                fh.write(json.dumps(row).encode() + b"\n")
+    return path
+
+
+def ephemeral() -> dg.DagsterInstance:
+    return dg.DagsterInstance.ephemeral()
+
+
+def defs_with(resources: dict) -> dg.Definitions:
+    """The project's definitions with some resources replaced."""
+    from dagster._record import replace
+
+    from feedback_loop.definitions import defs
+
+    return replace(defs, resources={**(defs.resources or {}), **resources})

@@ -1,0 +1,32 @@
+"""The `feedback-loop` CLI end to end on a tiny dataset, in a fresh folder."""
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from feedback_loop.cli import main
+
+
+def test_generate_writes_landing_format_and_ground_truth(tmp_path):
+    out = tmp_path / "landing"
+    assert main(["generate", "--days", "2", "--traces-per-day", "40", "--end-date", "2026-11-20", "--out", str(out)]) == 0
+    assert sorted(p.name for p in (out / "traces").iterdir()) == ["traces-2026-11-19.jsonl", "traces-2026-11-20.jsonl"]
+    summary = json.loads((out / "ground_truth" / "summary.json").read_text())
+    assert summary["traces"] == 80
+    truth = (out / "ground_truth" / "traces.jsonl").read_text().splitlines()
+    assert len(truth) == 80
+
+
+def test_demo_runs_every_day_on_the_embedded_default(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for var in ("DAGSTER_HOME", "FEEDBACK_LOOP_LANDING", "FEEDBACK_LOOP_WAREHOUSE"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["demo", "--days", "2", "--traces-per-day", "60", "--end-date", "2026-11-20"]) == 0
+    out = capsys.readouterr().out
+    assert "2026-11-19: ok" in out and "2026-11-20: ok" in out
+    assert Path(os.environ["DAGSTER_HOME"]) == (tmp_path / "data" / "dagster_home").resolve()
+    traces = pd.read_parquet(tmp_path / "data" / "warehouse" / "raw_traces" / "2026-11-20.parquet")
+    assert len(traces) == 60
+    assert (tmp_path / "data" / "dagster_home" / "history" / "runs.db").exists()

@@ -1,0 +1,160 @@
+"""Landing records -> canonical frames, with every kind of bad input quarantined, none crashing."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from feedback_loop.lib.landing import read_landing_day
+from feedback_loop.lib.normalize import normalize_feedback, normalize_traces
+from feedback_loop_tests.conftest import write_jsonl
+
+DAY = "2026-11-20"
+TS = "2026-11-20T10:00:00Z"
+
+
+def feedback(tmp_path, rows):
+    write_jsonl(tmp_path / "feedback" / f"feedback-{DAY}.jsonl", rows)
+    return normalize_feedback(read_landing_day(str(tmp_path), "feedback", DAY), DAY)
+
+
+def traces(tmp_path, rows):
+    write_jsonl(tmp_path / "traces" / f"traces-{DAY}.jsonl", rows)
+    return normalize_traces(read_landing_day(str(tmp_path), "traces", DAY), DAY)
+
+
+def reasons(result) -> list[str]:
+    return result.quarantine["reason"].tolist()
+
+
+def test_each_bad_row_is_quarantined_with_its_reason(tmp_path):
+    result = feedback(
+        tmp_path,
+        [
+            {"event_id": "ok", "trace_id": "t1", "timestamp": TS, "type": "thumbs_up"},
+            '{"event_id": "broken", "type": "thumbs_up", "timestamp": "' + TS + '"',
+            {"event_id": "no-ts", "trace_id": "t1", "type": "copy"},
+            {"event_id": "bad-ts", "trace_id": "t1", "type": "copy", "timestamp": "yesterday"},
+            {"event_id": "weird", "trace_id": "t1", "timestamp": TS, "type": "share"},
+            b'{"event_id": "latin1", "comment": "caf\xe9", "timestamp": "' + TS.encode() + b'"}',
+            {"trace_id": "t1", "timestamp": TS, "type": "copy"},
+            {"event_id": "rating", "trace_id": "t1", "timestamp": TS, "type": "rating", "value": "great"},
+            {"event_id": "nolink", "timestamp": TS, "type": "thumbs_up"},
+            "[1, 2, 3]",
+        ],
+    )
+    assert result.clean["event_id"].tolist() == ["ok"]
+    assert sorted(reasons(result)) == sorted(
+        [
+            "malformed JSON",
+            "missing timestamp",
+            "timestamp is not ISO-8601: yesterday",
+            "unknown event type 'share'",
+            "not valid UTF-8",
+            "missing event_id",
+            "rating value is not a number",
+            "no trace_id, span_id or session_id to link by",
+            "record is not a JSON object",
+        ]
+    )
+    lines = dict(zip(result.quarantine["reason"], result.quarantine["line"]))
+    assert lines["malformed JSON"] == 2
+    assert lines["not valid UTF-8"] == 6
+    assert lines["missing event_id"] == 7  # numbering survives the undecodable line before it
+    assert result.quarantine["raw"].notna().all()
+
+
+def test_duplicates_are_dropped_and_counted(tmp_path):
+    row = {"event_id": "e1", "trace_id": "t1", "timestamp": TS, "type": "copy", "value": "x"}
+    result = feedback(tmp_path, [row, row, {**row, "event_id": "e2"}])
+    assert result.clean["event_id"].tolist() == ["e1", "e2"]
+    assert result.duplicates == 1
+    assert result.quarantine.empty
+
+
+def test_mixed_value_types_and_unknown_fields_are_kept(tmp_path):
+    result = feedback(
+        tmp_path,
+        [
+            {"event_id": "r", "trace_id": "t", "timestamp": TS, "type": "Rating", "value": 4, "app": "ios"},
+            {"event_id": "c", "trace_id": "t", "timestamp": TS, "type": "edit", "value": "new text", "metadata": {"k": 1}},
+        ],
+    )
+    by_id = result.clean.set_index("event_id")
+    assert by_id.loc["r", "type"] == "rating"
+    assert by_id.loc["r", "value_num"] == 4.0
+    assert json.loads(by_id.loc["r", "metadata"]) == {"app": "ios"}
+    assert by_id.loc["c", "value"] == "new text"
+    assert json.loads(by_id.loc["c", "metadata"]) == {"k": 1}
+
+
+def test_partition_takes_the_utc_day_only(tmp_path):
+    result = feedback(
+        tmp_path,
+        [
+            {"event_id": "in", "trace_id": "t", "timestamp": "2026-11-21T01:00:00+02:00", "type": "copy"},
+            {"event_id": "out", "trace_id": "t", "timestamp": "2026-11-20T23:30:00-05:00", "type": "copy"},
+        ],
+    )
+    assert result.clean["event_id"].tolist() == ["in"]
+    assert str(result.clean["timestamp"].iloc[0]) == "2026-11-20 23:00:00+00:00"
+
+
+def test_traces_flatten_chat_messages_and_default_span(tmp_path):
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "answer"},
+        {"role": "user", "content": "second question"},
+    ]
+    result = traces(
+        tmp_path,
+        [
+            {"trace_id": "a", "timestamp": TS, "input": "plain prompt", "output": "o", "latency_ms": 12},
+            {"trace_id": "b", "timestamp": TS, "input": messages, "output": "o", "extra_field": [1]},
+            {"trace_id": "c", "timestamp": TS, "input": {"not": "messages"}},
+            {"trace_id": "d", "timestamp": TS, "latency_ms": "slow"},
+            {"trace_id": "e", "timestamp": TS, "latency_ms": -3},
+        ],
+    )
+    by_id = result.clean.set_index("trace_id")
+    assert by_id.loc["a", "prompt"] == "plain prompt"
+    assert by_id.loc["a", "span_id"] == "a"
+    assert by_id.loc["b", "prompt"] == "second question"
+    assert json.loads(by_id.loc["b", "input"])[0]["role"] == "system"
+    assert json.loads(by_id.loc["b", "metadata"]) == {"extra_field": [1]}
+    assert sorted(reasons(result)) == [
+        "input is neither text nor a list of messages",
+        "latency_ms is negative",
+        "latency_ms is not a number",
+    ]
+
+
+def test_parquet_landing_files_are_read_too(tmp_path):
+    folder = tmp_path / "traces"
+    folder.mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "trace_id": ["p1", "p2"],
+            "timestamp": pd.to_datetime([TS, "2026-11-19T10:00:00Z"], utc=True),
+            "input": [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "yo"}]],
+            "output": ["hello", "hey"],
+            "tenant": ["acme", "acme"],
+        }
+    ).to_parquet(folder / "batch.parquet")
+    result = normalize_traces(read_landing_day(str(tmp_path), "traces", DAY), DAY)
+    assert result.clean["trace_id"].tolist() == ["p1"]
+    assert result.clean["prompt"].tolist() == ["hi"]
+    assert json.loads(result.clean["metadata"].iloc[0]) == {"tenant": "acme"}
+
+
+def test_empty_landing_folder_gives_empty_frames(tmp_path):
+    result = normalize_traces(read_landing_day(str(tmp_path), "traces", DAY), DAY)
+    assert result.clean.empty and result.quarantine.empty
+    assert "trace_id" in result.clean.columns
+
+
+@pytest.mark.parametrize("line", ["", "   "])
+def test_blank_lines_are_not_records(tmp_path, line):
+    result = feedback(tmp_path, [line, {"event_id": "e", "trace_id": "t", "timestamp": TS, "type": "copy"}])
+    assert len(result.clean) == 1 and result.quarantine.empty
