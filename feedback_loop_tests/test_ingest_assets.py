@@ -6,7 +6,8 @@ import dagster as dg
 import pandas as pd
 
 from feedback_loop.defs.ingest.assets import raw_feedback_events, raw_traces
-from feedback_loop.resources.settings import FeedbackLoopSettings, IngestSettings
+from feedback_loop.lib.params import IngestParams
+from feedback_loop.resources.settings import FeedbackLoopSettings
 from feedback_loop.resources.warehouse import WarehouseIOManager
 from feedback_loop_tests.conftest import END
 
@@ -39,7 +40,7 @@ def test_ingest_writes_partitioned_parquet_and_quarantine(resources, generated):
 
 
 def test_quarantine_check_fails_past_the_threshold(resources):
-    strict = {**resources, "settings": FeedbackLoopSettings(ingest=IngestSettings(max_quarantine_share=0.0))}
+    strict = {**resources, "settings": FeedbackLoopSettings(ingest=IngestParams(max_quarantine_share=0.0))}
     result = materialize(strict)
     assert result.success  # a failed check never crashes the run
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}

@@ -239,12 +239,13 @@ def _simulate_session(
     clock = start
     history: list[dict] = []
     pending_rephrase: tuple | None = None
+    facts = rng.sample(FACTS, turns)  # a session does not ask the same thing twice unless rephrasing
     for turn in range(turns):
         if budget <= 0:
             return
-        fact = pending_rephrase[0] if pending_rephrase else rng.choice(FACTS)
+        fact = pending_rephrase[0] if pending_rephrase else facts[turn]
         kind = pending_rephrase[1] if pending_rephrase else rng.choice(("plain", "plain", "json", "bullets", "brief", "words"))
-        prompt = _prompt(fact, kind, rng, rephrased=pending_rephrase is not None)
+        prompt = _prompt(fact, kind, rng, rephrased=pending_rephrase is not None, first_turn=turn == 0, config=config)
         pending_rephrase = None
         previous_id: str | None = None
         while True:  # one iteration per (re)generated response to this prompt
@@ -255,6 +256,7 @@ def _simulate_session(
             if previous_id:
                 data.truth[-1]["regenerated_from"] = previous_id
             outcome = _feedback(data, trace, fact, kind, mode, config, rng)
+            data.truth[-1]["next_action"] = outcome
             clock += dt.timedelta(seconds=rng.uniform(5, 60))
             if outcome == "regenerate" and budget > 0:
                 _event(data, trace, "regenerate", clock - dt.timedelta(seconds=2), config, rng)
@@ -278,10 +280,11 @@ def _pick_mode(model: str, version: str, config: GeneratorConfig, rng: random.Ra
     return rng.choices(MODES, weights=weights)[0]
 
 
-def _prompt(fact: tuple, kind: str, rng: random.Random, rephrased: bool) -> str:
+def _prompt(fact: tuple, kind: str, rng: random.Random, rephrased: bool, first_turn: bool, config: GeneratorConfig) -> str:
+    """The user's message: context and question on a session's first turn, a short follow-up after."""
     question, _, _, topic = fact
     ask = (
-        rng.choice(("Let me rephrase: what exactly is the {q}?", "I meant: tell me the {q}, please.", "Again, the {q}?"))
+        rng.choice(("Let me rephrase: what exactly is the {q}?", "I meant: tell me the {q}, please.", "No, I asked for the {q}."))
         if rephrased
         else rng.choice(("What is the {q}?", "Can you tell me the {q}?", "Do you know the {q}?"))
     ).format(q=question)
@@ -293,12 +296,13 @@ def _prompt(fact: tuple, kind: str, rng: random.Random, rephrased: bool) -> str:
         ask += " Answer briefly, in one sentence."
     elif kind == "words":
         ask += " Answer in at most 30 words."
-    context = rng.choice(CONTEXTS) + f"This is about {topic}. "
-    text = context + ask
     if rng.random() < 0.03:
         template = rng.choice(PII_SNIPPETS)
-        text += template.format(n=rng.randrange(10**4), a=rng.randrange(256), b=rng.randrange(256))
-    return _pad(text, rng.gauss(1, 0.2) * 0.5 * 300 if len(text) < 150 else 0, rng, prefix=True)
+        ask += template.format(n=rng.randrange(10**4), a=rng.randrange(256), b=rng.randrange(256))
+    if not first_turn:
+        return ask if rephrased else rng.choice(("Another question. ", "Thanks. Next: ", "")) + ask
+    context = rng.choice(CONTEXTS) + f"This is about {topic}. "
+    return _pad(context + ask, rng.gauss(config.prompt_chars, config.prompt_chars * 0.2) - len(context + ask), rng, prefix=True)
 
 
 def _pad(text: str, extra: float, rng: random.Random, prefix: bool = False) -> str:

@@ -1,15 +1,14 @@
-"""Every tunable of the pipeline, in one documented place (see docs/configuration.md)."""
-
-from __future__ import annotations
+"""The one resource that holds every threshold and weight (see docs/configuration.md)."""
 
 import dagster as dg
 
-
-class IngestSettings(dg.Config):
-    max_quarantine_share: float = 0.05  # quarantine check fails above this share of a partition's rows
+from feedback_loop.lib.params import IngestParams, LabelWeights, LinkingParams, SignalParams
 
 
 class FeedbackLoopSettings(dg.ConfigurableResource):
-    """Thresholds and weights. Override in `defs/resources.py` or through run config."""
+    """Thresholds and weights. Override in `defs/resources.py`, or per run through run config."""
 
-    ingest: IngestSettings = IngestSettings()
+    ingest: IngestParams = IngestParams()
+    linking: LinkingParams = LinkingParams()
+    signals: SignalParams = SignalParams()
+    labels: LabelWeights = LabelWeights()

@@ -17,6 +17,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     `root` is a local folder or any fsspec URL (`s3://bucket/prefix`, `memory://...`).
     A run over a range of partitions writes one file per partition, split by `partition_date`;
     loading a range concatenates the files that exist (a partition not materialized yet is skipped).
+    An input whose `AssetIn` metadata names `columns` reads only those columns.
     Writes go to a temporary name first and are renamed into place, so readers never see half a file.
     """
 
@@ -41,14 +42,15 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             self._write(self.path_for(context.asset_key, key), groups.get(key, obj.iloc[0:0]))
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        columns = (context.definition_metadata or {}).get("columns")
         if not context.has_asset_partitions:
             path = self.path_for(context.asset_key)
-            return self._read(path) if path.exists() else pd.DataFrame()
+            return self._read(path, columns) if path.exists() else pd.DataFrame()
         frames = []
         for key in context.asset_partition_keys:
             path = self.path_for(context.asset_key, key)
             if path.exists():
-                frames.append(self._read(path))
+                frames.append(self._read(path, columns))
         frames = [f for f in frames if len(f.columns)]
         if not frames:
             return pd.DataFrame()
@@ -65,6 +67,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         tmp.rename(path)
 
     @staticmethod
-    def _read(path: UPath) -> pd.DataFrame:
+    def _read(path: UPath, columns: list[str] | None = None) -> pd.DataFrame:
         with path.open("rb") as fh:
-            return pq.read_table(fh).to_pandas()
+            parquet = pq.ParquetFile(fh)
+            names = parquet.schema_arrow.names
+            return parquet.read(columns=None if columns is None else [c for c in columns if c in names]).to_pandas()

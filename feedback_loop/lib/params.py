@@ -1,0 +1,46 @@
+"""Every tunable of the pipeline, as typed config objects with documented defaults.
+
+The pure functions in `lib/` take these; the `FeedbackLoopSettings` resource composes them so
+that one place (run config, or `defs/resources.py`) changes them. See docs/configuration.md.
+"""
+
+import dagster as dg
+
+
+class IngestParams(dg.Config):
+    max_quarantine_share: float = 0.05  # the quarantine check fails above this share of a partition's records
+
+
+class LinkingParams(dg.Config):
+    session_max_gap_minutes: float = 360.0  # by_session_time: the trace must precede the event by at most this
+    max_orphan_share: float = 0.05  # the orphan check fails above this share of the day's events
+
+
+class SignalParams(dg.Config):
+    edit_minor_max: float = 0.2  # normalized edit distance up to this is `minor` (when not `trivial`)
+    edit_major_max: float = 0.6  # up to this `major`; above it `rewrite`
+    full_copy_min_share: float = 0.9  # a copy of at least this share of the output is a `full` copy
+    abandon_idle_minutes: float = 30.0  # no follow-up for this long after the session's last response
+    rephrase_min_similarity: float = 0.8  # next prompt at least this similar (partial ratio, not identical): rephrase
+
+
+class LabelWeights(dg.Config):
+    """Evidence weights in [-1, 1]. Explicit evidence is averaged, implicit evidence summed and clipped."""
+
+    thumbs_up: float = 1.0
+    thumbs_down: float = -1.0
+    correction: float = -1.0  # the user wrote the right answer: an explicit verdict
+    rating_1_to_5: float = 1.0  # a rating r counts (r - 3) / 2 times this
+    edit_minor: float = -0.2
+    edit_major: float = -0.5
+    edit_rewrite: float = -0.7
+    copy_full: float = 0.5
+    copy_snippet: float = 0.25
+    regenerated: float = -0.6
+    rephrased: float = -0.4
+    abandoned_explicit: float = -0.4
+    abandoned_inferred: float = -0.15
+    accepted_after_regenerate: float = 0.3
+    explicit_share: float = 0.8  # with explicit evidence: score = share * explicit + (1 - share) * implicit
+    positive_min_score: float = 0.2
+    negative_max_score: float = -0.2

@@ -1,0 +1,255 @@
+"""Implicit signals per trace, derived from user behaviour around the response.
+
+Vectorized: events are aggregated onto integer trace codes, text distances come from rapidfuzz's
+batch `cpdist` (one C++ call per signal, all cores). Definitions (thresholds in `SignalParams`):
+
+- edit: the latest `edit` or `correction` text against the output. `edit_distance` is the
+  normalized Indel distance (0 = same, 1 = nothing shared); `edit_class` is `trivial` when the texts
+  differ only in case, white space or punctuation (identical included), else `minor` (distance ≤
+  `edit_minor_max`), `major` (≤ `edit_major_max`) or `rewrite`. `edit_length_ratio` is
+  len(edit) / len(output): below 1 the user shortened the answer.
+- copy: number of copy events, and the largest copied share of the output (a copy event without
+  text copied the whole answer); `copy_kind` is `full` at or above `full_copy_min_share`, else `snippet`.
+- regenerate: regenerate events linked to the trace, and the chain: consecutive traces of a
+  session with the same prompt. Each trace gets `chain_id` (its first trace), `chain_position`,
+  `chain_length`, `regenerated_by` (the next trace of the chain) and `chain_accepted` (the chain's
+  final response was not regenerated again nor thumbed down).
+- rephrase: the user's next prompt in the session is not the same prompt but at least
+  `rephrase_min_similarity` similar to this one (rapidfuzz partial ratio: the best-aligned substring,
+  so a short reworded question matches the longer original): the answer missed.
+- dwell: seconds from the end of the response to the user's next action (a feedback event on it,
+  or the session's next prompt).
+- abandon: an explicit `abandon` event, or inferred: the session's last response, no positive
+  signal (thumbs up, copy, rating ≥ 4), and the data shows at least `abandon_idle_minutes` of
+  silence after it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from rapidfuzz import fuzz, process
+from rapidfuzz.distance import Indel
+
+from feedback_loop.lib.params import SignalParams
+
+TRIVIAL_CHARS = r"[\s\W_]+"
+
+SIGNAL_COLUMNS: dict[str, str] = {
+    "trace_id": "string",
+    "span_id": "string",
+    "session_id": "string",
+    "user_id": "string",
+    "timestamp": "datetime64[us, UTC]",
+    "model": "string",
+    "prompt_version": "string",
+    "edit_type": "string",
+    "edit_text": "string",
+    "edit_distance": "float64",
+    "edit_class": "string",
+    "edit_length_ratio": "float64",
+    "copy_count": "int64",
+    "copied_share": "float64",
+    "copy_kind": "string",
+    "regenerate_count": "int64",
+    "chain_id": "string",
+    "chain_position": "int64",
+    "chain_length": "int64",
+    "regenerated_by": "string",
+    "chain_accepted": "boolean",
+    "rephrased": "bool",
+    "rephrase_similarity": "float64",
+    "dwell_s": "float64",
+    "abandoned": "bool",
+    "abandon_source": "string",
+    "thumbs_up": "int64",
+    "thumbs_down": "int64",
+    "rating_mean": "float64",
+    "partition_date": "string",
+}
+
+
+def implicit_signals(
+    traces: pd.DataFrame, linked: pd.DataFrame, params: SignalParams, horizon: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """One row per trace of `traces` with its implicit signals (see the module docstring).
+
+    `traces` may include the following day's traces for session context; `linked` holds the linked
+    feedback events of every day that can carry feedback on them. `horizon` is the latest moment the
+    data covers (default: the latest timestamp seen), used to decide that a session went silent.
+    """
+    t = _responses(traces)
+    code = pd.Index(t["trace_id"]).get_indexer(linked["trace_id"]) if len(linked) else np.array([], dtype=int)
+    ev = linked.assign(_code=code)[code >= 0]
+    n = len(t)
+    out = pd.DataFrame(
+        {
+            "trace_id": t["trace_id"],
+            "span_id": t["span_id"],
+            "session_id": t["session_id"],
+            "user_id": t["user_id"],
+            "timestamp": t["timestamp"],
+            "model": t["model"],
+            "prompt_version": t["prompt_version"],
+        }
+    )
+    counts = {etype: np.bincount(ev.loc[ev["type"] == etype, "_code"], minlength=n) for etype in ("copy", "regenerate", "thumbs_up", "thumbs_down", "abandon")}
+    out["thumbs_up"] = counts["thumbs_up"]
+    out["thumbs_down"] = counts["thumbs_down"]
+    ratings = ev[ev["type"] == "rating"]
+    rating_sum = np.bincount(ratings["_code"], weights=ratings["value_num"].to_numpy(dtype=float), minlength=n)
+    rating_n = np.bincount(ratings["_code"], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["rating_mean"] = np.where(rating_n > 0, rating_sum / np.maximum(rating_n, 1), np.nan)
+    _edits(out, t, ev, params)
+    _copies(out, t, ev, counts["copy"], params)
+    _chains(out, t, counts["regenerate"], counts["thumbs_down"])
+    _rephrases(out, t, params)
+    _dwell_and_abandon(out, t, ev, counts, params, horizon if horizon is not None else _latest(t, ev))
+    out["partition_date"] = t["partition_date"]
+    return out.astype(SIGNAL_COLUMNS)[list(SIGNAL_COLUMNS)].reset_index(drop=True)
+
+
+def classify_edits(outputs: pd.Series, edits: pd.Series, params: SignalParams) -> pd.DataFrame:
+    """Distance, class and length ratio of each (output, edit) pair."""
+    outputs = outputs.fillna("").astype(str).reset_index(drop=True)
+    edits = edits.fillna("").astype(str).reset_index(drop=True)
+    distance = process.cpdist(outputs.tolist(), edits.tolist(), scorer=Indel.normalized_distance, workers=-1) if len(outputs) else np.array([])
+    norm_out = outputs.str.lower().str.replace(TRIVIAL_CHARS, "", regex=True)
+    norm_edit = edits.str.lower().str.replace(TRIVIAL_CHARS, "", regex=True)
+    trivial = (norm_out == norm_edit).to_numpy()
+    edit_class = np.select(
+        [trivial, distance <= params.edit_minor_max, distance <= params.edit_major_max],
+        ["trivial", "minor", "major"],
+        default="rewrite",
+    )
+    out_len = outputs.str.len().to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(out_len > 0, edits.str.len().to_numpy(dtype=float) / np.maximum(out_len, 1), np.nan)
+    return pd.DataFrame({"edit_distance": distance, "edit_class": edit_class, "edit_length_ratio": ratio})
+
+
+def normalize_prompt(prompt: pd.Series) -> pd.Series:
+    """Case- and white-space-insensitive prompt key (regenerations repeat the prompt)."""
+    return prompt.fillna("").astype(str).str.lower().str.replace(r"\s+", " ", regex=True).str.strip()
+
+
+def _responses(traces: pd.DataFrame) -> pd.DataFrame:
+    """One row per trace (its last span), in session order."""
+    t = traces.sort_values("timestamp", kind="stable").drop_duplicates("trace_id", keep="last")
+    t = t.assign(_session=t["session_id"].fillna("__no_session__" + t["trace_id"]))
+    t = t.sort_values(["_session", "timestamp", "trace_id"], kind="stable").reset_index(drop=True)
+    latency = pd.to_timedelta(t["latency_ms"].fillna(0.0), unit="ms")
+    t["_end"] = t["timestamp"] + latency
+    same_session_next = (t["_session"].shift(-1) == t["_session"]).fillna(False).to_numpy(dtype=bool)
+    t["_next_idx"] = np.where(same_session_next, np.arange(len(t)) + 1, -1)
+    t["_prompt_key"] = normalize_prompt(t["prompt"])
+    return t
+
+
+def _edits(out: pd.DataFrame, t: pd.DataFrame, ev: pd.DataFrame, params: SignalParams) -> None:
+    edits = ev[ev["type"].isin(["edit", "correction"]) & ev["value"].notna()]
+    latest = edits.sort_values("timestamp", kind="stable").drop_duplicates("_code", keep="last")
+    out["edit_type"] = pd.Series(pd.NA, index=out.index, dtype="string")
+    out["edit_text"] = pd.Series(pd.NA, index=out.index, dtype="string")
+    out["edit_distance"] = np.nan
+    out["edit_class"] = pd.Series(pd.NA, index=out.index, dtype="string")
+    out["edit_length_ratio"] = np.nan
+    if latest.empty:
+        return
+    rows = latest["_code"].to_numpy()
+    classified = classify_edits(t["output"].iloc[rows], latest["value"], params)
+    out.loc[rows, "edit_type"] = latest["type"].to_numpy()
+    out.loc[rows, "edit_text"] = latest["value"].to_numpy()
+    for column in ("edit_distance", "edit_class", "edit_length_ratio"):
+        out.loc[rows, column] = classified[column].to_numpy()
+
+
+def _copies(out: pd.DataFrame, t: pd.DataFrame, ev: pd.DataFrame, copy_count: np.ndarray, params: SignalParams) -> None:
+    copies = ev[ev["type"] == "copy"]
+    out_len = t["output"].fillna("").str.len().to_numpy(dtype=float)
+    copied_len = copies["value"].str.len().to_numpy(dtype=float, na_value=np.nan)
+    codes = copies["_code"].to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(np.isnan(copied_len), 1.0, np.minimum(copied_len / np.maximum(out_len[codes], 1), 1.0))
+    best = np.full(len(out), np.nan)
+    if len(codes):
+        order = np.argsort(share, kind="stable")
+        best[codes[order]] = share[order]  # the last write per code is its largest share
+    out["copy_count"] = copy_count
+    out["copied_share"] = best
+    out["copy_kind"] = pd.Series(
+        np.where(np.isnan(best), None, np.where(best >= params.full_copy_min_share, "full", "snippet")), dtype="string"
+    )
+
+
+def _chains(out: pd.DataFrame, t: pd.DataFrame, regenerate_count: np.ndarray, thumbs_down: np.ndarray) -> None:
+    same_as_prev = ((t["_session"] == t["_session"].shift(1)) & (t["_prompt_key"] == t["_prompt_key"].shift(1))).fillna(False).to_numpy(dtype=bool)
+    chain_no = np.cumsum(~same_as_prev)
+    first = np.flatnonzero(~same_as_prev)
+    chain_start = first[chain_no - 1]
+    chain_length = np.bincount(chain_no)[chain_no]
+    position = np.arange(len(t)) - chain_start + 1
+    final = position == chain_length
+    final_idx = chain_start + chain_length - 1
+    accepted = (regenerate_count[final_idx] == 0) & (thumbs_down[final_idx] == 0)
+    next_id = t["trace_id"].shift(-1)
+    out["regenerate_count"] = regenerate_count
+    out["chain_id"] = t["trace_id"].to_numpy()[chain_start]
+    out["chain_position"] = position
+    out["chain_length"] = chain_length
+    out["regenerated_by"] = next_id.where(~final, pd.NA).astype("string")
+    out["chain_accepted"] = pd.array(accepted, dtype="boolean")
+
+
+def _rephrases(out: pd.DataFrame, t: pd.DataFrame, params: SignalParams) -> None:
+    nxt = t["_next_idx"].to_numpy()
+    candidates = np.flatnonzero((nxt >= 0))
+    similarity = np.full(len(t), np.nan)
+    if len(candidates):
+        this_p = t["_prompt_key"].to_numpy()[candidates]
+        next_p = t["_prompt_key"].to_numpy()[nxt[candidates]]
+        differs = this_p != next_p
+        cand = candidates[differs]
+        if len(cand):
+            similarity[cand] = process.cpdist(this_p[differs].tolist(), next_p[differs].tolist(), scorer=fuzz.partial_ratio, workers=-1) / 100.0
+    out["rephrase_similarity"] = similarity
+    out["rephrased"] = np.nan_to_num(similarity, nan=0.0) >= params.rephrase_min_similarity
+
+
+def _dwell_and_abandon(
+    out: pd.DataFrame, t: pd.DataFrame, ev: pd.DataFrame, counts: dict[str, np.ndarray], params: SignalParams, horizon: pd.Timestamp
+) -> None:
+    nxt = t["_next_idx"].to_numpy()
+    end = utc_array(t["_end"])
+    ts = utc_array(t["timestamp"])
+    next_prompt = np.where(nxt >= 0, ts[np.maximum(nxt, 0)], np.datetime64("NaT", "us"))
+    first_event = np.full(len(t), np.datetime64("NaT", "us"))
+    last_event = np.full(len(t), np.datetime64("NaT", "us"))
+    if len(ev):
+        grouped = ev.groupby("_code")["timestamp"]
+        firsts, lasts = grouped.min(), grouped.max()
+        first_event[firsts.index.to_numpy()] = utc_array(firsts)
+        last_event[lasts.index.to_numpy()] = utc_array(lasts)
+    next_action = np.fmin(next_prompt, first_event)
+    out["dwell_s"] = (next_action - end) / np.timedelta64(1, "s")
+    positive = (counts["thumbs_up"] > 0) | (counts["copy"] > 0) | (np.nan_to_num(out["rating_mean"].to_numpy(), nan=0) >= 4)
+    last_activity = np.fmax(end, last_event)
+    idle = np.timedelta64(int(params.abandon_idle_minutes * 60e6), "us")
+    silent = (nxt < 0) & (np.datetime64(horizon.tz_convert("UTC").tz_localize(None), "us") - last_activity >= idle)
+    explicit = counts["abandon"] > 0
+    inferred = ~explicit & silent & ~positive
+    out["abandoned"] = explicit | inferred
+    out["abandon_source"] = pd.Series(np.where(explicit, "explicit", np.where(inferred, "inferred", None)), dtype="string")
+
+
+def utc_array(values: pd.Series) -> np.ndarray:
+    """A tz-aware timestamp Series as a naive UTC datetime64[us] array (NaT kept)."""
+    return values.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+
+
+def _latest(t: pd.DataFrame, ev: pd.DataFrame) -> pd.Timestamp:
+    latest = t["_end"].max() if len(t) else pd.Timestamp.min.tz_localize("UTC")
+    if len(ev):
+        latest = max(latest, ev["timestamp"].max())
+    return latest

@@ -1,0 +1,68 @@
+"""Trace labels: explicit outweighs implicit, disagreement, changes of mind, agreement rate."""
+
+import pandas as pd
+
+from feedback_loop.lib.labels import agreement_rate, label_traces
+from feedback_loop.lib.linking import link_feedback
+from feedback_loop.lib.params import LabelWeights, SignalParams
+from feedback_loop.lib.signals import implicit_signals
+from feedback_loop_tests.frames import at, events, traces
+
+
+def labels(tr, ev, weights=LabelWeights()):
+    linked = link_feedback(ev, tr, pd.Timedelta(hours=1)).linked
+    signals = implicit_signals(tr, linked, SignalParams(), horizon=at(60))
+    return label_traces(signals, linked, weights).set_index("trace_id")
+
+
+def one(**row):
+    return traces({"trace_id": "a", **row})
+
+
+def test_no_evidence_is_unlabeled():
+    row = labels(one(), events()).loc["a"]
+    assert row["label"] == "unlabeled" and row["confidence"] == 0.0 and row["evidence"] == ""
+
+
+def test_thumbs_with_reason_tag():
+    row = labels(one(), events({"trace_id": "a", "type": "thumbs_down", "reason": "not_factual", "t": 5})).loc["a"]
+    assert row["label"] == "negative" and row["score"] == -0.8
+    assert row["evidence"] == "thumbs_down(not_factual)" and row["reason_tags"] == "not_factual"
+
+
+def test_explicit_outweighs_implicit_and_disagreement_is_flagged():
+    ev = events({"trace_id": "a", "type": "thumbs_up", "t": 5}, {"trace_id": "a", "type": "regenerate", "t": 10})
+    row = labels(one(), ev).loc["a"]
+    assert row["label"] == "positive"
+    assert row["score"] == 0.8 * 1.0 + 0.2 * -0.6
+    assert row["disagreement"]
+    assert "thumbs_up" in row["evidence"] and "regenerated" in row["evidence"]
+
+
+def test_implicit_only_labels_with_lower_confidence():
+    tr = traces({"trace_id": "a", "output": "The capital of Australia is Sydney. It is a large and famous city."})
+    ev = events({"trace_id": "a", "type": "edit", "value": "The capital of Australia is Canberra.", "t": 5})
+    implicit = labels(tr, ev).loc["a"]
+    explicit = labels(one(), events({"trace_id": "a", "type": "thumbs_down", "t": 5})).loc["a"]
+    assert implicit["label"] == "negative" and implicit["evidence"] == "edit:major"
+    assert implicit["confidence"] < explicit["confidence"]
+
+
+def test_a_user_who_changes_their_mind_counts_once_with_the_latest_thumb():
+    ev = events({"trace_id": "a", "type": "thumbs_down", "t": 5}, {"trace_id": "a", "type": "thumbs_up", "t": 9})
+    assert labels(one(), ev).loc["a", "label"] == "positive"
+
+
+def test_ratings_scale_around_three():
+    assert labels(one(), events({"trace_id": "a", "type": "rating", "value": 1, "t": 5})).loc["a", "score"] == -0.8
+    assert labels(one(), events({"trace_id": "a", "type": "rating", "value": 3, "t": 5})).loc["a", "label"] == "neutral"
+
+
+def test_weights_are_configurable():
+    weights = LabelWeights(thumbs_down=-0.1)
+    assert labels(one(), events({"trace_id": "a", "type": "thumbs_down", "t": 5}), weights).loc["a", "label"] == "neutral"
+
+
+def test_agreement_rate_counts_only_traces_with_both_kinds():
+    frame = pd.DataFrame({"explicit_score": [1.0, -1.0, 1.0, None], "implicit_score": [0.5, -0.4, -0.6, 0.5]})
+    assert agreement_rate(frame) == (2 / 3, 3)

@@ -1,0 +1,141 @@
+"""Implicit signals on hand-built sessions, edge cases included."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from feedback_loop.lib.linking import link_feedback
+from feedback_loop.lib.params import SignalParams
+from feedback_loop.lib.signals import classify_edits, implicit_signals
+from feedback_loop_tests.frames import at, events, traces
+
+PARAMS = SignalParams()
+
+
+def signals(tr, ev=None, horizon=None):
+    ev = events() if ev is None else ev
+    linked = link_feedback(ev, tr, pd.Timedelta(hours=1)).linked
+    return implicit_signals(tr, linked, PARAMS, horizon).set_index("trace_id")
+
+
+@pytest.mark.parametrize(
+    ("output", "edit", "expected"),
+    [
+        ("The answer is 42.", "the answer is 42", "trivial"),
+        ("The answer is 42.", "The answer is 42.", "trivial"),  # identical
+        ("The capital of Australia is Sydney, a large city.", "The capital of Australia is Canberra, a large city.", "minor"),
+        ("The capital of Australia is Sydney. It has many beaches and a famous opera house.", "The capital of Australia is Canberra.", "major"),
+        ("I cannot help with that.", "Paris is the capital of France and its largest city.", "rewrite"),
+        ("", "Something new", "rewrite"),  # empty output
+    ],
+)
+def test_edit_classes(output, edit, expected):
+    result = classify_edits(pd.Series([output]), pd.Series([edit]), PARAMS)
+    assert result["edit_class"].iloc[0] == expected
+
+
+def test_edit_length_ratio_and_distance():
+    result = classify_edits(pd.Series(["a" * 100]), pd.Series(["a" * 25]), PARAMS)
+    assert result["edit_length_ratio"].iloc[0] == 0.25
+    assert result["edit_distance"].iloc[0] == pytest.approx(1 - 50 / 125)
+    assert np.isnan(classify_edits(pd.Series([""]), pd.Series([""]), PARAMS)["edit_length_ratio"].iloc[0])
+
+
+def test_latest_edit_wins_and_corrections_count():
+    tr = traces({"trace_id": "a", "output": "The year is 1991."})
+    ev = events(
+        {"trace_id": "a", "type": "edit", "value": "The year is 1990.", "t": 30},
+        {"trace_id": "a", "type": "correction", "value": "The year is 1989.", "t": 60},
+    )
+    row = signals(tr, ev).loc["a"]
+    assert row["edit_type"] == "correction" and row["edit_text"] == "The year is 1989."
+    assert row["edit_class"] == "minor"
+
+
+def test_copies_full_snippet_and_without_text():
+    tr = traces(
+        {"trace_id": "full", "output": "x" * 100, "session_id": "a"},
+        {"trace_id": "snip", "output": "x" * 100, "session_id": "b"},
+        {"trace_id": "button", "output": "x" * 100, "session_id": "c"},
+    )
+    ev = events(
+        {"trace_id": "full", "type": "copy", "value": "x" * 95, "t": 5},
+        {"trace_id": "snip", "type": "copy", "value": "x" * 20, "t": 5},
+        {"trace_id": "snip", "type": "copy", "value": "x" * 40, "t": 6},
+        {"trace_id": "button", "type": "copy", "t": 5},
+    )
+    s = signals(tr, ev)
+    assert s.loc["full", "copy_kind"] == "full"
+    assert s.loc["snip", ["copy_count", "copied_share", "copy_kind"]].tolist() == [2, 0.4, "snippet"]
+    assert s.loc["button", "copy_kind"] == "full"
+
+
+def test_regenerate_chain_and_acceptance():
+    tr = traces(
+        {"trace_id": "r1", "t": 0, "prompt": "Capital of Australia?"},
+        {"trace_id": "r2", "t": 30, "prompt": "capital of  australia?"},
+        {"trace_id": "r3", "t": 60, "prompt": "Capital of Australia?"},
+        {"trace_id": "next", "t": 200, "prompt": "And of Canada?"},
+    )
+    ev = events(
+        {"trace_id": "r1", "type": "regenerate", "t": 25},
+        {"session_id": "s1", "type": "regenerate", "t": 55},
+        {"trace_id": "r3", "type": "copy", "t": 90},
+    )
+    s = signals(tr, ev)
+    assert s.loc[["r1", "r2", "r3"], "chain_id"].tolist() == ["r1", "r1", "r1"]
+    assert s.loc[["r1", "r2", "r3"], "chain_position"].tolist() == [1, 2, 3]
+    assert s.loc["r1", "regenerated_by"] == "r2" and s.loc["r2", "regenerated_by"] == "r3"
+    assert pd.isna(s.loc["r3", "regenerated_by"])
+    assert s.loc[["r1", "r2"], "regenerate_count"].tolist() == [1, 1]
+    assert s.loc["r1", "chain_accepted"] and s.loc["r3", "chain_accepted"]
+    assert s.loc["next", "chain_length"] == 1
+
+
+def test_chain_not_accepted_when_final_is_thumbed_down():
+    tr = traces({"trace_id": "r1", "t": 0}, {"trace_id": "r2", "t": 30})
+    ev = events({"trace_id": "r1", "type": "regenerate", "t": 25}, {"trace_id": "r2", "type": "thumbs_down", "t": 40})
+    assert not signals(tr, ev).loc["r1", "chain_accepted"]
+
+
+def test_rephrase_is_a_reworded_next_prompt_not_a_new_question():
+    tr = traces(
+        {"trace_id": "a", "t": 0, "prompt": "I'm writing a report. What is the capital of Australia?"},
+        {"trace_id": "b", "t": 60, "prompt": "No, what exactly is the capital of Australia?"},
+        {"trace_id": "c", "t": 120, "prompt": "Thanks. What is the largest planet in the solar system?"},
+    )
+    s = signals(tr)
+    assert s.loc["a", "rephrased"]
+    assert not s.loc["b", "rephrased"]
+    assert not s.loc["c", "rephrased"]  # no next prompt
+
+
+def test_abandon_explicit_inferred_and_not_when_positive_or_too_recent():
+    tr = traces(
+        {"trace_id": "explicit", "session_id": "a"},
+        {"trace_id": "silent", "session_id": "b"},
+        {"trace_id": "copied", "session_id": "c"},
+        {"trace_id": "recent", "session_id": "d", "t": 7000},
+        {"trace_id": "continued", "session_id": "e"},
+        {"trace_id": "follow", "session_id": "e", "t": 100},
+    )
+    ev = events({"trace_id": "explicit", "type": "abandon", "t": 20}, {"trace_id": "copied", "type": "copy", "t": 5})
+    s = signals(tr, ev, horizon=at(7200))
+    assert s.loc["explicit", "abandon_source"] == "explicit"
+    assert s.loc["silent", "abandon_source"] == "inferred"
+    assert not s.loc["copied", "abandoned"]
+    assert not s.loc["recent", "abandoned"]  # only 199 s of silence known so far
+    assert not s.loc["continued", "abandoned"]
+
+
+def test_dwell_is_time_to_the_next_user_action():
+    tr = traces({"trace_id": "a", "t": 0, "latency_ms": 2000.0}, {"trace_id": "b", "t": 100})
+    ev = events({"trace_id": "a", "type": "copy", "t": 12})
+    s = signals(tr, ev)
+    assert s.loc["a", "dwell_s"] == 10.0
+    assert np.isnan(s.loc["b", "dwell_s"])
+
+
+def test_empty_inputs_give_empty_signals():
+    s = implicit_signals(traces(), events(), PARAMS)
+    assert s.empty and "edit_class" in s.columns
