@@ -8,6 +8,7 @@ import pytest
 from feedback_loop.lib.generator import GeneratorConfig, generate
 from feedback_loop.resources.landing import LandingFolder
 from feedback_loop.resources.settings import FeedbackLoopSettings
+from feedback_loop.resources.state import ClusterRegistry
 from feedback_loop.resources.warehouse import WarehouseIOManager
 
 END = dt.date(2026, 11, 20)
@@ -27,6 +28,7 @@ def resources(generated, tmp_path) -> dict:
         "io_manager": WarehouseIOManager(root=str(tmp_path / "warehouse")),
         "landing": LandingFolder(root=str(generated)),
         "settings": FeedbackLoopSettings(),
+        "cluster_registry": ClusterRegistry(path=str(tmp_path / "state" / "clusters.json")),
     }
 
 

@@ -6,6 +6,7 @@ import dagster as dg
 
 from feedback_loop.resources.landing import LandingFolder
 from feedback_loop.resources.settings import FeedbackLoopSettings
+from feedback_loop.resources.state import ClusterRegistry
 from feedback_loop.resources.warehouse import WarehouseIOManager
 
 
@@ -16,5 +17,6 @@ def resources() -> dg.Definitions:
             "io_manager": WarehouseIOManager(root=os.environ.get("FEEDBACK_LOOP_WAREHOUSE", "data/warehouse")),
             "landing": LandingFolder(root=os.environ.get("FEEDBACK_LOOP_LANDING", "data/landing")),
             "settings": FeedbackLoopSettings(),
+            "cluster_registry": ClusterRegistry(path=os.environ.get("FEEDBACK_LOOP_STATE", "data/state") + "/error_mode_clusters.json"),
         }
     )

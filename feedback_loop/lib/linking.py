@@ -48,83 +48,83 @@ class Linked:
 def link_feedback(events: pd.DataFrame, traces: pd.DataFrame, session_max_gap: pd.Timedelta) -> Linked:
     """Resolve each event to a trace; see the module docstring for the rules."""
     events = conform(events, FEEDBACK_COLUMNS).reset_index(drop=True)
-    spans = conform(traces, TRACE_KEY_TYPES)[TRACE_KEYS]
-    spans = spans.sort_values("timestamp", kind="stable")
-    trace_id = pd.Series(pd.NA, index=events.index, dtype="string")
-    span_id = pd.Series(pd.NA, index=events.index, dtype="string")
-    method = pd.Series(pd.NA, index=events.index, dtype="string")
-    reason = pd.Series(pd.NA, index=events.index, dtype="string")
+    spans = conform(traces, TRACE_KEY_TYPES)[TRACE_KEYS].sort_values("timestamp", kind="stable")
+    spans = spans.drop_duplicates("span_id", keep="last").reset_index(drop=True)
+    span_index = pd.Index(spans["span_id"])
+    last_span = spans.drop_duplicates("trace_id", keep="last")
+    trace_to_span = pd.Series(last_span.index.to_numpy(), index=pd.Index(last_span["trace_id"]))
+    n = len(events)
+    pos = np.full(n, -1)  # the linked span's row in `spans`
+    method = np.full(n, None, dtype=object)
+    reason = np.full(n, None, dtype=object)
 
-    by_span = spans.drop_duplicates("span_id", keep="last").set_index("span_id")
-    has_span = events["span_id"].notna()
-    span_hit = has_span & events["span_id"].isin(by_span.index)
-    trace_id[span_hit] = by_span["trace_id"].reindex(events.loc[span_hit, "span_id"]).to_numpy()
-    span_id[span_hit] = events.loc[span_hit, "span_id"]
-    method[span_hit] = "by_span"
+    has_span = events["span_id"].notna().to_numpy()
+    by_span = np.where(has_span, span_index.get_indexer(events["span_id"]), -1)
+    pos[by_span >= 0] = by_span[by_span >= 0]
+    method[by_span >= 0] = "by_span"
 
-    last_span = spans.drop_duplicates("trace_id", keep="last").set_index("trace_id")
-    has_trace = events["trace_id"].notna() & method.isna()
-    trace_hit = has_trace & events["trace_id"].isin(last_span.index)
-    trace_id[trace_hit] = events.loc[trace_hit, "trace_id"]
-    span_id[trace_hit] = last_span["span_id"].reindex(events.loc[trace_hit, "trace_id"]).to_numpy()
-    method[trace_hit] = "by_trace"
+    has_trace = events["trace_id"].notna().to_numpy() & (pos < 0)
+    by_trace = np.where(has_trace, trace_to_span.index.get_indexer(events["trace_id"]), -1)
+    hit = by_trace >= 0
+    pos[hit] = trace_to_span.to_numpy()[by_trace[hit]]
+    method[hit] = "by_trace"
+    reason[has_trace & ~hit] = "trace_id not found among traces of the linking window"
+    reason[has_span & (pos < 0) & events["trace_id"].isna().to_numpy()] = "span_id not found among traces of the linking window"
 
-    reason[has_trace & ~trace_hit] = "trace_id not found among traces of the linking window"
-    reason[has_span & ~span_hit & events["trace_id"].isna()] = "span_id not found among traces of the linking window"
-
+    event_ts = utc_ns(events["timestamp"])
+    span_ts = utc_ns(spans["timestamp"])
     # A regenerate attached to the response that replaced the one it judges.
-    start = spans.drop_duplicates("span_id", keep="last").set_index("span_id")["timestamp"]
-    linked_start = start.reindex(span_id.fillna("")).to_numpy()
-    regen_forward = (events["type"] == "regenerate").to_numpy() & method.notna().to_numpy() & (linked_start > events["timestamp"].to_numpy())
-    by_time = (method.isna() & reason.isna() & events["session_id"].notna()).to_numpy() | regen_forward
+    regen_forward = (events["type"] == "regenerate").fillna(False).to_numpy() & (pos >= 0)
+    regen_forward &= span_ts[np.maximum(pos, 0)] > event_ts
+    by_time = ((pos < 0) & (reason == None) & events["session_id"].notna().to_numpy()) | regen_forward  # noqa: E711
     if by_time.any():
-        lookup = events.loc[by_time, ["session_id", "timestamp"]].copy()
-        span_session = spans.drop_duplicates("span_id", keep="last").set_index("span_id")["session_id"]
-        forward = regen_forward[by_time]
-        lookup.loc[forward, "session_id"] = span_session.reindex(span_id[by_time][forward]).to_numpy()
-        found = _latest_at_or_before(lookup, spans, session_max_gap)
-        hit = found["trace_id"].notna().to_numpy()
-        regen = regen_forward[by_time]
-        idx = events.index[by_time]
-        trace_id[idx[hit]] = found.loc[hit, "trace_id"].to_numpy()
-        span_id[idx[hit]] = found.loc[hit, "span_id"].to_numpy()
-        method[idx[hit]] = np.where(regen[hit], "by_trace_regenerate_previous", "by_session_time")
-        missed = idx[~hit]
-        method[missed] = pd.NA
+        session = events["session_id"].to_numpy(dtype=object, na_value=None).copy()
+        session[regen_forward] = spans["session_id"].to_numpy(dtype=object, na_value=None)[pos[regen_forward]]
+        found = _latest_at_or_before(session[by_time], event_ts[by_time], spans, span_ts, session_max_gap)
+        rows = np.flatnonzero(by_time)
+        ok = found >= 0
+        pos[rows[ok]] = found[ok]
+        pos[rows[~ok]] = -1
+        method[rows[ok]] = np.where(regen_forward[rows[ok]], "by_trace_regenerate_previous", "by_session_time")
+        missed = rows[~ok]
+        known_session = pd.Index(spans["session_id"].dropna().unique()).get_indexer(pd.Series(session[missed], dtype="string")) >= 0
         reason[missed] = np.where(
-            regen[~hit],
+            regen_forward[missed],
             "regenerate with no earlier trace in the session",
-            np.where(
-                events.loc[missed, "session_id"].isin(spans["session_id"]),
-                "no trace of the session at or before the event within the gap",
-                "session_id not found among traces of the linking window",
-            ),
+            np.where(known_session, "no trace of the session at or before the event within the gap", "session_id not found among traces of the linking window"),
         )
-    linked_mask = method.notna()
-    trace_info = spans.drop_duplicates("span_id", keep="last").set_index("span_id")
+    linked_mask = pos >= 0
     linked = events[linked_mask].copy()
-    linked["trace_id"] = trace_id[linked_mask]
-    linked["span_id"] = span_id[linked_mask]
-    linked["trace_date"] = trace_info["partition_date"].reindex(linked["span_id"]).to_numpy()
-    linked["trace_timestamp"] = trace_info["timestamp"].reindex(linked["span_id"]).to_numpy()
+    target = spans.iloc[pos[linked_mask]]
+    for column, source in (("trace_id", "trace_id"), ("span_id", "span_id"), ("trace_date", "partition_date"), ("trace_timestamp", "timestamp")):
+        linked[column] = target[source].array
     linked["link_method"] = method[linked_mask]
     orphans = events[~linked_mask].copy()
-    orphans["orphan_reason"] = reason[~linked_mask].fillna("no trace_id, span_id or session_id to link by")
-    return Linked(linked=conform(linked, LINK_COLUMNS).reset_index(drop=True), orphans=conform(orphans, ORPHAN_COLUMNS).reset_index(drop=True))
+    orphans["orphan_reason"] = pd.Series(reason[~linked_mask], index=orphans.index, dtype="string").fillna(
+        "no trace_id, span_id or session_id to link by"
+    )
+    return Linked(
+        linked=conform(linked, LINK_COLUMNS).reset_index(drop=True),
+        orphans=conform(orphans, ORPHAN_COLUMNS).reset_index(drop=True),
+    )
 
 
-def _latest_at_or_before(events: pd.DataFrame, spans: pd.DataFrame, max_gap: pd.Timedelta) -> pd.DataFrame:
-    """For each event, the latest span of its session at or before it, at most `max_gap` earlier."""
-    left = pd.DataFrame(
-        {"_row": np.arange(len(events)), "session_id": events["session_id"].array, "timestamp": events["timestamp"].array}
-    )
-    left = left.dropna(subset=["session_id"]).sort_values("timestamp", kind="stable")
-    right = spans.dropna(subset=["session_id"])[["session_id", "timestamp", "trace_id", "span_id"]]
-    merged = pd.merge_asof(
-        left, right, on="timestamp", by="session_id", direction="backward", tolerance=max_gap, allow_exact_matches=True
-    )
-    out = pd.DataFrame({"trace_id": pd.Series(pd.NA, index=range(len(events)), dtype="string")})
-    out["span_id"] = pd.Series(pd.NA, index=out.index, dtype="string")
-    out.loc[merged["_row"].to_numpy(), "trace_id"] = merged["trace_id"].to_numpy()
-    out.loc[merged["_row"].to_numpy(), "span_id"] = merged["span_id"].to_numpy()
+def utc_ns(values: pd.Series) -> np.ndarray:
+    """Timestamps as int64 nanoseconds since the epoch (UTC)."""
+    return values.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype(np.int64)
+
+
+def _latest_at_or_before(
+    session: np.ndarray, event_ts: np.ndarray, spans: pd.DataFrame, span_ts: np.ndarray, max_gap: pd.Timedelta
+) -> np.ndarray:
+    """For each (session, time), the row in `spans` of the session's latest span at or before it (-1: none)."""
+    sessions = pd.Index(spans["session_id"].dropna().unique())
+    left = pd.DataFrame({"_row": np.arange(len(session)), "_s": sessions.get_indexer(pd.Series(session, dtype="string")), "_t": event_ts})
+    left = left[left["_s"] >= 0].sort_values("_t", kind="stable")
+    right = pd.DataFrame({"_s": sessions.get_indexer(spans["session_id"]), "_t": span_ts, "_pos": np.arange(len(spans))})
+    right = right[right["_s"] >= 0].sort_values("_t", kind="stable")
+    merged = pd.merge_asof(left, right, on="_t", by="_s", direction="backward", tolerance=int(max_gap.value), allow_exact_matches=True)
+    out = np.full(len(session), -1)
+    found = merged["_pos"].notna().to_numpy()
+    out[merged["_row"].to_numpy()[found]] = merged["_pos"].to_numpy()[found].astype(int)
     return out

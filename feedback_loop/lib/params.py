@@ -44,3 +44,7 @@ class LabelWeights(dg.Config):
     explicit_share: float = 0.8  # with explicit evidence: score = share * explicit + (1 - share) * implicit
     positive_min_score: float = 0.2
     negative_max_score: float = -0.2
+
+
+class ErrorModeParams(dg.Config):
+    seed: int = 0  # classifier and clustering are deterministic for a seed

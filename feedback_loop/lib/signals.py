@@ -17,6 +17,7 @@ batch `cpdist` (one C++ call per signal, all cores). Definitions (thresholds in 
 - rephrase: the user's next prompt in the session is not the same prompt but at least
   `rephrase_min_similarity` similar to this one (rapidfuzz partial ratio: the best-aligned substring,
   so a short reworded question matches the longer original): the answer missed.
+  `rephrase_similarity` is that score, or 0 below the threshold (scoring stops early there).
 - dwell: seconds from the end of the response to the user's next action (a feedback event on it,
   or the session's next prompt).
 - abandon: an explicit `abandon` event, or inferred: the session's last response, no positive
@@ -28,6 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import Indel
 
@@ -131,7 +134,9 @@ def classify_edits(outputs: pd.Series, edits: pd.Series, params: SignalParams) -
 
 def normalize_prompt(prompt: pd.Series) -> pd.Series:
     """Case- and white-space-insensitive prompt key (regenerations repeat the prompt)."""
-    return prompt.fillna("").astype(str).str.lower().str.replace(r"\s+", " ", regex=True).str.strip()
+    text = pa.array(prompt.astype("string").fillna(""), type=pa.large_string())
+    key = pc.utf8_trim_whitespace(pc.replace_substring_regex(pc.utf8_lower(text), r"\s+", " "))
+    return pd.Series(key, index=prompt.index, dtype="string")
 
 
 def _responses(traces: pd.DataFrame) -> pd.DataFrame:
@@ -212,7 +217,9 @@ def _rephrases(out: pd.DataFrame, t: pd.DataFrame, params: SignalParams) -> None
         differs = this_p != next_p
         cand = candidates[differs]
         if len(cand):
-            similarity[cand] = process.cpdist(this_p[differs].tolist(), next_p[differs].tolist(), scorer=fuzz.partial_ratio, workers=-1) / 100.0
+            cutoff = params.rephrase_min_similarity * 100
+            scores = process.cpdist(this_p[differs].tolist(), next_p[differs].tolist(), scorer=fuzz.partial_ratio, score_cutoff=cutoff, workers=-1)
+            similarity[cand] = scores / 100.0
     out["rephrase_similarity"] = similarity
     out["rephrased"] = np.nan_to_num(similarity, nan=0.0) >= params.rephrase_min_similarity
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from feedback_loop.lib.params import IngestParams, LabelWeights, LinkingParams, SignalParams
+from feedback_loop.lib.params import ErrorModeParams, IngestParams, LabelWeights, LinkingParams, SignalParams
 
 
 class FeedbackLoopSettings(dg.ConfigurableResource):
@@ -12,3 +12,4 @@ class FeedbackLoopSettings(dg.ConfigurableResource):
     linking: LinkingParams = LinkingParams()
     signals: SignalParams = SignalParams()
     labels: LabelWeights = LabelWeights()
+    error_modes: ErrorModeParams = ErrorModeParams()

@@ -1,0 +1,102 @@
+"""Assign every negative trace one error mode, with a confidence and the evidence that decided it.
+
+Evidence is taken strongest first: the user's reason tag, their comment, their edit, the response
+itself (refusal, a requested format or length it breaks, a length outlier). Traces no rule explains
+are labelled by the classifier trained on the rest when it is confident enough, else `other`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from feedback_loop.lib.error_modes.classifier import Validation, classifier_text, fit_and_predict
+from feedback_loop.lib.error_modes.rules import comment_mode, edit_mode, reason_tag_mode, response_mode
+from feedback_loop.lib.error_modes.taxonomy import TAXONOMY_V1, Taxonomy
+
+SOURCE_CONFIDENCE = {"reason_tag": 0.95, "comment": 0.85, "edit": 0.8, "response": 0.8}
+CLASSIFIER_MIN_PROBABILITY = 0.6
+NO_EVIDENCE_CONFIDENCE = 0.3
+
+ERROR_MODE_COLUMNS: dict[str, str] = {
+    "trace_id": "string",
+    "mode": "string",
+    "mode_id": "string",
+    "confidence": "float64",
+    "evidence": "string",
+    "evidence_source": "string",
+    "taxonomy_version": "string",
+    "model": "string",
+    "prompt_version": "string",
+    "partition_date": "string",
+}
+
+
+def assign_error_modes(negatives: pd.DataFrame, seed: int = 0, taxonomy: Taxonomy = TAXONOMY_V1) -> tuple[pd.DataFrame, Validation]:
+    """One row per negative trace: mode, mode_id, confidence, evidence (see the module docstring)."""
+    df = negatives.reset_index(drop=True)
+    mode = pd.Series(pd.NA, index=df.index, dtype="string")
+    evidence = pd.Series(pd.NA, index=df.index, dtype="string")
+    source = pd.Series(pd.NA, index=df.index, dtype="string")
+    stages = (
+        ("reason_tag", lambda: reason_tag_mode(df["reason_tags"])),
+        ("comment", lambda: comment_mode(df["comments"])),
+        ("edit", lambda: edit_mode(df["output"], df["edit_text"])),
+        ("response", lambda: response_mode(df["prompt"], df["output"], df["peer_length_ratio"], df["peer_length_outlier"])),
+    )
+    for name, stage in stages:
+        if not mode.isna().any():
+            break
+        found, why = stage()
+        take = mode.isna() & found.notna()
+        mode[take], evidence[take], source[take] = found[take], why[take], name
+    confidence = source.map(SOURCE_CONFIDENCE).astype("float64")
+
+    unexplained = mode.isna()
+    text = classifier_text(df)
+    predicted, probability, validation = fit_and_predict(text[~unexplained], mode[~unexplained], text[unexplained], seed)
+    sure = predicted.notna() & pd.Series(probability >= CLASSIFIER_MIN_PROBABILITY, index=predicted.index)
+    rows = predicted.index[sure]
+    mode[rows] = predicted[rows]
+    confidence[rows] = np.round(probability[sure.to_numpy()] * 0.8, 4)
+    evidence[rows] = "classifier p=" + pd.Series(probability[sure.to_numpy()], index=rows).round(2).astype("string")
+    source[rows] = "classifier"
+    rest = mode.isna()
+    mode[rest], confidence[rest], evidence[rest], source[rest] = "other", NO_EVIDENCE_CONFIDENCE, "no specific evidence", "none"
+
+    out = pd.DataFrame(
+        {
+            "trace_id": df["trace_id"],
+            "mode": mode,
+            "mode_id": mode.map(taxonomy.ids()),
+            "confidence": confidence,
+            "evidence": evidence,
+            "evidence_source": source,
+            "taxonomy_version": taxonomy.version,
+            "model": df["model"],
+            "prompt_version": df["prompt_version"],
+            "partition_date": df["partition_date"],
+        }
+    )
+    return out.astype(ERROR_MODE_COLUMNS), validation
+
+
+def negative_traces(labels: pd.DataFrame, traces: pd.DataFrame) -> pd.DataFrame:
+    """The negatively labelled traces with their prompt, output and length relative to their peers.
+
+    Peers are the traces of the same model and prompt version among all `traces` given:
+    `peer_length_ratio` is the output length over the peers' median, and `peer_length_outlier` marks
+    a far-out length (above Q3 + 3 IQR, Tukey's fence).
+    """
+    t = traces.drop_duplicates("trace_id", keep="last")
+    length = t["output"].fillna("").str.len().astype("float64")
+    groups = length.groupby([t["model"].fillna(""), t["prompt_version"].fillna("")])
+    median, q1, q3 = groups.transform("median"), groups.transform(lambda x: x.quantile(0.25)), groups.transform(lambda x: x.quantile(0.75))
+    t = t.assign(
+        peer_length_ratio=(length / median.where(median > 0)).astype("float64"),
+        peer_length_outlier=(length > q3 + 3 * (q3 - q1)) & (groups.transform("size") >= 20),
+    )
+    negative = labels[labels["label"] == "negative"]
+    columns = ["trace_id", "input", "prompt", "output", "peer_length_ratio", "peer_length_outlier"]
+    out = negative.merge(t[columns], on="trace_id", how="left", validate="one_to_one")
+    return out.reset_index(drop=True)

@@ -1,0 +1,192 @@
+"""High-precision evidence for an error mode, strongest first: reason tag, comment, edit, response.
+
+Each function returns, per negative trace, the mode its evidence points to (or NA) and a short
+description of the evidence. `assign.py` takes the strongest one available.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from feedback_loop.lib.error_modes.refusal import refusal_evidence
+
+REASON_TO_MODE = {
+    "not_factual": "hallucination",
+    "formatting": "format",
+    "refusal": "refusal",
+    "too_long": "length",
+    "too_short": "length",
+    "incomplete": "length",
+    "harmful": "other",
+}
+
+COMMENT_LEXICON: dict[str, str] = {
+    "hallucination": r"\b(?:wrong|incorrect|not true|untrue|false|inaccurate|not correct|doesn't exist|does not exist|made up|making things up|hallucinat\w*|fake|fabricat\w*|no such|factually|check your facts|not a real|misinformation|error in the facts)\b",
+    "format": r"\b(?:format\w*|json|table|bullet\w*|markdown|parse|parsing|indent\w*|syntax|code block|not valid|invalid|list of|numbered|structure)\b",
+    "refusal": r"\b(?:refus\w*|won't you|wouldn't you|why won't|why can't|why cant|censor\w*|just answer|answer the question|harmless question|not allowed to say|decline\w*|preach\w*|lecture)\b",
+    "length": r"\b(?:too long|too short|verbose|concise|brief\w*|shorter|longer|wordy|rambl\w*|tl;?dr|get to the point|more detail|too much text|incomplete|cut off)\b",
+    "other": r"\b(?:irrelevant|off[- ]topic|not what i asked|doesn't answer|does not answer|didn't answer|wrong language|in english|spanish|french|german|unrelated|nonsense|makes no sense)\b",
+}
+# Listed in the order ties are broken: a comment that says "wrong format" is about format.
+COMMENT_ORDER = ("format", "refusal", "length", "other", "hallucination")
+
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]{2,}")
+BULLET_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+", re.MULTILINE)
+TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}", re.MULTILINE)
+FENCE = re.compile(r"```")
+WORDS_LIMIT = re.compile(r"\b(?:in|at most|under|no more than|maximum of|max|within|less than|fewer than)\s+(\d{1,4})\s+words\b")
+BULLET_COUNT = re.compile(r"\b(?:exactly\s+)?(\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten)\s+(?:bullet|bullet points|points|items|bullets)\b")
+NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+BRIEF = r"\b(?:briefly|in one sentence|in a sentence|one[- ]line|short answer|be concise|concisely|in a few words|tl;?dr|keep it short)\b"
+DETAILED = r"\b(?:in detail|detailed|elaborate|thorough\w*|comprehensive|step[- ]by[- ]step|at least \d+ words)\b"
+ASKS_JSON = r"\bjson\b"
+ASKS_TABLE = r"\b(?:markdown table|a table|as a table|in a table|table of)\b"
+ASKS_CODE = r"\b(?:write|give me|show me|implement)\b[^.?!]{0,40}\b(?:function|code|script|class|snippet|program|query)\b"
+
+
+def reason_tag_mode(reason_tags: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The mode of the first reason tag that maps to one (`other` tags say nothing specific)."""
+    modes = pd.Series(pd.NA, index=reason_tags.index, dtype="string")
+    evidence = pd.Series(pd.NA, index=reason_tags.index, dtype="string")
+    tags = reason_tags.fillna("").str.split(",")
+    for tag, mode in REASON_TO_MODE.items():
+        has = tags.map(lambda t, tag=tag: tag in t).astype(bool) & modes.isna()
+        modes[has] = mode
+        evidence[has] = f"reason tag '{tag}'"
+    return modes, evidence
+
+
+def comment_mode(comments: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The mode whose lexicon the user's comment matches."""
+    text = pc.utf8_lower(pa.array(comments.astype("string").fillna(""), type=pa.large_string()))
+    modes = pd.Series(pd.NA, index=comments.index, dtype="string")
+    evidence = pd.Series(pd.NA, index=comments.index, dtype="string")
+    for mode in COMMENT_ORDER:
+        hit = pc.match_substring_regex(text, COMMENT_LEXICON[mode]).to_numpy(zero_copy_only=False).astype(bool)
+        hit &= modes.isna().to_numpy()
+        modes[hit] = mode
+        evidence[hit] = "comment: " + comments[hit].str.slice(0, 60)
+    return modes, evidence
+
+
+def edit_mode(outputs: pd.Series, edits: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """What the user's edit changed: structure (format), a large cut (length), facts (hallucination)."""
+    modes = pd.Series(pd.NA, index=outputs.index, dtype="string")
+    evidence = pd.Series(pd.NA, index=outputs.index, dtype="string")
+    for idx in edits.index[edits.notna()]:
+        found = _edit_evidence(str(outputs.get(idx) or ""), str(edits[idx]))
+        if found:
+            modes[idx], evidence[idx] = found
+    return modes, evidence
+
+
+def _edit_evidence(output: str, edit: str) -> tuple[str, str] | None:
+    if _structure(output) != _structure(edit):
+        return "format", f"edit changed structure {_structure(output)} -> {_structure(edit)}"
+    ratio = len(edit) / max(len(output), 1)
+    if ratio < 0.5 and len(output) > 200 and _kept_share(edit, output) >= 0.8:
+        return "length", f"edit cut the answer to {ratio:.0%} of its length, keeping its words"
+    if 0.5 <= ratio <= 2.0:
+        numbers_out, numbers_edit = set(NUMBER.findall(output)), set(NUMBER.findall(edit))
+        if numbers_out - numbers_edit and numbers_edit - numbers_out:
+            return "hallucination", f"edit replaced numbers {sorted(numbers_out - numbers_edit)[:3]} -> {sorted(numbers_edit - numbers_out)[:3]}"
+        names_out, names_edit = set(PROPER.findall(output)), set(PROPER.findall(edit))
+        if names_out - names_edit and names_edit - names_out:
+            return "hallucination", f"edit replaced names {sorted(names_out - names_edit)[:3]} -> {sorted(names_edit - names_out)[:3]}"
+    if ratio > 3.0 and len(output) < 300:
+        return "length", "edit expanded a short answer"
+    return None
+
+
+def _kept_share(edit: str, output: str) -> float:
+    """Share of the edit's words that come from the output (a cut keeps them, a rewrite does not)."""
+    edit_words = re.findall(r"\w+", edit.lower())
+    output_words = set(re.findall(r"\w+", output.lower()))
+    return sum(w in output_words for w in edit_words) / max(len(edit_words), 1)
+
+
+def _structure(text: str) -> str:
+    """The coarse structure of a text: json, code, table, list or prose."""
+    if _parses_as_json(text):
+        return "json"
+    if FENCE.search(text):
+        return "code"
+    if TABLE_RULE.search(text):
+        return "table"
+    if len(BULLET_LINE.findall(text)) >= 2:
+        return "list"
+    return "prose"
+
+
+def _parses_as_json(text: str) -> bool:
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.strip("`").removeprefix("json").strip()
+    if not stripped.startswith(("{", "[")):
+        return False
+    try:
+        json.loads(stripped)
+    except ValueError:
+        return False
+    return True
+
+
+def response_mode(
+    prompts: pd.Series, outputs: pd.Series, peer_length_ratio: pd.Series, peer_length_outlier: pd.Series
+) -> tuple[pd.Series, pd.Series]:
+    """Evidence in the response itself: a refusal, a requested format it breaks, a requested length it misses."""
+    modes = pd.Series(pd.NA, index=outputs.index, dtype="string")
+    evidence = pd.Series(pd.NA, index=outputs.index, dtype="string")
+    refusal = refusal_evidence(outputs)
+    hit = refusal.notna()
+    modes[hit] = "refusal"
+    evidence[hit] = "response refuses (" + refusal[hit] + ")"
+    prompt_text = pc.utf8_lower(pa.array(prompts.astype("string").fillna(""), type=pa.large_string()))
+    asks = {name: pc.match_substring_regex(prompt_text, pattern).to_numpy(zero_copy_only=False).astype(bool) for name, pattern in (
+        ("json", ASKS_JSON), ("table", ASKS_TABLE), ("code", ASKS_CODE), ("brief", BRIEF), ("detailed", DETAILED), ("bullets", BULLET_COUNT.pattern), ("words", WORDS_LIMIT.pattern)
+    )}
+    for pos in np.flatnonzero(modes.isna().to_numpy() & (asks["json"] | asks["table"] | asks["code"] | asks["bullets"] | asks["words"] | asks["brief"] | asks["detailed"])):
+        idx = outputs.index[pos]
+        found = _response_evidence(str(prompts[idx] or "").lower(), str(outputs[idx] or ""), {k: v[pos] for k, v in asks.items()})
+        if found:
+            modes[idx], evidence[idx] = found
+    outlier = modes.isna() & peer_length_outlier.fillna(False).astype(bool)
+    modes[outlier] = "length"
+    evidence[outlier] = (
+        "response length a far outlier for its model and prompt version ("
+        + peer_length_ratio[outlier].round(1).astype("string")
+        + "x the median)"
+    )
+    return modes, evidence
+
+
+def _response_evidence(prompt: str, output: str, asks: dict[str, bool]) -> tuple[str, str] | None:
+    if asks["json"] and not _parses_as_json(output):
+        return "format", "prompt asks for JSON, response does not parse"
+    if asks["table"] and not TABLE_RULE.search(output):
+        return "format", "prompt asks for a table, response has none"
+    if asks["code"] and not (FENCE.search(output) or re.search(r"^\s*(?:def|class|function|import|select|const|let|var)\b", output, re.MULTILINE | re.IGNORECASE)):
+        return "format", "prompt asks for code, response has none"
+    if asks["bullets"]:
+        match = BULLET_COUNT.search(prompt)
+        wanted = int(NUMBER_WORDS.get(match.group(1), match.group(1))) if match else None
+        got = len(BULLET_LINE.findall(output))
+        if wanted and got != wanted:
+            return "format", f"prompt asks for {wanted} bullet points, response has {got}"
+    words = len(output.split())
+    if asks["words"]:
+        limit = int(WORDS_LIMIT.search(prompt).group(1))
+        if words > 1.5 * limit:
+            return "length", f"prompt asks for at most {limit} words, response has {words}"
+    if asks["brief"] and words > 80:
+        return "length", f"prompt asks for a brief answer, response has {words} words"
+    if asks["detailed"] and words < 25:
+        return "length", f"prompt asks for detail, response has {words} words"
+    return None

@@ -1,0 +1,197 @@
+"""Error modes: evidence rules, the refusal detector, the classifier, and stable cluster ids."""
+
+import json
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from feedback_loop.lib.error_modes.assign import assign_error_modes, negative_traces
+from feedback_loop.lib.error_modes.clusters import cluster_negatives
+from feedback_loop.lib.error_modes.refusal import is_refusal
+from feedback_loop.lib.error_modes.rules import comment_mode, edit_mode, reason_tag_mode, response_mode
+from feedback_loop.lib.error_modes.taxonomy import TAXONOMY_V1
+from feedback_loop.pipeline import run_nightly
+from feedback_loop_tests.conftest import defs_with
+
+
+def s(*values):
+    return pd.Series(list(values), dtype="string")
+
+
+@pytest.mark.parametrize(
+    ("text", "refusal"),
+    [
+        ("I'm sorry, but I can't help with that request.", True),
+        ("Sorry, I cannot provide that.", True),
+        ("I cannot provide instructions for building weapons.", True),
+        ("It's understandable that you're worried, but I won't be able to assist with this.", True),
+        ("As an AI language model, I cannot share personal opinions on that.", True),
+        ("I don't think it's appropriate to rank people by their nationality.", True),
+        ("That request goes against my guidelines.", True),
+        ("No, I will not write that.", True),
+        ("I'm sorry to hear about your loss. Here are some steps that can help you cope:", False),
+        ("As an AI, I understand this may be a joke. Teapots are objects and cannot vote.", False),
+        ("The capital of Australia is Canberra.", False),
+        ("You cannot divide by zero; the result is undefined, so check the denominator first.", False),
+        ("", False),
+    ],
+)
+def test_refusal_detector(text, refusal):
+    assert bool(is_refusal(s(text))[0]) is refusal
+
+
+def test_reason_tags_map_to_modes_and_other_tags_say_nothing():
+    modes, evidence = reason_tag_mode(s("not_factual", "other,too_long", "other", None, "formatting"))
+    assert modes.tolist()[:2] == ["hallucination", "length"]
+    assert pd.isna(modes[2]) and pd.isna(modes[3])
+    assert modes[4] == "format" and evidence[4] == "reason tag 'formatting'"
+
+
+def test_comments_map_to_modes():
+    modes, _ = comment_mode(s("That's wrong, it's Canberra.", "Wrong format, I asked for JSON", "Way too long", "Why won't you answer?", "Not what I asked.", "meh", None))
+    assert modes.tolist()[:5] == ["hallucination", "format", "length", "refusal", "other"]
+    assert modes[5:].isna().all()
+
+
+def test_edits_reveal_facts_cuts_and_structure():
+    outputs = s(
+        "The Berlin Wall fell in 1991, which ended the division of the city.",
+        "The capital of Australia is Sydney, a large coastal city.",
+        "Paris is the capital of France. " * 20,
+        '{"answer": "7"',
+        "Here are some tips for staying productive: plan your day and take breaks. " * 4,
+    )
+    edits = s(
+        "The Berlin Wall fell in 1989, which ended the division of the city.",
+        "The capital of Australia is Canberra, a large coastal city.",
+        "Paris is the capital of France.",
+        '{"answer": "7"}',
+        "The number of continents is 7.",
+    )
+    modes, evidence = edit_mode(outputs, edits)
+    assert modes.tolist()[:4] == ["hallucination", "hallucination", "length", "format"]
+    assert "1991" in evidence[0] and "Sydney" in evidence[1]
+    assert pd.isna(modes[4])  # a rewrite that keeps none of the words is not a cut
+
+
+def test_response_checks_validate_what_the_prompt_asked():
+    prompts = s(
+        'Return only JSON with keys "answer".',
+        'Return only JSON with keys "answer".',
+        "Answer in exactly 3 bullet points.",
+        "Answer in at most 30 words.",
+        "Briefly, what is it?",
+        "What is the capital of France?",
+        "Can you help me?",
+    )
+    outputs = s(
+        "Sure! The answer is 7.",
+        '```json\n{"answer": "7"}\n```',
+        "- one\n- two",
+        "word " * 80,
+        "word " * 90,
+        "Paris.",
+        "I'm sorry, but I can't help with that.",
+    )
+    modes, evidence = response_mode(prompts, outputs, pd.Series([1.0] * 7), pd.Series([False] * 7))
+    assert modes.tolist()[0] == "format" and pd.isna(modes[1])
+    assert modes[2] == "format" and "3 bullet points, response has 2" in evidence[2]
+    assert modes[3] == "length" and modes[4] == "length"
+    assert pd.isna(modes[5])
+    assert modes[6] == "refusal"
+
+
+def negatives_frame(n: int) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    kinds = ["hallucination", "format", "refusal", "length"]
+    rows = []
+    for i in range(n):
+        kind = kinds[i % 4]
+        tagged = i % 3 != 0
+        rows.append(
+            {
+                "trace_id": f"t{i}",
+                "model": "m",
+                "prompt_version": "v1",
+                "partition_date": "2026-11-20",
+                "reason_tags": {"hallucination": "not_factual", "format": "formatting", "refusal": "refusal", "length": "too_long"}[kind] if tagged else None,
+                "comments": None,
+                "edit_text": None,
+                "prompt": f"question {rng.integers(1000)} about {kind} topic",
+                "output": {"hallucination": "The wall fell in 1991 per the Review.", "format": "Sure! here it is not json", "refusal": "Absolutely not something I do.", "length": "long " * 50}[kind],
+                "peer_length_ratio": 1.0,
+                "peer_length_outlier": False,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def test_classifier_labels_unexplained_negatives_deterministically():
+    frame = negatives_frame(120)
+    first, validation = assign_error_modes(frame, seed=3)
+    second, _ = assign_error_modes(frame, seed=3)
+    pd.testing.assert_frame_equal(first, second)
+    assert validation.trained and validation.macro_f1 is not None
+    untagged = first[frame["reason_tags"].isna().to_numpy()]
+    assert (untagged["evidence_source"] == "classifier").mean() > 0.9
+    truth = frame.loc[frame["reason_tags"].isna(), "trace_id"].map(lambda t: ["hallucination", "format", "refusal", "length"][int(t[1:]) % 4])
+    assert (untagged["mode"].to_numpy() == truth.to_numpy()).mean() > 0.9
+    assert set(first["mode_id"]) <= set(TAXONOMY_V1.ids().values())
+
+
+def test_no_evidence_and_no_classifier_means_other():
+    frame = negatives_frame(4).assign(reason_tags=None, output="fine text")
+    modes, validation = assign_error_modes(frame)
+    assert not validation.trained
+    assert modes["mode"].tolist() == ["other"] * 4 and (modes["mode_id"] == "EM-999").all()
+
+
+def test_negative_traces_flag_far_out_lengths():
+    traces = pd.DataFrame({"trace_id": [f"t{i}" for i in range(30)], "model": "m", "prompt_version": "v", "input": None, "prompt": "p", "output": ["x" * 100] * 29 + ["x" * 5000]})
+    labels = pd.DataFrame({"trace_id": ["t0", "t29"], "label": ["negative", "negative"]})
+    out = negative_traces(labels, traces).set_index("trace_id")
+    assert out.loc["t29", "peer_length_outlier"] and not out.loc["t0", "peer_length_outlier"]
+    assert out.loc["t29", "peer_length_ratio"] == 50.0
+
+
+def cluster_frame() -> pd.DataFrame:
+    spanish = ["Lo siento, la respuesta es la siguiente y espero que sea útil para su trabajo."] * 15
+    offtopic = ["Here are some general tips for staying productive: take breaks and plan your day."] * 15
+    return pd.DataFrame({"trace_id": [f"t{i}" for i in range(30)], "mode": "other", "comments": None, "output": spanish + offtopic})
+
+
+def test_clusters_separate_new_modes_and_keep_ids_across_runs():
+    first = cluster_negatives(cluster_frame(), {}, today="2026-11-20")
+    assert sorted(first.clusters["size"]) == [15, 15]
+    by_trace = first.assignments.set_index("trace_id")["cluster_id"]
+    assert by_trace["t0"] != by_trace["t29"]
+    assert set(first.clusters["status"]) == {"new"}
+    second = cluster_negatives(cluster_frame().iloc[::-1].reset_index(drop=True), first.registry, today="2026-11-21")
+    again = second.assignments.set_index("trace_id")["cluster_id"]
+    assert again["t0"] == by_trace["t0"] and again["t29"] == by_trace["t29"]
+    assert set(second.clusters["status"]) == {"tracked"}
+    assert second.registry["clusters"][by_trace["t0"]]["first_seen"] == "2026-11-20"
+
+
+def test_small_groups_are_not_clustered():
+    assert cluster_negatives(cluster_frame().head(5), {}).assignments.empty
+
+
+def test_error_mode_assets_on_generated_data(resources, generated):
+    defs = defs_with(resources)
+    instance = dg.DagsterInstance.ephemeral()
+    for day in ("2026-11-18", "2026-11-19", "2026-11-20"):
+        report = run_nightly(day, instance, defs)
+        assert report.success and "checks failed" not in report.summary_line()
+    warehouse = resources["io_manager"]
+    modes = pd.concat(pd.read_parquet(warehouse.path_for(dg.AssetKey("error_modes"), d).path) for d in ("2026-11-18", "2026-11-19", "2026-11-20"))
+    truth = pd.DataFrame([json.loads(l) for l in (generated / "ground_truth" / "traces.jsonl").read_text().splitlines()])
+    merged = modes.merge(truth[["trace_id", "mode"]].rename(columns={"mode": "true"}), on="trace_id")
+    bad = merged[merged["true"] != "none"]
+    assert (bad["mode"] == bad["true"]).mean() >= 0.75  # the full evaluation is evaluation/error_modes.py
+    clusters = pd.read_parquet(warehouse.path_for(dg.AssetKey("error_mode_clusters"), "2026-11-20").path)
+    assert set(clusters["trace_id"]) <= set(modes["trace_id"])
+    registry = json.loads((resources["cluster_registry"].path and open(resources["cluster_registry"].path).read()))
+    assert registry["clusters"]
