@@ -195,3 +195,15 @@ def test_error_mode_assets_on_generated_data(resources, generated):
     assert set(clusters["trace_id"]) <= set(modes["trace_id"])
     registry = json.loads((resources["cluster_registry"].path and open(resources["cluster_registry"].path).read()))
     assert registry["clusters"]
+
+
+def test_all_negatives_explained_by_rules_leaves_nothing_to_classify():
+    frame = negatives_frame(2).assign(reason_tags="not_factual")
+    modes, _ = assign_error_modes(frame)
+    assert modes["mode"].tolist() == ["hallucination", "hallucination"]
+    assert modes["evidence_source"].tolist() == ["reason_tag", "reason_tag"]
+
+
+def test_no_negatives_gives_an_empty_table():
+    modes, validation = assign_error_modes(negatives_frame(0).reindex(columns=negatives_frame(1).columns))
+    assert modes.empty and not validation.trained

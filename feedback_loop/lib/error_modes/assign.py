@@ -55,12 +55,13 @@ def assign_error_modes(negatives: pd.DataFrame, seed: int = 0, taxonomy: Taxonom
     unexplained = mode.isna()
     text = classifier_text(df)
     predicted, probability, validation = fit_and_predict(text[~unexplained], mode[~unexplained], text[unexplained], seed)
-    sure = predicted.notna() & pd.Series(probability >= CLASSIFIER_MIN_PROBABILITY, index=predicted.index)
-    rows = predicted.index[sure]
-    mode[rows] = predicted[rows]
-    confidence[rows] = np.round(probability[sure.to_numpy()] * 0.8, 4)
-    evidence[rows] = "classifier p=" + pd.Series(probability[sure.to_numpy()], index=rows).round(2).astype("string")
-    source[rows] = "classifier"
+    sure = predicted.notna().to_numpy() & (probability >= CLASSIFIER_MIN_PROBABILITY)
+    if sure.any():
+        rows = predicted.index[sure]
+        mode.loc[rows] = predicted.loc[rows]
+        confidence.loc[rows] = np.round(probability[sure] * 0.8, 4)
+        evidence.loc[rows] = "classifier p=" + pd.Series(probability[sure], index=rows).round(2).astype("string")
+        source.loc[rows] = "classifier"
     rest = mode.isna()
     mode[rest], confidence[rest], evidence[rest], source[rest] = "other", NO_EVIDENCE_CONFIDENCE, "no specific evidence", "none"
 
