@@ -85,6 +85,8 @@ def test_response_checks_validate_what_the_prompt_asked():
         "Briefly, what is it?",
         "What is the capital of France?",
         "Can you help me?",
+        "What is the capital city of Australia? Return JSON.",
+        "What is the capital city of Australia?",
     )
     outputs = s(
         "Sure! The answer is 7.",
@@ -94,13 +96,17 @@ def test_response_checks_validate_what_the_prompt_asked():
         "word " * 90,
         "Paris.",
         "I'm sorry, but I can't help with that.",
+        "Lo siento, la respuesta es la siguiente y espero que sea útil.",
+        "Canberra is the capital city.",
     )
-    modes, evidence = response_mode(prompts, outputs, pd.Series([1.0] * 7), pd.Series([False] * 7))
+    modes, evidence = response_mode(prompts, outputs, pd.Series([1.0] * 9), pd.Series([False] * 9))
     assert modes.tolist()[0] == "format" and pd.isna(modes[1])
     assert modes[2] == "format" and "3 bullet points, response has 2" in evidence[2]
     assert modes[3] == "length" and modes[4] == "length"
     assert pd.isna(modes[5])
     assert modes[6] == "refusal"
+    assert modes[7] == "other" and evidence[7] == "response in 'es', prompt in 'en'"  # outranks the broken format
+    assert pd.isna(modes[8])
 
 
 def negatives_frame(n: int) -> pd.DataFrame:

@@ -474,7 +474,10 @@ def _fix(output: str, fact: tuple, kind: str, mode: str, config: GeneratorConfig
     if mode == "hallucination":
         return output.replace(wrong, correct)
     if mode == "length":
-        return f"The {question} is {correct}."
+        short = f"The {question} is {correct}."
+        if kind == "json":
+            return json.dumps({"answer": correct, "explanation": short})
+        return f"- {short}\n- {FILLER[0]}\n- {FILLER[1]}" if kind == "bullets" else short
     if mode == "format":
         if kind == "json":
             return json.dumps({"answer": correct, "explanation": f"The {question} is {correct}."})

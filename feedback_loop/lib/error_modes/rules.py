@@ -48,6 +48,17 @@ BRIEF = r"\b(?:briefly|in one sentence|in a sentence|one[- ]line|short answer|be
 DETAILED = r"\b(?:in detail|detailed|elaborate|thorough\w*|comprehensive|step[- ]by[- ]step|at least \d+ words)\b"
 ASKS_JSON = r"\bjson\b"
 ASKS_TABLE = r"\b(?:markdown table|a table|as a table|in a table|table of)\b"
+WORD = re.compile(r"[^\W\d_]+")
+FUNCTION_WORDS: dict[str, frozenset[str]] = {
+    "en": frozenset("the and is are was of to in that it for with you this what how can not but have be".split()),
+    "es": frozenset("el la los las que es de en por para una un con no se su del al lo como pero muy".split()),
+    "fr": frozenset("le la les des est et que une un pour dans pas ce qui sur avec au du sont mais vous".split()),
+    "de": frozenset("der die das und ist nicht ein eine zu mit den dem sich auf für von ich sie es auch".split()),
+    "it": frozenset("il lo la gli che di non per una un con del della sono come ma anche questo".split()),
+    "pt": frozenset("os as que de não para uma um com do da em por mas se mais como".split()),
+}
+MIN_LANGUAGE_HITS = 4
+MIN_LANGUAGE_SHARE = 0.15
 ASKS_CODE = r"\b(?:write|give me|show me|implement)\b[^.?!]{0,40}\b(?:function|code|script|class|snippet|program|query)\b"
 
 
@@ -141,7 +152,8 @@ def _parses_as_json(text: str) -> bool:
 def response_mode(
     prompts: pd.Series, outputs: pd.Series, peer_length_ratio: pd.Series, peer_length_outlier: pd.Series
 ) -> tuple[pd.Series, pd.Series]:
-    """Evidence in the response itself: a refusal, a requested format it breaks, a requested length it misses."""
+    """Evidence in the response itself, in order: a refusal; an answer in another language (other);
+    a requested format it breaks; a requested length it misses; a far-out length for its peers."""
     modes = pd.Series(pd.NA, index=outputs.index, dtype="string")
     evidence = pd.Series(pd.NA, index=outputs.index, dtype="string")
     refusal = refusal_evidence(outputs)
@@ -152,6 +164,11 @@ def response_mode(
     asks = {name: pc.match_substring_regex(prompt_text, pattern).to_numpy(zero_copy_only=False).astype(bool) for name, pattern in (
         ("json", ASKS_JSON), ("table", ASKS_TABLE), ("code", ASKS_CODE), ("brief", BRIEF), ("detailed", DETAILED), ("bullets", BULLET_COUNT.pattern), ("words", WORDS_LIMIT.pattern)
     )}
+    for pos in np.flatnonzero(modes.isna().to_numpy()):
+        idx = outputs.index[pos]
+        asked, answered = language(str(prompts[idx] or "")), language(str(outputs[idx] or ""))
+        if asked and answered and asked != answered:
+            modes[idx], evidence[idx] = "other", f"response in '{answered}', prompt in '{asked}'"
     for pos in np.flatnonzero(modes.isna().to_numpy() & (asks["json"] | asks["table"] | asks["code"] | asks["bullets"] | asks["words"] | asks["brief"] | asks["detailed"])):
         idx = outputs.index[pos]
         found = _response_evidence(str(prompts[idx] or "").lower(), str(outputs[idx] or ""), {k: v[pos] for k, v in asks.items()})
@@ -165,6 +182,15 @@ def response_mode(
         + "x the median)"
     )
     return modes, evidence
+
+
+def language(text: str) -> str | None:
+    """The language whose function words the text uses most, when it clearly uses one (else None)."""
+    words = [w for w in WORD.findall(text.lower()) if len(w) > 1]
+    hits = sorted(((sum(w in vocab for w in words), name) for name, vocab in FUNCTION_WORDS.items()), reverse=True)
+    (best, name), (second, _) = hits[0], hits[1]
+    clear = best >= MIN_LANGUAGE_HITS and best >= MIN_LANGUAGE_SHARE * len(words) and best >= 1.5 * second
+    return name if clear else None
 
 
 def _response_evidence(prompt: str, output: str, asks: dict[str, bool]) -> tuple[str, str] | None:
