@@ -63,6 +63,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _run_dates(days: list[str]) -> int:
     _default_dagster_home()
+    if not os.environ.get("FEEDBACK_LOOP_USER_HASH_KEY"):
+        from feedback_loop.resources.datasets import local_hash_key
+
+        os.environ["FEEDBACK_LOOP_USER_HASH_KEY"] = local_hash_key(os.environ.get("FEEDBACK_LOOP_STATE", "data/state"))
     from feedback_loop.pipeline import run_nightly
 
     import dagster as dg
@@ -74,7 +78,9 @@ def _run_dates(days: list[str]) -> int:
             if not report.success:
                 return 1
     warehouse = os.environ.get("FEEDBACK_LOOP_WAREHOUSE", "data/warehouse")
+    datasets = os.environ.get("FEEDBACK_LOOP_DATASETS", "data/datasets")
     print(f"\nwarehouse tables: {warehouse}/<asset>/<date>.parquet")
+    print(f"datasets:         {datasets}/<dataset>/<version>/ (newest: {datasets}/<dataset>/LATEST)")
     print(f"dagster runs:     {os.environ['DAGSTER_HOME']} (open the UI with: DAGSTER_HOME={os.environ['DAGSTER_HOME']} dg dev)")
     return 0
 

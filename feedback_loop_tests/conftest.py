@@ -6,6 +6,7 @@ import dagster as dg
 import pytest
 
 from feedback_loop.lib.generator import GeneratorConfig, generate
+from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
 from feedback_loop.resources.landing import LandingFolder
 from feedback_loop.resources.settings import FeedbackLoopSettings
 from feedback_loop.resources.state import ClusterRegistry
@@ -29,6 +30,8 @@ def resources(generated, tmp_path) -> dict:
         "landing": LandingFolder(root=str(generated)),
         "settings": FeedbackLoopSettings(),
         "cluster_registry": ClusterRegistry(path=str(tmp_path / "state" / "clusters.json")),
+        "dataset_store": DatasetStoreResource(root=str(tmp_path / "datasets")),
+        "privacy": Privacy(user_hash_key="test-key", opt_out_path=str(tmp_path / "opt_out.txt")),
     }
 
 

@@ -4,6 +4,7 @@ import os
 
 import dagster as dg
 
+from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
 from feedback_loop.resources.landing import LandingFolder
 from feedback_loop.resources.settings import FeedbackLoopSettings
 from feedback_loop.resources.state import ClusterRegistry
@@ -17,6 +18,11 @@ def resources() -> dg.Definitions:
             "io_manager": WarehouseIOManager(root=os.environ.get("FEEDBACK_LOOP_WAREHOUSE", "data/warehouse")),
             "landing": LandingFolder(root=os.environ.get("FEEDBACK_LOOP_LANDING", "data/landing")),
             "settings": FeedbackLoopSettings(),
+            "dataset_store": DatasetStoreResource(root=os.environ.get("FEEDBACK_LOOP_DATASETS", "data/datasets")),
+            "privacy": Privacy(
+                user_hash_key=dg.EnvVar("FEEDBACK_LOOP_USER_HASH_KEY"),
+                opt_out_path=os.environ.get("FEEDBACK_LOOP_OPT_OUT", "data/opt_out_users.txt"),
+            ),
             "cluster_registry": ClusterRegistry(path=os.environ.get("FEEDBACK_LOOP_STATE", "data/state") + "/error_mode_clusters.json"),
         }
     )

@@ -55,12 +55,20 @@ FACTS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 CONTEXTS = (
-    "I'm preparing a short briefing for my team and want to double check one detail. ",
-    "Quick question while I'm writing documentation for our onboarding guide. ",
-    "My manager asked me to verify this before we publish the newsletter tomorrow. ",
-    "I'm studying for an exam next week and keep mixing this up with something else. ",
-    "We are building a quiz app for students and need the facts to be accurate. ",
-    "Context: I'm reviewing a pull request that mentions this, and I want to be sure. ",
+    "I'm preparing a short briefing for my {who} and want to double check one detail for the {what}. ",
+    "Quick question while I'm writing the {what} for my {who}. ",
+    "My {who} asked me to verify this before we publish the {what} tomorrow. ",
+    "I'm studying for an exam next week and keep mixing this up; it is for the {what} my {who} set. ",
+    "We are building a quiz app for our {who} and need the facts in the {what} to be accurate. ",
+    "Context: I'm reviewing the {what} for my {who}, and it mentions this. ",
+)
+AUDIENCES = (
+    "team", "manager", "students", "book club", "grandparents", "new hires", "sales team", "class", "readers",
+    "investors", "volunteers", "podcast listeners", "teaching assistant", "editor", "study group", "kids",
+)
+DOCUMENTS = (
+    "onboarding guide", "newsletter", "quiz", "slide deck", "wiki page", "lesson plan", "blog post", "FAQ",
+    "trivia night", "report", "handout", "release notes", "museum tour script", "podcast episode",
 )
 
 FILLER = (
@@ -141,7 +149,8 @@ COMMENTS_BY_MODE = {
 PII_SNIPPETS = (
     " You can reach me at jane.doe{n}@example.com if needed.",
     " My phone number is +1 415-555-{n:04d}, call me.",
-    " Our staging key is sk-live-{n:08d}abcdefghijklmnopqrstuv, don't share it.",
+    " Our CI token is ghp_{n:04d}abcdefghijklmnopqrstuvwxyz012345, don't share it.",
+    " The AWS key AKIAIOSFODNN{n:04d}XQ leaked in the logs.",
     " The server is at 10.20.{a}.{b} behind the VPN.",
 )
 
@@ -301,7 +310,7 @@ def _prompt(fact: tuple, kind: str, rng: random.Random, rephrased: bool, first_t
         ask += template.format(n=rng.randrange(10**4), a=rng.randrange(256), b=rng.randrange(256))
     if not first_turn:
         return ask if rephrased else rng.choice(("Another question. ", "Thanks. Next: ", "")) + ask
-    context = rng.choice(CONTEXTS) + f"This is about {topic}. "
+    context = rng.choice(CONTEXTS).format(who=rng.choice(AUDIENCES), what=rng.choice(DOCUMENTS)) + f"This is about {topic}. "
     return _pad(context + ask, rng.gauss(config.prompt_chars, config.prompt_chars * 0.2) - len(context + ask), rng, prefix=True)
 
 
@@ -309,7 +318,7 @@ def _pad(text: str, extra: float, rng: random.Random, prefix: bool = False) -> s
     """Grow `text` by roughly `extra` characters of context sentences."""
     parts: list[str] = []
     while sum(len(p) + 1 for p in parts) < extra:
-        parts.append(rng.choice(CONTEXTS).strip() if prefix else rng.choice(FILLER))
+        parts.append(rng.choice(CONTEXTS).format(who=rng.choice(AUDIENCES), what=rng.choice(DOCUMENTS)).strip() if prefix else rng.choice(FILLER))
     if not parts:
         return text
     return " ".join(parts) + " " + text if prefix else text + " " + " ".join(parts)

@@ -48,3 +48,12 @@ class LabelWeights(dg.Config):
 
 class ErrorModeParams(dg.Config):
     seed: int = 0  # classifier and clustering are deterministic for a seed
+
+
+class DatasetParams(dg.Config):
+    max_cases_per_mode: int = 200  # regression suite: past this, the oldest cases of a mode are evicted
+    near_duplicate_threshold: float = 0.8  # MinHash Jaccard of prompt word 3-grams: same case / contamination
+    min_case_confidence: float = 0.5  # negatives with a less certain mode stay out of the suite
+    min_edit_distance: float = 0.02  # DPO from edits: smaller edits teach nothing
+    max_edit_distance: float = 0.9  # DPO from edits: larger ones replace the answer rather than correct it
+    test_percent: int = 10  # preference split: share of prompts (by hash) in the test split

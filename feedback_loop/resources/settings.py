@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from feedback_loop.lib.params import ErrorModeParams, IngestParams, LabelWeights, LinkingParams, SignalParams
+from feedback_loop.lib.params import DatasetParams, ErrorModeParams, IngestParams, LabelWeights, LinkingParams, SignalParams
 
 
 class FeedbackLoopSettings(dg.ConfigurableResource):
@@ -13,3 +13,4 @@ class FeedbackLoopSettings(dg.ConfigurableResource):
     signals: SignalParams = SignalParams()
     labels: LabelWeights = LabelWeights()
     error_modes: ErrorModeParams = ErrorModeParams()
+    datasets: DatasetParams = DatasetParams()

@@ -1,0 +1,163 @@
+"""Datasets: the versioned regression suite and preference dataset, published to the dataset store."""
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from feedback_loop.defs.partitions import daily_partitions
+from feedback_loop.lib.datasets.build import CASES_FILE, Release, preference_release, regression_release
+from feedback_loop.lib.datasets.preference import PreferenceParams, decontaminate
+from feedback_loop.lib.datasets.privacy import find_pii
+from feedback_loop.lib.datasets.regression import SuiteParams, suite_candidates
+from feedback_loop.lib.datasets.store import DatasetStore
+from feedback_loop.lib.preview import markdown_table
+from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
+from feedback_loop.resources.settings import FeedbackLoopSettings
+
+REGRESSION_SUITE = "regression_suite"
+PREFERENCE_DATASET = "preference_dataset"
+TEXT_COLUMNS = ["trace_id", "span_id", "user_id", "model", "prompt_version", "input", "prompt", "output", "partition_date"]
+window = dict(partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(), group_name="datasets")
+
+
+def publish(store: DatasetStore, dataset: str, release: Release, today: str) -> dg.MaterializeResult:
+    published = store.publish(dataset, release.files, release.content_hash, release.manifest, today)
+    manifest = published.manifest
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(release.content_hash),
+        metadata={
+            "version": published.version,
+            "published_new_version": published.created,
+            "parent_version": manifest.get("parent_version") or "none",
+            "row_counts": dg.MetadataValue.json(manifest.get("row_counts", {})),
+            "pii_replaced": dg.MetadataValue.json(dict(release.pii_found)),
+            "path": dg.MetadataValue.path(str(store.path(dataset, published.version, "manifest.json"))),
+            "preview": dg.MetadataValue.md(markdown_table(release.preview)),
+        },
+    )
+
+
+@dg.asset(
+    **window,
+    ins={
+        "error_modes": dg.AssetIn(),
+        "negative_traces": dg.AssetIn(metadata={"columns": TEXT_COLUMNS + ["edit_text"]}),
+        "implicit_signals": dg.AssetIn(metadata={"columns": ["trace_id", "regenerated_by"]}),
+        "raw_traces": dg.AssetIn(metadata={"columns": TEXT_COLUMNS}),
+    },
+)
+def regression_suite(
+    context: dg.AssetExecutionContext,
+    settings: FeedbackLoopSettings,
+    dataset_store: DatasetStoreResource,
+    privacy: Privacy,
+    error_modes: pd.DataFrame,
+    negative_traces: pd.DataFrame,
+    implicit_signals: pd.DataFrame,
+    raw_traces: pd.DataFrame,
+) -> dg.MaterializeResult:
+    """Hard cases (negative and regenerated-away responses) by error mode, cumulative and versioned.
+
+    Near-duplicate prompts collapse to one case; each mode is capped with oldest-first eviction;
+    each case has assertions derived from its mode and lineage back to its trace. Exports:
+    promptfoo tests, Langfuse dataset items, OpenAI evals. Publishes a new version only when the
+    content changes.
+    """
+    store = dataset_store.store()
+    params = settings.datasets
+    latest = store.latest(REGRESSION_SUITE)
+    previous = [json.loads(line) for line in store.read_bytes(REGRESSION_SUITE, latest, CASES_FILE).decode().splitlines()] if latest else []
+    candidates = suite_candidates(error_modes, negative_traces, implicit_signals, raw_traces) if len(error_modes.columns) else pd.DataFrame(columns=TEXT_COLUMNS + ["mode", "mode_id", "confidence", "evidence", "reference_output"])
+    release = regression_release(
+        candidates,
+        previous,
+        SuiteParams(params.max_cases_per_mode, params.near_duplicate_threshold, params.min_case_confidence),
+        privacy.user_hash_key,
+        privacy.opted_out(),
+        context.partition_keys,
+    )
+    return publish(store, REGRESSION_SUITE, release, context.partition_key_range.end)
+
+
+@dg.asset(
+    **window,
+    deps=[REGRESSION_SUITE],
+    ins={
+        "raw_traces": dg.AssetIn(metadata={"columns": TEXT_COLUMNS}),
+        "implicit_signals": dg.AssetIn(),
+        "trace_labels": dg.AssetIn(metadata={"columns": ["trace_id", "label", "evidence"]}),
+    },
+)
+def preference_dataset(
+    context: dg.AssetExecutionContext,
+    settings: FeedbackLoopSettings,
+    dataset_store: DatasetStoreResource,
+    privacy: Privacy,
+    raw_traces: pd.DataFrame,
+    implicit_signals: pd.DataFrame,
+    trace_labels: pd.DataFrame,
+) -> dg.MaterializeResult:
+    """DPO pairs (edits, regenerations, thumbs siblings) and KTO examples, versioned.
+
+    Formats: TRL standard and conversational, OpenAI preference fine-tuning, TRL KTO (JSONL, per
+    split) and Parquet. Split by prompt hash; no prompt is a near-duplicate of a regression-suite case.
+    """
+    store = dataset_store.store()
+    params = settings.datasets
+    release = preference_release(
+        raw_traces,
+        implicit_signals,
+        trace_labels,
+        suite_prompts(store),
+        PreferenceParams(params.min_edit_distance, params.max_edit_distance, params.test_percent, params.near_duplicate_threshold),
+        privacy.user_hash_key,
+        privacy.opted_out(),
+        context.partition_keys,
+    )
+    return publish(store, PREFERENCE_DATASET, release, context.partition_key_range.end)
+
+
+def suite_prompts(store: DatasetStore) -> list[str]:
+    latest = store.latest(REGRESSION_SUITE)
+    if latest is None:
+        return []
+    return [json.loads(line)["prompt"] for line in store.read_bytes(REGRESSION_SUITE, latest, CASES_FILE).decode().splitlines()]
+
+
+def pii_hits(store: DatasetStore, dataset: str) -> dict[str, int]:
+    """Findings of the PII scanners in every JSONL file of the dataset's latest version."""
+    latest = store.latest(dataset)
+    if latest is None:
+        return {}
+    hits = {}
+    for name in store.manifest(dataset, latest)["files"]:
+        if name.endswith(".jsonl"):
+            text = store.read_bytes(dataset, latest, name).decode()
+            found = [kind for line in text.splitlines() for _, _, kind in find_pii(json.dumps(json.loads(line), ensure_ascii=False))]
+            if found:
+                hits[name] = len(found)
+    return hits
+
+
+@dg.asset_check(asset=REGRESSION_SUITE, description="The published suite has no PII or secret left in any file.")
+def regression_suite_pii_free(dataset_store: DatasetStoreResource) -> dg.AssetCheckResult:
+    hits = pii_hits(dataset_store.store(), REGRESSION_SUITE)
+    return dg.AssetCheckResult(passed=not hits, metadata={"files_with_hits": dg.MetadataValue.json(hits)})
+
+
+@dg.asset_check(asset=PREFERENCE_DATASET, description="The published preference dataset has no PII or secret left in any file.")
+def preference_dataset_pii_free(dataset_store: DatasetStoreResource) -> dg.AssetCheckResult:
+    hits = pii_hits(dataset_store.store(), PREFERENCE_DATASET)
+    return dg.AssetCheckResult(passed=not hits, metadata={"files_with_hits": dg.MetadataValue.json(hits)})
+
+
+@dg.asset_check(asset=PREFERENCE_DATASET, description="No preference prompt is the same as, or a near-duplicate of, a regression-suite case.")
+def preference_dataset_no_suite_overlap(settings: FeedbackLoopSettings, dataset_store: DatasetStoreResource) -> dg.AssetCheckResult:
+    store = dataset_store.store()
+    latest = store.latest(PREFERENCE_DATASET)
+    if latest is None:
+        return dg.AssetCheckResult(passed=True, metadata={"overlap": 0, "note": "nothing published yet"})
+    prompts = pd.concat([pd.read_parquet(store.path(PREFERENCE_DATASET, latest, name).open("rb"), columns=["prompt"]) for name in ("dpo.parquet", "kto.parquet")])
+    _, overlap = decontaminate(prompts, suite_prompts(store), settings.datasets.near_duplicate_threshold)
+    return dg.AssetCheckResult(passed=overlap == 0, metadata={"overlap": overlap, "prompts_checked": len(prompts), "preference_version": latest})

@@ -1,0 +1,138 @@
+"""Build a release (files, content hash, manifest fields) of the regression suite and of the preference dataset.
+
+Privacy is applied before anything is serialized: rows of opted-out users are dropped, user ids
+are replaced by keyed hashes, and every text field is scrubbed of PII and secrets.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib.metadata import version
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from feedback_loop.lib.datasets import exports
+from feedback_loop.lib.datasets.preference import PreferenceParams, decontaminate, dpo_pairs, kto_examples, split_of
+from feedback_loop.lib.datasets.privacy import pseudonymize, scrub_frame
+from feedback_loop.lib.datasets.regression import SuiteParams, build_cases, merge_suite
+from feedback_loop.lib.datasets.store import content_hash
+
+CASES_FILE = "cases.jsonl"
+
+
+@dataclass
+class Release:
+    files: dict[str, bytes]
+    content_hash: str
+    manifest: dict
+    preview: pd.DataFrame
+    pii_found: Counter = field(default_factory=Counter)
+
+
+def code_version() -> str:
+    return f"feedback_loop {version('feedback_loop')}"
+
+
+def regression_release(
+    candidates: pd.DataFrame,
+    previous: list[dict],
+    params: SuiteParams,
+    hash_key: str,
+    opted_out: set[str],
+    source_partitions: list[str],
+) -> Release:
+    """The next regression suite from the window's candidates and the previous version's cases."""
+    kept = candidates[~candidates["user_id"].isin(opted_out)]
+    kept = kept[kept["confidence"] >= params.min_confidence].copy()
+    kept["user_hash"] = pseudonymize(kept["user_id"], hash_key)
+    kept["input"] = [json.loads(i) if isinstance(i, str) and i.startswith("[") else i for i in kept["input"]]
+    scrubbed, pii = scrub_frame(kept, ["prompt", "input", "output", "reference_output", "evidence"])
+    dropped_users = set(pseudonymize(pd.Series(sorted(opted_out), dtype="string"), hash_key).dropna())
+    cases, stats = merge_suite(previous, build_cases(scrubbed), params, dropped_users)
+    files = {
+        CASES_FILE: exports.jsonl(cases),
+        "tests.jsonl": exports.jsonl(exports.promptfoo_tests(cases)),
+        "langfuse_items.jsonl": exports.jsonl(exports.langfuse_items(cases)),
+        "openai_evals.jsonl": exports.jsonl(exports.openai_evals(cases)),
+    }
+    previous_ids, ids = {c["case_id"] for c in previous}, {c["case_id"] for c in cases}
+    manifest = {
+        "code_version": code_version(),
+        "source_partitions": source_partitions,
+        "row_counts": {"total": len(cases), "per_error_mode": dict(Counter(c["error_mode"] for c in cases))},
+        "schema": {"cases.jsonl": ["case_id", "input", "prompt", "output", "reference_output", "error_mode", "error_mode_id", "confidence", "evidence", "assertions", "lineage"]},
+        "diff": {"added": sorted(ids - previous_ids), "removed": sorted(previous_ids - ids), "kept": len(ids & previous_ids)},
+        "build": {**stats, "candidates": len(candidates), "opted_out_rows_dropped": int(candidates["user_id"].isin(opted_out).sum()), "pii_replaced": dict(pii)},
+    }
+    preview = pd.DataFrame([{"case_id": c["case_id"], "error_mode": c["error_mode"], "prompt": c["prompt"], "assertions": json.dumps(c["assertions"])} for c in cases[:10]])
+    return Release(files=files, content_hash=content_hash(files[CASES_FILE]), manifest=manifest, preview=preview, pii_found=pii)
+
+
+def preference_release(
+    traces: pd.DataFrame,
+    signals: pd.DataFrame,
+    labels: pd.DataFrame,
+    suite_prompts: list[str],
+    params: PreferenceParams,
+    hash_key: str,
+    opted_out: set[str],
+    source_partitions: list[str],
+) -> Release:
+    """DPO pairs and KTO examples of the window, split, decontaminated against the suite, scrubbed."""
+    traces = traces[~traces["user_id"].isin(opted_out)]
+    pairs, gates = dpo_pairs(traces, signals[signals["trace_id"].isin(traces["trace_id"])], labels, params)
+    examples = kto_examples(traces, labels)
+    pairs, pii_pairs = scrub_frame(pairs, ["prompt", "messages", "chosen", "rejected"])
+    examples, pii_examples = scrub_frame(examples, ["prompt", "messages", "completion"])
+    # The suite's prompts are scrubbed: compare scrubbed with scrubbed.
+    pairs, pairs_removed = decontaminate(pairs, suite_prompts, params.near_duplicate_threshold)
+    examples, examples_removed = decontaminate(examples, suite_prompts, params.near_duplicate_threshold)
+    for frame in (pairs, examples):
+        frame["user_id"] = pseudonymize(frame["user_id"], hash_key)
+        frame["split"] = split_of(frame["prompt"], params.test_percent)
+    files: dict[str, bytes] = {}
+    for split in ("train", "test"):
+        p, k = pairs[pairs["split"] == split], examples[examples["split"] == split]
+        files[f"dpo_standard_{split}.jsonl"] = exports.jsonl(exports.dpo_standard(p))
+        files[f"dpo_conversational_{split}.jsonl"] = exports.jsonl(exports.dpo_conversational(p))
+        files[f"openai_preference_{split}.jsonl"] = exports.jsonl(exports.openai_preference(p))
+        files[f"kto_{split}.jsonl"] = exports.jsonl(exports.kto(k))
+    files["dpo.parquet"] = _parquet(pairs)
+    files["kto.parquet"] = _parquet(examples)
+    pii = pii_pairs + pii_examples
+    manifest = {
+        "code_version": code_version(),
+        "source_partitions": source_partitions,
+        "row_counts": {
+            "dpo_pairs": len(pairs),
+            "per_pair_source": dict(Counter(pairs["source"])),
+            "kto_examples": len(examples),
+            "kto_desirable": int(examples["label"].sum()) if len(examples) else 0,
+            "per_split": {"dpo": dict(Counter(pairs["split"])), "kto": dict(Counter(examples["split"]))},
+        },
+        "schema": {
+            "dpo_standard_*.jsonl": ["prompt", "chosen", "rejected"],
+            "dpo_conversational_*.jsonl": ["prompt", "chosen", "rejected"],
+            "openai_preference_*.jsonl": ["input", "preferred_output", "non_preferred_output"],
+            "kto_*.jsonl": ["prompt", "completion", "label"],
+            "dpo.parquet": list(pairs.columns),
+            "kto.parquet": list(examples.columns),
+        },
+        "quality_gates_dropped": gates,
+        "decontamination": {"near_duplicate_threshold": params.near_duplicate_threshold, "dpo_pairs_removed": pairs_removed, "kto_examples_removed": examples_removed, "suite_prompts": len(suite_prompts)},
+        "privacy": {"opted_out_users": len(opted_out), "pii_replaced": dict(pii)},
+    }
+    digest = content_hash(*(files[name] for name in sorted(files) if name.endswith(".jsonl")))
+    preview = pairs[["pair_id", "source", "split", "prompt", "chosen", "rejected"]].head(8)
+    return Release(files=files, content_hash=digest, manifest=manifest, preview=preview, pii_found=pii)
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False), buffer)
+    return buffer.getvalue()

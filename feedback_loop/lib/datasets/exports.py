@@ -1,0 +1,102 @@
+"""Serializers for the consumers of the datasets: promptfoo, Langfuse, OpenAI evals, TRL, OpenAI fine-tuning."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+# A promptfoo `javascript` assertion: the response does not open with a refusal (cf. lib/error_modes/refusal.py).
+JS_NOT_REFUSAL = (
+    "!/^(?:i'm |i am )?(?:so |very |really )?(?:sorry|i apologi[sz]e)[^.!?]{0,80}\\bbut\\b|"
+    "\\b(?:i|we)(?:'m| am)?\\s*(?:cannot|can't|won't|will not|am unable to|'m unable to|am not able to|'m not able to|must decline)"
+    "\\b[^.!?]{0,60}?\\b(?:help|assist|provide|answer|fulfil|fulfill|comply|share|give|do that|do this)|"
+    "\\bas an ai\\b[^.!?]{0,80}?\\b(?:cannot|can't|unable|not able)\\b/i.test(output.slice(0, 300).replace(/\\u2019/g, \"'\"))"
+)
+JS_BULLETS = "(output.match(/^\\s*(?:[-*\\u2022]|\\d+[.)])\\s+/gm) || []).length === {n}"
+JS_MAX_WORDS = "output.trim().split(/\\s+/).filter(Boolean).length <= {n}"
+JS_MIN_WORDS = "output.trim().split(/\\s+/).filter(Boolean).length >= {n}"
+
+
+def jsonl(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode()
+
+
+def promptfoo_assert(assertion: dict) -> dict:
+    kind, value = assertion["type"], assertion.get("value")
+    if kind == "not_refusal":
+        return {"type": "javascript", "value": JS_NOT_REFUSAL}
+    if kind == "valid_json":
+        return {"type": "is-json"}
+    if kind == "has_table":
+        return {"type": "regex", "value": "\\|\\s*:?-{3,}"}
+    if kind == "has_code":
+        return {"type": "contains", "value": "```"}
+    if kind == "bullet_count":
+        return {"type": "javascript", "value": JS_BULLETS.format(n=int(value))}
+    if kind == "max_words":
+        return {"type": "javascript", "value": JS_MAX_WORDS.format(n=int(value))}
+    if kind == "min_words":
+        return {"type": "javascript", "value": JS_MIN_WORDS.format(n=int(value))}
+    if kind == "reference_facts":
+        return {"type": "factuality", "value": value}
+    return {"type": "llm-rubric", "value": value}
+
+
+def promptfoo_tests(cases: list[dict]) -> list[dict]:
+    """One promptfoo test case per suite case; the prompt is `{{prompt}}` (or `{{messages}}` as chat JSON)."""
+    return [
+        {
+            "description": f"[{c['error_mode']}] {c['prompt'][:80]}",
+            "vars": {"prompt": c["prompt"], "messages": json.dumps(c["input"], ensure_ascii=False)},
+            "assert": [promptfoo_assert(a) for a in c["assertions"]],
+            "metadata": {"case_id": c["case_id"], "error_mode": c["error_mode"], "error_mode_id": c["error_mode_id"], **c["lineage"]},
+        }
+        for c in cases
+    ]
+
+
+def langfuse_items(cases: list[dict]) -> list[dict]:
+    """Langfuse dataset items, linked back to their source trace and observation."""
+    return [
+        {
+            "input": {"messages": c["input"]},
+            "expectedOutput": c["reference_output"],
+            "metadata": {"case_id": c["case_id"], "error_mode": c["error_mode"], "assertions": c["assertions"], "bad_output": c["output"], **c["lineage"]},
+            "sourceTraceId": c["lineage"]["source_trace_id"],
+            "sourceObservationId": c["lineage"]["source_span_id"],
+        }
+        for c in cases
+    ]
+
+
+def openai_evals(cases: list[dict]) -> list[dict]:
+    """OpenAI evals samples; only cases with a user reference have an `ideal` answer."""
+    return [{"input": c["input"], "ideal": c["reference_output"]} for c in cases if c["reference_output"]]
+
+
+def assistant(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def dpo_standard(pairs: pd.DataFrame) -> list[dict]:
+    """TRL standard preference format: prompt, chosen, rejected as text."""
+    return [{"prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected} for r in pairs.itertuples(index=False)]
+
+
+def dpo_conversational(pairs: pd.DataFrame) -> list[dict]:
+    """TRL conversational preference format: the prompt as messages, each completion one assistant turn."""
+    return [{"prompt": r.messages, "chosen": assistant(r.chosen), "rejected": assistant(r.rejected)} for r in pairs.itertuples(index=False)]
+
+
+def openai_preference(pairs: pd.DataFrame) -> list[dict]:
+    """OpenAI preference fine-tuning (DPO) format."""
+    return [
+        {"input": {"messages": r.messages}, "preferred_output": assistant(r.chosen), "non_preferred_output": assistant(r.rejected)}
+        for r in pairs.itertuples(index=False)
+    ]
+
+
+def kto(examples: pd.DataFrame) -> list[dict]:
+    """TRL unpaired preference (KTO) format."""
+    return [{"prompt": r.prompt, "completion": r.completion, "label": bool(r.label)} for r in examples.itertuples(index=False)]

@@ -1,0 +1,114 @@
+"""Privacy at export: scrub PII and secrets from text, pseudonymize user ids, honour opt-outs.
+
+Detectors are well-kept libraries, not hand-written regexes: presidio-analyzer's pattern
+recognizers (e-mail addresses, phone numbers, credit cards, IP addresses) and detect-secrets'
+token plugins (AWS, GitHub, GitLab, OpenAI, Slack, Stripe, JWT, private keys, …; its entropy
+plugins are left out because they flag ordinary words). Each finding is replaced by a placeholder
+such as `<EMAIL_ADDRESS>` or `<SECRET>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections import Counter
+from functools import cache
+
+import pandas as pd
+import tldextract
+from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, EmailRecognizer, IpRecognizer, PhoneRecognizer
+
+# Presidio validates e-mail domains with tldextract; use its bundled suffix list, never the network.
+tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+SECRET_PLUGINS = [
+    "ArtifactoryDetector", "AWSKeyDetector", "AzureStorageKeyDetector", "BasicAuthDetector", "CloudantDetector",
+    "DiscordBotTokenDetector", "GitHubTokenDetector", "GitLabTokenDetector", "IbmCloudIamDetector",
+    "IbmCosHmacDetector", "JwtTokenDetector", "MailchimpDetector", "NpmDetector", "OpenAIDetector",
+    "PrivateKeyDetector", "PypiTokenDetector", "SendGridDetector", "SlackDetector", "SoftlayerDetector",
+    "SquareOAuthDetector", "StripeDetector", "TelegramBotTokenDetector", "TwilioKeyDetector",
+]
+MIN_SCORE = 0.4
+
+
+@cache
+def _recognizers() -> tuple:
+    return (EmailRecognizer(), PhoneRecognizer(), CreditCardRecognizer(), IpRecognizer())
+
+
+@cache
+def _secret_patterns() -> tuple:
+    """The token regexes of detect-secrets' plugins (whole matches, not just their first group)."""
+    plugins = [cls() for cls in get_mapping_from_secret_type_to_class().values() if cls.__name__ in SECRET_PLUGINS]
+    return tuple(pattern for plugin in plugins for pattern in getattr(plugin, "denylist", ()))
+
+
+def find_pii(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, kind) of every PII or secret finding in `text`."""
+    spans = []
+    for recognizer in _recognizers():
+        for result in recognizer.analyze(text, entities=recognizer.supported_entities, nlp_artifacts=None) or []:
+            if result.score >= MIN_SCORE:
+                spans.append((result.start, result.end, result.entity_type))
+    for pattern in _secret_patterns():
+        spans.extend((m.start(), m.end(), "SECRET") for m in pattern.finditer(text) if m.end() - m.start() >= 8)
+    return spans
+
+
+def scrub_text(text: str) -> tuple[str, Counter]:
+    """`text` with every finding replaced by `<KIND>`, and the count of findings per kind."""
+    spans = sorted(find_pii(text), key=lambda s: (s[0], -(s[1] - s[0])))
+    out, last, found = [], 0, Counter()
+    for start, end, kind in spans:
+        if start < last:
+            continue  # overlapped by a longer finding already replaced
+        out.append(text[last:start])
+        out.append(f"<{kind}>")
+        found[kind] += 1
+        last = end
+    out.append(text[last:])
+    return "".join(out), found
+
+
+def scrub_frame(frame: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, Counter]:
+    """Scrub the text columns of a frame; lists of messages are scrubbed message by message."""
+    total: Counter = Counter()
+    out = frame.copy()
+    for column in columns:
+        values = []
+        for value in out[column].tolist():
+            cleaned, found = _scrub_value(value)
+            total.update(found)
+            values.append(cleaned)
+        out[column] = values
+    return out, total
+
+
+def _scrub_value(value):
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, list):
+        found: Counter = Counter()
+        cleaned = []
+        for item in value:
+            item_clean, item_found = _scrub_value(item)
+            cleaned.append(item_clean)
+            found.update(item_found)
+        return cleaned, found
+    if isinstance(value, dict):
+        found = Counter()
+        cleaned = {}
+        for key, item in value.items():
+            cleaned[key], item_found = _scrub_value(item)
+            found.update(item_found)
+        return cleaned, found
+    return value, Counter()
+
+
+def pseudonymize(user_ids: pd.Series, key: str) -> pd.Series:
+    """HMAC-SHA256 of each user id under `key` (first 16 hex digits); missing ids stay missing."""
+    secret = key.encode()
+    return user_ids.map(
+        lambda u: None if u is None or u is pd.NA or u != u else "u_" + hmac.new(secret, str(u).encode(), hashlib.sha256).hexdigest()[:16]
+    ).astype("string")

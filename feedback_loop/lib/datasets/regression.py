@@ -1,0 +1,162 @@
+"""The regression suite: hard cases for the next prompt or model, grouped by error mode.
+
+Cumulative: a new version is the previous version's cases plus the window's new hard cases
+(negative traces, and responses the user regenerated away from), where
+- a case's id is the hash of its normalized prompt, so the same prompt is the same case;
+- a new case whose prompt is a near-duplicate (MinHash LSH) of a kept case collapses into it;
+  among new near-duplicates the one with a user reference, then the highest confidence, wins;
+- each mode keeps at most `max_cases_per_mode` cases; past that the oldest (by source date)
+  are evicted first, so the suite follows what users hit lately.
+Each case carries assertions derived from its mode and its lineage back to the trace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+
+from feedback_loop.lib.datasets.near_duplicates import PromptIndex
+from feedback_loop.lib.error_modes.rules import ASKS_CODE, ASKS_JSON, ASKS_TABLE, BRIEF, BULLET_COUNT, DETAILED, NUMBER_WORDS, WORDS_LIMIT
+
+BRIEF_MAX_WORDS = 60
+DETAILED_MIN_WORDS = 80
+
+
+@dataclass(frozen=True)
+class SuiteParams:
+    max_cases_per_mode: int = 200
+    near_duplicate_threshold: float = 0.8
+    min_confidence: float = 0.5
+
+
+def case_id(prompt: str) -> str:
+    key = re.sub(r"\s+", " ", prompt.strip().lower())
+    return "case-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def messages_of(input_json: str | None, prompt: str | None) -> list[dict]:
+    """The trace input as chat messages (a plain string input is one user message)."""
+    if input_json:
+        value = json.loads(input_json)
+        if isinstance(value, list):
+            return [{"role": str(m.get("role", "user")), "content": m.get("content") if isinstance(m.get("content"), str) else json.dumps(m.get("content"))} for m in value if isinstance(m, dict)]
+        if isinstance(value, str):
+            return [{"role": "user", "content": value}]
+    return [{"role": "user", "content": prompt or ""}]
+
+
+def assertions_for(mode: str, prompt: str, reference: str | None, evidence: str) -> list[dict]:
+    """What a better response must satisfy, in a neutral form the exporters translate."""
+    text = prompt.lower()
+    if mode == "refusal":
+        return [{"type": "not_refusal"}]
+    if mode == "format":
+        found = []
+        if re.search(ASKS_JSON, text):
+            found.append({"type": "valid_json"})
+        if re.search(ASKS_TABLE, text):
+            found.append({"type": "has_table"})
+        if re.search(ASKS_CODE, text):
+            found.append({"type": "has_code"})
+        bullets = BULLET_COUNT.search(text)
+        if bullets:
+            found.append({"type": "bullet_count", "value": int(NUMBER_WORDS.get(bullets.group(1), bullets.group(1)))})
+        return found or [{"type": "rubric", "value": f"Follows the format the user asked for. Earlier failure: {evidence}"}]
+    if mode == "length":
+        limit = WORDS_LIMIT.search(text)
+        if limit:
+            return [{"type": "max_words", "value": int(limit.group(1))}]
+        if re.search(BRIEF, text):
+            return [{"type": "max_words", "value": BRIEF_MAX_WORDS}]
+        if re.search(DETAILED, text):
+            return [{"type": "min_words", "value": DETAILED_MIN_WORDS}]
+        if reference:
+            return [{"type": "max_words", "value": max(10, math.ceil(1.5 * len(reference.split())))}]
+        return [{"type": "rubric", "value": f"Has a length appropriate to the request. Earlier failure: {evidence}"}]
+    if mode == "hallucination":
+        if reference:
+            return [{"type": "reference_facts", "value": reference}]
+        return [{"type": "rubric", "value": f"States only true facts. Earlier failure: {evidence}"}]
+    return [{"type": "rubric", "value": f"Answers the request. Earlier failure: {evidence}"}]
+
+
+def build_cases(candidates: pd.DataFrame) -> list[dict]:
+    """Cases from candidate rows (trace_id, span_id, partition_date, model, prompt_version, input,
+    prompt, output, reference_output, mode, mode_id, confidence, evidence, user_hash)."""
+    cases = []
+    for row in candidates.itertuples(index=False):
+        reference = row.reference_output if isinstance(row.reference_output, str) and row.reference_output else None
+        prompt = row.prompt if isinstance(row.prompt, str) else ""
+        cases.append(
+            {
+                "case_id": case_id(prompt),
+                "input": row.input if isinstance(row.input, list) else messages_of(row.input, prompt),
+                "prompt": prompt,
+                "output": row.output if isinstance(row.output, str) else "",
+                "reference_output": reference,
+                "error_mode": row.mode,
+                "error_mode_id": row.mode_id,
+                "confidence": float(row.confidence),
+                "evidence": row.evidence,
+                "assertions": assertions_for(row.mode, prompt, reference, str(row.evidence)),
+                "lineage": {
+                    "source_trace_id": row.trace_id,
+                    "source_span_id": row.span_id,
+                    "source_date": row.partition_date,
+                    "model": row.model,
+                    "prompt_version": row.prompt_version,
+                    "user_hash": row.user_hash,
+                },
+            }
+        )
+    return cases
+
+
+def merge_suite(previous: list[dict], new: list[dict], params: SuiteParams, dropped_users: set[str]) -> tuple[list[dict], dict]:
+    """The next suite: previous cases (minus opted-out users) + new ones, deduplicated and capped."""
+    kept = [c for c in previous if c["lineage"].get("user_hash") not in dropped_users]
+    stats = {"opted_out_removed": len(previous) - len(kept), "near_duplicates_collapsed": 0, "evicted": 0, "already_present": 0}
+    index = PromptIndex(params.near_duplicate_threshold)
+    ids = set()
+    for case in kept:
+        index.add(case["case_id"], case["prompt"])
+        ids.add(case["case_id"])
+    ranked = sorted(new, key=lambda c: (c["reference_output"] is None, -c["confidence"], c["lineage"]["source_date"], c["lineage"]["source_trace_id"]))
+    for case in ranked:
+        if case["case_id"] in ids:
+            stats["already_present"] += 1
+            continue
+        if index.near(case["prompt"]):
+            stats["near_duplicates_collapsed"] += 1
+            continue
+        index.add(case["case_id"], case["prompt"])
+        ids.add(case["case_id"])
+        kept.append(case)
+    suite = []
+    for mode in sorted({c["error_mode"] for c in kept}):
+        in_mode = sorted((c for c in kept if c["error_mode"] == mode), key=lambda c: (c["lineage"]["source_date"], c["case_id"]), reverse=True)
+        suite.extend(in_mode[: params.max_cases_per_mode])
+        stats["evicted"] += max(0, len(in_mode) - params.max_cases_per_mode)
+    return sorted(suite, key=lambda c: (c["error_mode"], c["case_id"])), stats
+
+
+REGENERATED_CONFIDENCE = 0.6
+
+
+def suite_candidates(error_modes: pd.DataFrame, negatives: pd.DataFrame, signals: pd.DataFrame, traces: pd.DataFrame) -> pd.DataFrame:
+    """Hard cases of the window: negative traces with their mode, and responses regenerated away from
+    that were not labelled negative (mode `other`). `reference_output` is the user's edit, if any."""
+    text = ["trace_id", "span_id", "user_id", "model", "prompt_version", "input", "prompt", "output", "partition_date"]
+    negative = error_modes[["trace_id", "mode", "mode_id", "confidence", "evidence"]].merge(
+        negatives[text + ["edit_text"]], on="trace_id", how="inner"
+    ).rename(columns={"edit_text": "reference_output"})
+    regenerated = signals.loc[signals["regenerated_by"].notna() & ~signals["trace_id"].isin(negative["trace_id"]), ["trace_id"]]
+    regenerated = regenerated.merge(traces.drop_duplicates("trace_id", keep="last")[text], on="trace_id").assign(
+        mode="other", mode_id="EM-999", confidence=REGENERATED_CONFIDENCE, evidence="regenerated away", reference_output=None
+    )
+    return pd.concat([negative, regenerated], ignore_index=True)

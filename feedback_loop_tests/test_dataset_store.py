@@ -1,0 +1,74 @@
+"""The versioned dataset store: immutable versions, atomic publishing, recovery, idempotence."""
+
+import json
+
+import pytest
+
+from feedback_loop.lib.datasets.store import DatasetStore, content_hash
+
+
+def publish(store, data: bytes, day="2026-11-20"):
+    return store.publish("suite", {"cases.jsonl": data}, content_hash(data), {"row_counts": {"total": 1}}, day)
+
+
+def test_publish_writes_files_manifest_and_latest(tmp_path):
+    store = DatasetStore(str(tmp_path))
+    first = publish(store, b'{"a": 1}\n')
+    assert first.created and first.version == "2026-11-20.1"
+    assert store.latest("suite") == "2026-11-20.1"
+    manifest = json.loads((tmp_path / "suite" / "2026-11-20.1" / "manifest.json").read_text())
+    assert manifest["parent_version"] is None and manifest["row_counts"] == {"total": 1}
+    assert len(manifest["files"]["cases.jsonl"]["sha256"]) == 64
+
+
+def test_same_content_publishes_nothing_and_new_content_exactly_one_version(tmp_path):
+    store = DatasetStore(str(tmp_path))
+    publish(store, b"one\n")
+    again = publish(store, b"one\n", day="2026-11-21")
+    assert not again.created and again.version == "2026-11-20.1"
+    second = publish(store, b"two\n")
+    assert second.created and second.version == "2026-11-20.2" and second.manifest["parent_version"] == "2026-11-20.1"
+    assert store.versions("suite") == ["2026-11-20.1", "2026-11-20.2"]
+
+
+def test_versions_sort_by_day_then_number(tmp_path):
+    store = DatasetStore(str(tmp_path))
+    for i in range(11):
+        publish(store, f"{i}\n".encode())
+    assert store.latest("suite") == "2026-11-20.11"
+
+
+def test_a_crash_before_the_manifest_leaves_no_visible_version_and_is_cleaned(tmp_path):
+    store = DatasetStore(str(tmp_path))
+    publish(store, b"one\n")
+    half = tmp_path / "suite" / "2026-11-20.2"
+    half.mkdir()
+    (half / "cases.jsonl").write_text("partial")
+    assert store.latest("suite") == "2026-11-20.1" and store.versions("suite") == ["2026-11-20.1"]
+    recovered = publish(store, b"two\n")
+    assert recovered.version == "2026-11-20.2" and (tmp_path / "suite" / "2026-11-20.2" / "cases.jsonl").read_text() == "two\n"
+
+
+def test_a_crash_before_latest_is_adopted(tmp_path):
+    store = DatasetStore(str(tmp_path))
+    publish(store, b"one\n")
+    publish(store, b"two\n")
+    (tmp_path / "suite" / "LATEST").write_text("2026-11-20.1")  # as if the run died before LATEST moved
+    assert store.latest("suite") == "2026-11-20.2"
+    assert (tmp_path / "suite" / "LATEST").read_text() == "2026-11-20.2"
+
+
+def test_a_published_version_is_never_rewritten(tmp_path):
+    store = DatasetStore(str(tmp_path))
+    publish(store, b"one\n")
+    before = (tmp_path / "suite" / "2026-11-20.1" / "cases.jsonl").read_bytes()
+    publish(store, b"two\n")
+    assert (tmp_path / "suite" / "2026-11-20.1" / "cases.jsonl").read_bytes() == before
+    with pytest.raises(FileExistsError):
+        (tmp_path / "suite" / "2026-11-20.1").mkdir(exist_ok=False)
+
+
+def test_store_works_on_an_fsspec_url():
+    store = DatasetStore("memory://datasets-test")
+    assert publish(store, b"x\n").created
+    assert store.read_bytes("suite", store.latest("suite"), "cases.jsonl") == b"x\n"

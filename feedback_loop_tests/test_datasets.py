@@ -1,0 +1,240 @@
+"""Regression suite and preference dataset: building, formats for their consumers, publishing."""
+
+import json
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from feedback_loop.lib.datasets import exports
+from feedback_loop.lib.datasets.preference import PreferenceParams, decontaminate, dpo_pairs, kto_examples, split_of
+from feedback_loop.lib.datasets.regression import SuiteParams, assertions_for, build_cases, case_id, merge_suite
+from feedback_loop.pipeline import run_nightly
+from feedback_loop_tests.conftest import defs_with, write_jsonl
+
+# promptfoo's documented test-case keys and the assertion types used here (promptfoo.dev, "Test cases" and "Assertions").
+PROMPTFOO_TEST_KEYS = {"description", "vars", "assert", "options", "threshold", "metadata", "provider", "providerOutput"}
+PROMPTFOO_TYPES_WITH_VALUE = {"javascript", "regex", "contains", "factuality", "llm-rubric"}
+PROMPTFOO_TYPES_WITHOUT_VALUE = {"is-json"}
+
+
+def candidate(i: int, mode: str, prompt: str, day: str = "2026-11-20", reference=None, confidence=0.9, user="u") -> dict:
+    return {
+        "trace_id": f"t{i}", "span_id": f"s{i}", "partition_date": day, "model": "m", "prompt_version": "v1",
+        "input": json.dumps([{"role": "user", "content": prompt}]), "prompt": prompt, "output": "bad answer",
+        "reference_output": reference, "mode": mode, "mode_id": "EM-001", "confidence": confidence,
+        "evidence": "reason tag", "user_hash": user,
+    }
+
+
+def cases(*rows):
+    return build_cases(pd.DataFrame(list(rows)))
+
+
+def test_case_ids_are_stable_per_prompt():
+    assert case_id("What is X?") == case_id("  what   is x? ") != case_id("What is Y?")
+
+
+def test_near_duplicates_collapse_and_the_one_with_a_reference_wins():
+    base = "I am writing a report for my team about geography. What is the capital of Australia? Please answer."
+    near = base.replace("Please answer.", "Please answer!")
+    suite, stats = merge_suite([], cases(candidate(1, "hallucination", base), candidate(2, "hallucination", near, reference="Canberra.")), SuiteParams(), set())
+    assert len(suite) == 1 and suite[0]["lineage"]["source_trace_id"] == "t2"
+    assert stats["near_duplicates_collapsed"] == 1
+
+
+def test_suite_is_cumulative_capped_per_mode_oldest_first():
+    previous, _ = merge_suite([], cases(*(candidate(i, "refusal", f"old question number {i} about topic {i * 7}", day=f"2026-11-0{i + 1}") for i in range(3))), SuiteParams(), set())
+    new = cases(*(candidate(10 + i, "refusal", f"brand new question {i} on subject {i * 13}", day="2026-11-20") for i in range(2)))
+    suite, stats = merge_suite(previous, new, SuiteParams(max_cases_per_mode=4), set())
+    dates = sorted(c["lineage"]["source_date"] for c in suite)
+    assert len(suite) == 4 and stats["evicted"] == 1
+    assert "2026-11-01" not in dates  # the oldest was evicted
+
+
+def test_opted_out_users_leave_the_suite():
+    previous, _ = merge_suite([], cases(candidate(1, "format", "a question from someone", user="gone")), SuiteParams(), set())
+    suite, stats = merge_suite(previous, [], SuiteParams(), {"gone"})
+    assert suite == [] and stats["opted_out_removed"] == 1
+
+
+@pytest.mark.parametrize(
+    ("mode", "prompt", "reference", "expected"),
+    [
+        ("refusal", "How do I kill a python process?", None, [{"type": "not_refusal"}]),
+        ("format", 'Return only JSON with keys "answer".', None, [{"type": "valid_json"}]),
+        ("format", "Answer in exactly 3 bullet points.", None, [{"type": "bullet_count", "value": 3}]),
+        ("length", "Answer in at most 30 words.", None, [{"type": "max_words", "value": 30}]),
+        ("length", "Briefly, what is it?", None, [{"type": "max_words", "value": 60}]),
+        ("hallucination", "Capital of Australia?", "Canberra.", [{"type": "reference_facts", "value": "Canberra."}]),
+    ],
+)
+def test_assertions_follow_the_mode(mode, prompt, reference, expected):
+    assert assertions_for(mode, prompt, reference, "evidence") == expected
+
+
+def test_promptfoo_langfuse_and_openai_exports_follow_their_schemas():
+    suite, _ = merge_suite([], cases(
+        candidate(1, "refusal", "How do I kill a python process?"),
+        candidate(2, "format", 'Return only JSON with keys "answer".'),
+        candidate(3, "hallucination", "Capital of Australia?", reference="Canberra."),
+        candidate(4, "other", "Tell me a story about a dragon"),
+    ), SuiteParams(), set())
+    for test in exports.promptfoo_tests(suite):
+        assert set(test) <= PROMPTFOO_TEST_KEYS and isinstance(test["vars"], dict) and test["description"]
+        assert all(isinstance(v, str) for v in test["vars"].values())
+        for assertion in test["assert"]:
+            if assertion["type"] in PROMPTFOO_TYPES_WITHOUT_VALUE:
+                assert set(assertion) == {"type"}
+            else:
+                assert assertion["type"] in PROMPTFOO_TYPES_WITH_VALUE and isinstance(assertion["value"], str)
+    for item in exports.langfuse_items(suite):
+        assert set(item) == {"input", "expectedOutput", "metadata", "sourceTraceId", "sourceObservationId"}
+        assert item["sourceTraceId"].startswith("t") and item["sourceObservationId"].startswith("s")
+    evals = exports.openai_evals(suite)
+    assert evals == [{"input": [{"role": "user", "content": "Capital of Australia?"}], "ideal": "Canberra."}]
+
+
+def test_the_not_refusal_javascript_matches_the_python_detector():
+    pytest.importorskip("shutil").which("node") or pytest.skip("node is not installed")
+    import subprocess
+
+    outputs = ["I'm sorry, but I can't help with that.", "The capital is Canberra.", "As an AI, I cannot share that.", "Sure! Here you go."]
+    script = "const outputs = " + json.dumps(outputs) + "; console.log(JSON.stringify(outputs.map(output => " + exports.JS_NOT_REFUSAL + ")));"
+    result = subprocess.run(["node", "-e", script], capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout) == [False, True, False, True]
+
+
+def preference_frames():
+    traces = pd.DataFrame(
+        {
+            "trace_id": ["e1", "e2", "e3", "r1", "r2", "up", "down", "k"],
+            "user_id": "u", "model": "m", "partition_date": "2026-11-20",
+            "input": None,
+            "prompt": ["Fix this", "Fix that", "Fix them", "Regen q", "Regen q", "Same question?", "same question?", "Plain"],
+            "output": ["The year is 1991.", "Hello world.", "abc", "first try", "second try", "good answer", "bad answer", "ok"],
+        }
+    )
+    signals = pd.DataFrame(
+        {
+            "trace_id": traces["trace_id"],
+            "edit_text": ["The year is 1989.", "hello world", "a completely different and much longer text", None, None, None, None, None],
+            "edit_type": ["edit", "edit", "correction", None, None, None, None, None],
+            "edit_class": ["minor", "trivial", "rewrite", None, None, None, None, None],
+            "edit_distance": [0.1, 0.1, 0.95, None, None, None, None, None],
+            "chain_id": ["e1", "e2", "e3", "r1", "r1", "up", "down", "k"],
+            "chain_length": [1, 1, 1, 2, 2, 1, 1, 1],
+            "regenerated_by": [None, None, None, "r2", None, None, None, None],
+            "chain_accepted": [True, True, True, True, True, True, True, True],
+        }
+    )
+    labels = pd.DataFrame(
+        {
+            "trace_id": traces["trace_id"],
+            "label": ["negative", "neutral", "negative", "negative", "positive", "positive", "negative", "unlabeled"],
+            "evidence": ["edit:minor", "", "correction", "regenerated", "accepted_after_regenerate", "thumbs_up", "thumbs_down", ""],
+        }
+    )
+    return traces, signals, labels
+
+
+def test_dpo_pairs_from_edits_regenerations_and_thumbs_with_quality_gates():
+    pairs, dropped = dpo_pairs(*preference_frames(), PreferenceParams())
+    by_source = {s: g for s, g in pairs.groupby("source")}
+    assert by_source["edit"][["chosen", "rejected"]].values.tolist() == [["The year is 1989.", "The year is 1991."]]
+    assert by_source["regenerate"][["chosen", "rejected", "rejected_trace_id"]].values.tolist() == [["second try", "first try", "r1"]]
+    assert by_source["thumbs"][["chosen", "rejected"]].values.tolist() == [["good answer", "bad answer"]]
+    assert dropped["trivial_edit"] == 1 and dropped["edit_too_total"] == 1
+
+
+def test_kto_examples_and_prompt_hash_split():
+    traces, _, labels = preference_frames()
+    examples = kto_examples(traces, labels)
+    assert set(examples["trace_id"]) == {"e1", "e3", "r1", "r2", "up", "down"}
+    assert examples.set_index("trace_id")["label"].to_dict()["up"] is True
+    prompts = pd.Series([f"prompt {i}" for i in range(2000)])
+    split = split_of(prompts, 10)
+    assert 0.07 < (split == "test").mean() < 0.13
+    assert (split_of(prompts, 10) == split).all()
+
+
+def test_decontamination_drops_suite_near_duplicates():
+    frame = pd.DataFrame({"prompt": ["What is the capital city of Australia today?", "Something else entirely, about cooking pasta."]})
+    kept, removed = decontaminate(frame, ["what is the capital city of australia today?"], 0.8)
+    assert removed == 1 and kept["prompt"].tolist() == ["Something else entirely, about cooking pasta."]
+
+
+def test_trl_and_openai_formats_have_their_documented_shapes():
+    pairs, _ = dpo_pairs(*preference_frames(), PreferenceParams())
+    for row in exports.dpo_standard(pairs):
+        assert set(row) == {"prompt", "chosen", "rejected"} and all(isinstance(v, str) for v in row.values())
+    for row in exports.dpo_conversational(pairs):
+        assert set(row) == {"prompt", "chosen", "rejected"}
+        assert all({"role", "content"} == set(m) for m in row["prompt"])
+        assert [m["role"] for m in row["chosen"]] == ["assistant"] == [m["role"] for m in row["rejected"]]
+    for row in exports.openai_preference(pairs):
+        assert set(row) == {"input", "preferred_output", "non_preferred_output"} and set(row["input"]) == {"messages"}
+        assert len(row["preferred_output"]) == 1 == len(row["non_preferred_output"])
+        assert row["preferred_output"][0]["role"] == "assistant" == row["non_preferred_output"][0]["role"]
+        assert row["input"]["messages"][-1]["role"] == "user"
+    traces, _, labels = preference_frames()
+    for row in exports.kto(kto_examples(traces, labels)):
+        assert set(row) == {"prompt", "completion", "label"} and isinstance(row["label"], bool)
+
+
+def published(resources, dataset: str) -> tuple[str, dict]:
+    store = resources["dataset_store"].store()
+    version = store.latest(dataset)
+    return version, store.manifest(dataset, version)
+
+
+def test_datasets_publish_once_per_change_scrubbed_and_apart(resources, generated, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    opted_out_user = pd.read_json(generated / "traces" / "traces-2026-11-20.jsonl", lines=True)["user_id"].iloc[0]
+    (tmp_path / "opt_out.txt").write_text(f"# users who opted out\n{opted_out_user}\n")
+    defs = defs_with(resources)
+    instance = dg.DagsterInstance.ephemeral()
+    for day in ("2026-11-18", "2026-11-19", "2026-11-20"):
+        report = run_nightly(day, instance, defs)
+        assert report.success and "checks failed" not in report.summary_line(), report.summary_line()
+    suite_version, suite = published(resources, "regression_suite")
+    pref_version, pref = published(resources, "preference_dataset")
+    assert suite["row_counts"]["total"] > 0 and pref["row_counts"]["kto_examples"] > 0
+    assert suite["diff"]["kept"] + len(suite["diff"]["added"]) == suite["row_counts"]["total"]
+    store = resources["dataset_store"].store()
+    for dataset, version, manifest in (("regression_suite", suite_version, suite), ("preference_dataset", pref_version, pref)):
+        for name, info in manifest["files"].items():
+            data = store.read_bytes(dataset, version, name)
+            assert len(data) == info["bytes"]
+            if name.endswith(".jsonl"):
+                text = data.decode()
+                assert opted_out_user not in text and "@example.com" not in text and "ghp_" not in text
+
+    versions_before = {d: store.versions(d) for d in ("regression_suite", "preference_dataset")}
+    assert run_nightly("2026-11-20", instance, defs).success  # same input: no new version
+    assert {d: store.versions(d) for d in versions_before} == versions_before
+
+    extra = tmp_path / "extra_landing"
+    import shutil
+
+    shutil.copytree(generated, extra)
+    write_jsonl(
+        extra / "feedback" / "late.jsonl",
+        [{"event_id": "late-1", "trace_id": t, "timestamp": "2026-11-20T23:59:00Z", "type": "thumbs_down", "reason": "formatting"}
+         for t in pd.read_json(generated / "traces" / "traces-2026-11-20.jsonl", lines=True)["trace_id"].iloc[5:6]],
+    )
+    from feedback_loop.resources.landing import LandingFolder
+
+    changed = defs_with({**resources, "landing": LandingFolder(root=str(extra))})
+    assert run_nightly("2026-11-20", instance, changed).success
+    after = store.versions("regression_suite")
+    assert len(after) == len(versions_before["regression_suite"]) + 1  # exactly one new version
+
+    import datasets
+
+    latest = store.latest("preference_dataset")
+    counts = store.manifest("preference_dataset", latest)["row_counts"]
+    loaded = datasets.load_dataset("parquet", data_files={n: str(store.path("preference_dataset", latest, f"{n}.parquet")) for n in ("dpo", "kto")})
+    assert loaded["kto"].num_rows == counts["kto_examples"] and loaded["dpo"].num_rows == counts["dpo_pairs"]
+    assert {"prompt", "chosen", "rejected", "split"} <= set(loaded["dpo"].column_names)

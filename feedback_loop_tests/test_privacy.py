@@ -1,0 +1,37 @@
+"""Scrubbing PII and secrets, pseudonymizing users."""
+
+import pandas as pd
+
+from feedback_loop.lib.datasets.privacy import find_pii, pseudonymize, scrub_frame, scrub_text
+
+
+def test_every_kind_of_pii_and_secret_is_replaced():
+    text = (
+        "Mail jane.doe@example.com or call +1 415-555-0123. Card 4111 1111 1111 1111, host 10.20.3.4, "
+        "token ghp_abcdefghijklmnopqrstuvwxyz0123456789, key AKIAIOSFODNN7EXAMPLE. The wall fell in 1989."
+    )
+    clean, found = scrub_text(text)
+    for secret in ("jane.doe@example.com", "415-555-0123", "4111 1111 1111 1111", "10.20.3.4", "ghp_abcdef", "AKIAIOSFODNN7EXAMPLE"):
+        assert secret not in clean
+    assert found == {"EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1, "CREDIT_CARD": 1, "IP_ADDRESS": 1, "SECRET": 2}
+    assert "The wall fell in 1989." in clean
+    assert find_pii(clean) == []
+
+
+def test_ordinary_text_is_untouched():
+    text = "Version 2.3.1 costs 12 dollars; the answer is 42 and the year 2008."
+    assert scrub_text(text) == (text, {})
+
+
+def test_scrub_frame_handles_message_lists():
+    frame = pd.DataFrame({"messages": [[{"role": "user", "content": "I am bob@example.org"}]], "prompt": ["hi"]})
+    clean, found = scrub_frame(frame, ["messages", "prompt"])
+    assert clean["messages"][0][0]["content"] == "I am <EMAIL_ADDRESS>" and found["EMAIL_ADDRESS"] == 1
+
+
+def test_pseudonymize_is_keyed_stable_and_keeps_missing():
+    ids = pd.Series(["u1", "u2", None, "u1"], dtype="string")
+    hashed = pseudonymize(ids, "k1")
+    assert hashed[0] == hashed[3] != hashed[1] and pd.isna(hashed[2])
+    assert hashed[0].startswith("u_") and "u1" not in hashed[0]
+    assert pseudonymize(ids, "k2")[0] != hashed[0]
