@@ -235,6 +235,6 @@ def test_datasets_publish_once_per_change_scrubbed_and_apart(resources, generate
 
     latest = store.latest("preference_dataset")
     counts = store.manifest("preference_dataset", latest)["row_counts"]
-    loaded = datasets.load_dataset("parquet", data_files={n: str(store.path("preference_dataset", latest, f"{n}.parquet")) for n in ("dpo", "kto")})
+    loaded = {n: datasets.load_dataset("parquet", data_files=str(store.path("preference_dataset", latest, f"{n}.parquet")))["train"] for n in ("dpo", "kto")}
     assert loaded["kto"].num_rows == counts["kto_examples"] and loaded["dpo"].num_rows == counts["dpo_pairs"]
     assert {"prompt", "chosen", "rejected", "split"} <= set(loaded["dpo"].column_names)

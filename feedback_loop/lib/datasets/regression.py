@@ -89,7 +89,8 @@ def build_cases(candidates: pd.DataFrame) -> list[dict]:
     """Cases from candidate rows (trace_id, span_id, partition_date, model, prompt_version, input,
     prompt, output, reference_output, mode, mode_id, confidence, evidence, user_hash)."""
     cases = []
-    for row in candidates.itertuples(index=False):
+    plain = candidates.astype(object).where(candidates.notna(), None)  # JSON has null, not pandas' NA
+    for row in plain.itertuples(index=False):
         reference = row.reference_output if isinstance(row.reference_output, str) and row.reference_output else None
         prompt = row.prompt if isinstance(row.prompt, str) else ""
         cases.append(
