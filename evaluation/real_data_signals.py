@@ -20,8 +20,11 @@ import pandas as pd
 from feedback_loop.definitions import defs
 from feedback_loop.lib.adapters.lamp import lamp_to_landing
 from feedback_loop.lib.adapters.oasst import oasst_to_landing
+from feedback_loop.lib.datasets.preference import PreferenceParams, dpo_pairs, kto_examples
 from feedback_loop.pipeline import run_nightly
+from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
 from feedback_loop.resources.landing import LandingFolder
+from feedback_loop.resources.state import ClusterRegistry
 from feedback_loop.resources.settings import FeedbackLoopSettings
 from feedback_loop.resources.warehouse import WarehouseIOManager
 
@@ -36,17 +39,50 @@ def run_dataset(name: str, traces: list[dict], events: list[dict], workdir: Path
     warehouse = WarehouseIOManager(root=str(workdir / name / "warehouse"))
     from dagster._record import replace
 
+    store = DatasetStoreResource(root=str(workdir / name / "datasets"))
     run_defs = replace(
         defs,
-        resources={**defs.resources, "io_manager": warehouse, "landing": LandingFolder(root=str(landing)), "settings": FeedbackLoopSettings()},
+        resources={
+            **defs.resources,
+            "io_manager": warehouse,
+            "landing": LandingFolder(root=str(landing)),
+            "settings": FeedbackLoopSettings(),
+            "dataset_store": store,
+            "privacy": Privacy(user_hash_key="evaluation", opt_out_path=str(workdir / "none.txt")),
+            "cluster_registry": ClusterRegistry(path=str(workdir / name / "clusters.json")),
+        },
     )
     day = DAY.date().isoformat()
     report = run_nightly(day, dg.DagsterInstance.ephemeral(), run_defs)
     assert report.success, f"pipeline failed on {name}"
-    return {
+    out = {
         asset: pd.read_parquet(warehouse.path_for(dg.AssetKey(asset), day).path)
         for asset in ("raw_traces", "linked_feedback", "linked_feedback_orphans", "implicit_signals", "trace_labels")
     }
+    published = store.store()
+    out["manifests"] = {d: published.manifest(d, published.latest(d)) for d in ("regression_suite", "preference_dataset")}
+    return out
+
+
+def preference_report(name: str, out: dict) -> str:
+    """DPO pairs the builder makes from the pipeline's outputs (quality gates applied), and what was published."""
+    pairs, dropped = dpo_pairs(out["raw_traces"], out["implicit_signals"], out["trace_labels"], PreferenceParams())
+    examples = kto_examples(out["raw_traces"], out["trace_labels"])
+    edits = out["implicit_signals"]["edit_text"].notna().sum()
+    kept_edits = pairs["source"].isin(["edit", "correction"]).sum()
+    manifest = out["manifests"]["preference_dataset"]
+    suite = out["manifests"]["regression_suite"]
+    lines = [
+        f"- DPO pairs built: {len(pairs)} ({', '.join(f'{k} {v}' for k, v in pairs['source'].value_counts().items()) or 'none'}); "
+        f"quality gates dropped: {dropped}",
+        f"- KTO examples: {len(examples)} ({int(examples['label'].sum())} desirable)",
+        f"- published (after decontamination against a {suite['row_counts']['total']}-case regression suite built from the same traces): "
+        f"{manifest['row_counts']['dpo_pairs']} DPO pairs, {manifest['row_counts']['kto_examples']} KTO examples; removed as suite near-duplicates: "
+        f"{manifest['decontamination']['dpo_pairs_removed']} pairs, {manifest['decontamination']['kto_examples_removed']} examples",
+    ]
+    if edits:
+        lines.insert(0, f"- edits kept as DPO pairs: {kept_edits} of {edits} ({kept_edits / edits:.0%})")
+    return "\n".join(lines)
 
 
 def report(name: str, out: dict[str, pd.DataFrame]) -> str:
@@ -94,10 +130,12 @@ def main() -> None:
         lamp = run_dataset("lamp", *lamp_to_landing(sorted((real / "lamp").glob("*_edits.json")), DAY + dt.timedelta(hours=1)), workdir)
     print(report("OASST (100 trees)", oasst))
     print(oasst_rank_check(oasst))
+    print(preference_report("OASST", oasst))
     print()
     print(report("LAMP (writer edits)", lamp))
     trivial = (lamp["implicit_signals"]["edit_class"] == "trivial").sum()
     print(f"- LAMP edits classed trivial: {trivial}")
+    print(preference_report("LAMP", lamp))
 
 
 if __name__ == "__main__":
