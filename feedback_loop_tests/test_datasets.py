@@ -238,3 +238,12 @@ def test_datasets_publish_once_per_change_scrubbed_and_apart(resources, generate
     loaded = {n: datasets.load_dataset("parquet", data_files=str(store.path("preference_dataset", latest, f"{n}.parquet")))["train"] for n in ("dpo", "kto")}
     assert loaded["kto"].num_rows == counts["kto_examples"] and loaded["dpo"].num_rows == counts["dpo_pairs"]
     assert {"prompt", "chosen", "rejected", "split"} <= set(loaded["dpo"].column_names)
+
+
+def test_new_cases_per_version_are_capped_and_stratified_across_models():
+    rows = [candidate(i, "refusal", f"distinct question {i} about subject {i * 17} and more") for i in range(10)]
+    for i, row in enumerate(rows):
+        row["model"] = "model-a" if i < 8 else "model-b"
+    suite, stats = merge_suite([], cases(*rows), SuiteParams(max_new_cases_per_mode=4), set())
+    models = sorted(c["lineage"]["model"] for c in suite)
+    assert models == ["model-a", "model-a", "model-b", "model-b"] and stats["over_new_quota"] == 6

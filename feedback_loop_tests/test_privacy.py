@@ -35,3 +35,19 @@ def test_pseudonymize_is_keyed_stable_and_keeps_missing():
     assert hashed[0] == hashed[3] != hashed[1] and pd.isna(hashed[2])
     assert hashed[0].startswith("u_") and "u1" not in hashed[0]
     assert pseudonymize(ids, "k2")[0] != hashed[0]
+
+
+def test_the_prefilter_flags_every_text_a_detector_would_change():
+    from feedback_loop.lib.datasets.privacy import might_contain_pii
+    from feedback_loop.lib.generator import PII_SNIPPETS
+
+    texts = [snippet.format(n=1234, a=17, b=250) for snippet in PII_SNIPPETS] + [
+        "bob@example.org", "call (415) 555-0123", "4111-1111-1111-1111", "fe80::1ff:fe23:4567:890a", "192.168.0.1",
+        "AKIAIOSFODNN7EXAMPLE", "xoxb-123456789012-abcdefghijklmnop", "-----BEGIN RSA PRIVATE KEY-----",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc", "sk_live_abcdefghijklmnopqrstuvwx", "The answer is 42.",
+    ]
+    flagged = might_contain_pii(pd.Series(texts))
+    for text, flag in zip(texts, flagged, strict=True):
+        if scrub_text(text)[0] != text:
+            assert flag, text
+    assert not might_contain_pii(pd.Series(["The capital of Australia is Canberra. It was chosen in 1908."]))[0]

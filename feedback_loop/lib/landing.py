@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import duckdb
+import numpy as np
 import pandas as pd
 from upath import UPath
 
@@ -169,8 +170,9 @@ def _read_jsonl(con: duckdb.DuckDBPyConnection, kind: Kind, paths: list[str], da
         FROM parsed
         WHERE coalesce(strftime(_ts, '%Y-%m-%d'), nullif(_line_date, ''), _hint) = ?
     """
-    good = con.execute(query, [day]).df()
-    rejects = con.execute(
+    good = _frame(con, query, [day])
+    rejects = _frame(
+        con,
         """
         SELECT f.file_path AS _source, e.line::BIGINT AS _line, left(e.csv_line, ?) AS _raw,
                CASE WHEN e.error_type = 'INVALID ENCODING' THEN 'not valid UTF-8'
@@ -180,15 +182,27 @@ def _read_jsonl(con: duckdb.DuckDBPyConnection, kind: Kind, paths: list[str], da
         JOIN file_hints h ON h._source = f.file_path
         """,
         [RAW_CHARS],
-    ).df()
+    )
     good["_unknown"] = _unknown_fields(good, known)
     if len(rejects):
-        # read_csv numbers the lines it could decode; shift them past the rejected ones.
-        for source, line in rejects.sort_values("_line")[["_source", "_line"]].itertuples(index=False):
-            good.loc[(good["_source"] == source) & (good["_line"] >= line), "_line"] += 1
+        good["_line"] = _true_line_numbers(good, rejects)
         rejects = rejects[rejects["_hint"] == day].drop(columns="_hint")
         good = pd.concat([good, rejects], ignore_index=True)
     return good
+
+
+def _true_line_numbers(good: pd.DataFrame, rejects: pd.DataFrame) -> np.ndarray:
+    """read_csv numbers only the lines it could decode: shift each past the rejected lines before it.
+
+    With the k-th rejected line of a file at r_k (k from 0), a decoded line with ordinal g is line
+    g + #{k : r_k - k <= g}.
+    """
+    lines = good["_line"].to_numpy(dtype=np.int64).copy()
+    for source, group in rejects.groupby("_source"):
+        rejected = np.sort(group["_line"].to_numpy(dtype=np.int64))
+        rows = (good["_source"] == source).to_numpy()
+        lines[rows] += np.searchsorted(rejected - np.arange(len(rejected)), lines[rows], side="right")
+    return lines
 
 
 def _unknown_fields(good: pd.DataFrame, known: list[str]) -> pd.Series:
@@ -202,7 +216,7 @@ def _unknown_fields(good: pd.DataFrame, known: list[str]) -> pd.Series:
 
 
 def _read_parquet(con: duckdb.DuckDBPyConnection, kind: Kind, path: str, day: str) -> pd.DataFrame:
-    schema = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}')").df()
+    schema = con.sql(f"DESCRIBE SELECT * FROM read_parquet('{path}')").df()
     types = dict(zip(schema["column_name"], schema["column_type"], strict=True))
     exprs: dict[str, str] = {}
     for name in SCALAR_FIELDS[kind]:
@@ -228,14 +242,14 @@ def _read_parquet(con: duckdb.DuckDBPyConnection, kind: Kind, path: str, day: st
         "to_json(struct_pack(" + ", ".join(f'"{c}" := "{c}"' for c in unknown) + "))::VARCHAR" if unknown else "NULL::VARCHAR"
     )
     ts = "TRY_CAST(timestamp AS TIMESTAMPTZ)" if "timestamp" in types else "NULL::TIMESTAMPTZ"
-    hint = con.execute("SELECT _hint FROM file_hints WHERE _source = ?", [path]).fetchone()[0]
+    hint = con.sql("SELECT _hint FROM file_hints WHERE _source = ?", params=[path]).fetchall()[0][0]
     query = f"""
         SELECT '{path}' AS _source, file_row_number + 1 AS _line, NULL::VARCHAR AS _raw, NULL::VARCHAR AS _problem,
                {unknown_sql} AS _unknown, {_select_list(kind, exprs)}, {ts} AS _timestamp
         FROM read_parquet('{path}', file_row_number=true)
         WHERE coalesce(strftime({ts}, '%Y-%m-%d'), ?) = ?
     """
-    out = con.execute(query, [hint, day]).df()
+    out = _frame(con, query, [hint, day])
     problems = out["_problem"].isna() & out["_timestamp"].isna()
     if problems.any():
         out.loc[problems, "_raw"] = out.loc[problems, list(SCALAR_FIELDS[kind])].astype("string").to_json(
@@ -251,3 +265,8 @@ def _empty_records(kind: Kind) -> pd.DataFrame:
     df["_line"] = df["_line"].astype("Int64")
     df["_timestamp"] = pd.Series(dtype="datetime64[us, UTC]")
     return df
+
+
+def _frame(con: duckdb.DuckDBPyConnection, query: str, params: list) -> pd.DataFrame:
+    """A query result as pandas with Arrow-backed strings (no Python object per value)."""
+    return con.sql(query, params=params).to_arrow_table().to_pandas()

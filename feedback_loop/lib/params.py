@@ -52,6 +52,7 @@ class ErrorModeParams(dg.Config):
 
 class DatasetParams(dg.Config):
     max_cases_per_mode: int = 200  # regression suite: past this, the oldest cases of a mode are evicted
+    max_new_cases_per_mode: int = 50  # regression suite: new cases a version may add per mode (stratified)
     near_duplicate_threshold: float = 0.8  # MinHash Jaccard of prompt word 3-grams: same case / contamination
     min_case_confidence: float = 0.5  # negatives with a less certain mode stay out of the suite
     min_edit_distance: float = 0.02  # DPO from edits: smaller edits teach nothing

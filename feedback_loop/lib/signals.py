@@ -27,6 +27,8 @@ batch `cpdist` (one C++ call per signal, all cores). Definitions (thresholds in 
 
 from __future__ import annotations
 
+import string
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -36,7 +38,9 @@ from rapidfuzz.distance import Indel
 
 from feedback_loop.lib.params import SignalParams
 
-TRIVIAL_CHARS = r"[\s\W_]+"
+# Characters a `trivial` edit may change: white space and punctuation (ASCII and common Unicode).
+_IGNORED = string.whitespace + string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00a0\u00b7\u2022"
+TRIVIAL_TABLE = str.maketrans("", "", _IGNORED)
 
 SIGNAL_COLUMNS: dict[str, str] = {
     "trace_id": "string",
@@ -118,9 +122,7 @@ def classify_edits(outputs: pd.Series, edits: pd.Series, params: SignalParams) -
     outputs = outputs.fillna("").astype(str).reset_index(drop=True)
     edits = edits.fillna("").astype(str).reset_index(drop=True)
     distance = process.cpdist(outputs.tolist(), edits.tolist(), scorer=Indel.normalized_distance, workers=-1) if len(outputs) else np.array([])
-    norm_out = outputs.str.lower().str.replace(TRIVIAL_CHARS, "", regex=True)
-    norm_edit = edits.str.lower().str.replace(TRIVIAL_CHARS, "", regex=True)
-    trivial = (norm_out == norm_edit).to_numpy()
+    trivial = np.array([o.lower().translate(TRIVIAL_TABLE) == e.lower().translate(TRIVIAL_TABLE) for o, e in zip(outputs, edits, strict=True)], dtype=bool)
     edit_class = np.select(
         [trivial, distance <= params.edit_minor_max, distance <= params.edit_major_max],
         ["trivial", "minor", "major"],
@@ -134,21 +136,31 @@ def classify_edits(outputs: pd.Series, edits: pd.Series, params: SignalParams) -
 
 def normalize_prompt(prompt: pd.Series) -> pd.Series:
     """Case- and white-space-insensitive prompt key (regenerations repeat the prompt)."""
-    text = pa.array(prompt.astype("string").fillna(""), type=pa.large_string())
-    key = pc.utf8_trim_whitespace(pc.replace_substring_regex(pc.utf8_lower(text), r"\s+", " "))
+    text = pc.utf8_lower(pa.array(prompt.astype("string").fillna(""), type=pa.large_string()))
+    key = pc.binary_join(pc.utf8_split_whitespace(text), pa.scalar(" ", pa.large_string()))
     return pd.Series(key, index=prompt.index, dtype="string")
 
 
+RESPONSE_COLUMNS = ["trace_id", "span_id", "session_id", "user_id", "timestamp", "latency_ms", "model", "prompt_version", "prompt", "output", "partition_date"]
+
+
 def _responses(traces: pd.DataFrame) -> pd.DataFrame:
-    """One row per trace (its last span), in session order."""
-    t = traces.sort_values("timestamp", kind="stable").drop_duplicates("trace_id", keep="last")
-    t = t.assign(_session=t["session_id"].fillna("__no_session__" + t["trace_id"]))
-    t = t.sort_values(["_session", "timestamp", "trace_id"], kind="stable").reset_index(drop=True)
+    """One row per trace (its last span), in session order. Sorts on the keys, copies the text once."""
+    keys = traces[["trace_id", "session_id", "timestamp"]].reset_index(drop=True)
+    keys = keys.sort_values("timestamp", kind="stable").drop_duplicates("trace_id", keep="last")
+    keys["_session"] = keys["session_id"].fillna("__no_session__" + keys["trace_id"])
+    keys = keys.sort_values(["_session", "timestamp", "trace_id"], kind="stable")
+    t = traces[RESPONSE_COLUMNS].iloc[keys.index.to_numpy()].reset_index(drop=True)
+    t["_session"] = keys["_session"].to_numpy()
     latency = pd.to_timedelta(t["latency_ms"].fillna(0.0), unit="ms")
     t["_end"] = t["timestamp"] + latency
     same_session_next = (t["_session"].shift(-1) == t["_session"]).fillna(False).to_numpy(dtype=bool)
     t["_next_idx"] = np.where(same_session_next, np.arange(len(t)) + 1, -1)
-    t["_prompt_key"] = normalize_prompt(t["prompt"])
+    # Prompt keys matter only where a session continues: compute them there.
+    involved = same_session_next | np.roll(same_session_next, 1) if len(t) else same_session_next
+    key = pd.Series(pd.NA, index=t.index, dtype="string")
+    key[involved] = normalize_prompt(t.loc[involved, "prompt"])
+    t["_prompt_key"] = key
     return t
 
 

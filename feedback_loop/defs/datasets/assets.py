@@ -72,7 +72,7 @@ def regression_suite(
     release = regression_release(
         candidates,
         previous,
-        SuiteParams(params.max_cases_per_mode, params.near_duplicate_threshold, params.min_case_confidence),
+        SuiteParams(params.max_cases_per_mode, params.near_duplicate_threshold, params.min_case_confidence, params.max_new_cases_per_mode),
         privacy.user_hash_key,
         privacy.opted_out(),
         context.partition_keys,

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from feedback_loop.lib.datasets import exports
 from feedback_loop.lib.datasets.preference import PreferenceParams, decontaminate, dpo_pairs, kto_examples, split_of
 from feedback_loop.lib.datasets.privacy import pseudonymize, scrub_frame
-from feedback_loop.lib.datasets.regression import SuiteParams, build_cases, merge_suite
+from feedback_loop.lib.datasets.regression import SuiteParams, build_cases, merge_suite, shortlist
 from feedback_loop.lib.datasets.store import content_hash
 
 CASES_FILE = "cases.jsonl"
@@ -48,9 +48,8 @@ def regression_release(
 ) -> Release:
     """The next regression suite from the window's candidates and the previous version's cases."""
     kept = candidates[~candidates["user_id"].isin(opted_out)]
-    kept = kept[kept["confidence"] >= params.min_confidence].copy()
+    kept = shortlist(kept[kept["confidence"] >= params.min_confidence], params).copy()
     kept["user_hash"] = pseudonymize(kept["user_id"], hash_key)
-    kept["input"] = [json.loads(i) if isinstance(i, str) and i.startswith("[") else i for i in kept["input"]]
     scrubbed, pii = scrub_frame(kept, ["prompt", "input", "output", "reference_output", "evidence"])
     dropped_users = set(pseudonymize(pd.Series(sorted(opted_out), dtype="string"), hash_key).dropna())
     cases, stats = merge_suite(previous, build_cases(scrubbed), params, dropped_users)

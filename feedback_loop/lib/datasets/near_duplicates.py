@@ -1,17 +1,30 @@
-"""Near-duplicate prompts with MinHash LSH (datasketch) over word 3-gram shingles."""
+"""Near-duplicate prompts over word 3-gram shingles (see `words_of`).
+
+`PromptIndex` (MinHash LSH, datasketch) finds near-duplicates among a growing set of prompts;
+`near_duplicate_of` checks many prompts against a few reference prompts with the exact Jaccard.
+"""
 
 from __future__ import annotations
 
-import re
+import string
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasketch import MinHash, MinHashLSH
 
 NUM_PERM = 128
-WORD = re.compile(r"\w+")
+PUNCTUATION = "".join(sorted(set(string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026")))
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-cased words split on white space, punctuation trimmed from their ends."""
+    return [w for w in (t.strip(PUNCTUATION) for t in text.lower().split()) if w]
 
 
 def minhash(text: str) -> MinHash:
-    words = WORD.findall(text.lower())
+    words = words_of(text)
     shingles = {" ".join(words[i : i + 3]) for i in range(max(len(words) - 2, 1))} if words else {""}
     m = MinHash(num_perm=NUM_PERM, seed=1)
     m.update_batch([s.encode() for s in shingles])
@@ -37,3 +50,71 @@ class PromptIndex:
         """Keys of near-duplicates: LSH candidates whose estimated Jaccard similarity passes the threshold."""
         m = minhash(text)
         return sorted(k for k in self.lsh.query(m) if self.hashes[k].jaccard(m) >= self.threshold)
+
+
+def near_duplicate_of(texts: pd.Series, references: list[str], threshold: float) -> np.ndarray:
+    """Whether each text's word 3-gram set has Jaccard similarity >= threshold with any reference's.
+
+    Exact (no MinHash estimate) and vectorized, with prefix filtering: two sets with Jaccard >= t
+    share at least one of the |S| - ceil(t |S|) + 1 rarest shingles of each, so candidate pairs come
+    only from rare shingles, and the exact Jaccard is computed for those candidates alone.
+    """
+    if not len(texts) or not references:
+        return np.zeros(len(texts), dtype=bool)
+    n = len(texts)
+    doc, key = _shingle_keys(pd.concat([texts.astype("string"), pd.Series(references, dtype="string")], ignore_index=True))
+    sizes = np.bincount(doc, minlength=n + len(references))
+    codes, _ = pd.factorize(key)
+    frequency = np.bincount(codes)[codes]
+    order = np.lexsort((key, frequency, doc))  # per document, rarest shingles first
+    doc, key = doc[order], key[order]
+    rank = np.arange(len(doc)) - np.searchsorted(doc, doc, side="left")
+    prefix = rank < sizes[doc] - np.ceil(threshold * sizes[doc]).astype(np.int64) + 1
+    shingles = pd.DataFrame({"doc": doc, "key": key})
+    heads = shingles[prefix]
+    candidates = heads[heads["doc"] < n].merge(heads[heads["doc"] >= n].rename(columns={"doc": "ref"}), on="key")[["doc", "ref"]].drop_duplicates()
+    if candidates.empty:
+        return np.zeros(n, dtype=bool)
+    text_shingles = shingles[shingles["doc"].isin(candidates["doc"].unique())]
+    ref_shingles = shingles[shingles["doc"].isin(candidates["ref"].unique())].rename(columns={"doc": "ref"})
+    shared = text_shingles.merge(candidates, on="doc").merge(ref_shingles, on=["ref", "key"]).groupby(["doc", "ref"]).size()
+    docs, refs = shared.index.get_level_values(0).to_numpy(), shared.index.get_level_values(1).to_numpy()
+    jaccard = shared.to_numpy() / (sizes[docs] + sizes[refs] - shared.to_numpy())
+    out = np.zeros(n, dtype=bool)
+    out[docs[jaccard >= threshold]] = True
+    return out
+
+
+def _shingle_keys(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(document, shingle hash) pairs, unique per document, for the word 3-grams of `words`."""
+    lowered = pc.utf8_lower(pa.array(texts.fillna(""), type=pa.large_string()))
+    tokens = pc.utf8_split_whitespace(lowered)
+    tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
+    doc = pc.list_parent_indices(tokens).to_numpy().astype(np.int64)
+    flat = pc.utf8_trim(pc.list_flatten(tokens), characters=PUNCTUATION)
+    keep = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
+    doc = doc[keep]
+    encoded = pc.dictionary_encode(flat.filter(pa.array(keep)))
+    word = encoded.indices.to_numpy().astype(np.uint64) + np.uint64(1)
+    n = len(word)
+    with np.errstate(over="ignore"):
+        mixed = word * np.uint64(0x9E3779B97F4A7C15)
+        key = mixed.copy()
+        key[:-1] ^= mixed[1:] * np.uint64(31)
+        key[:-2] ^= mixed[2:] * np.uint64(961)
+    full = np.zeros(n, dtype=bool)
+    full[: max(n - 2, 0)] = doc[: max(n - 2, 0)] == doc[2:]
+    starts = np.flatnonzero(np.r_[True, doc[1:] != doc[:-1]]) if n else np.zeros(0, dtype=int)
+    lengths = np.diff(np.r_[starts, n]).astype(int)
+    short = lengths < 3  # fewer than three words: the whole text is one shingle
+    with np.errstate(over="ignore"):
+        short_keys = np.array(
+            [np.bitwise_xor.reduce(mixed[s : s + k] * (np.uint64(31) ** np.arange(k, dtype=np.uint64))) for s, k in zip(starts[short], lengths[short], strict=True)],
+            dtype=np.uint64,
+        )
+    docs = np.concatenate([doc[full], doc[starts[short]]])
+    keys = np.concatenate([key[full], short_keys]).view(np.int64)
+    with np.errstate(over="ignore"):
+        composite = keys.view(np.uint64) ^ (docs.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F))
+    first = ~pd.Series(composite).duplicated().to_numpy()
+    return docs[first], keys[first]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from feedback_loop.lib.datasets.near_duplicates import PromptIndex
+from feedback_loop.lib.datasets.near_duplicates import near_duplicate_of
 from feedback_loop.lib.datasets.regression import case_id, messages_of
 from feedback_loop.lib.signals import normalize_prompt
 
@@ -146,10 +146,7 @@ def decontaminate(frame: pd.DataFrame, suite_prompts: list[str], threshold: floa
     """Drop rows whose prompt is the same as, or a near-duplicate of, a regression-suite prompt."""
     if frame.empty or not suite_prompts:
         return frame, 0
-    index = PromptIndex(threshold)
-    exact = set()
-    for i, prompt in enumerate(suite_prompts):
-        index.add(str(i), prompt)
-        exact.add(case_id(prompt))
-    overlap = frame["prompt"].map(lambda p: case_id(p) in exact or bool(index.near(p)))
+    exact = {case_id(p) for p in suite_prompts}
+    same = frame["prompt"].map(lambda p: case_id(str(p)) in exact).to_numpy(dtype=bool)
+    overlap = same | near_duplicate_of(frame["prompt"], suite_prompts, threshold)
     return frame[~overlap].reset_index(drop=True), int(overlap.sum())

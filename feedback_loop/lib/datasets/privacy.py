@@ -14,7 +14,10 @@ import hmac
 from collections import Counter
 from functools import cache
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import tldextract
 from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, EmailRecognizer, IpRecognizer, PhoneRecognizer
@@ -30,6 +33,15 @@ SECRET_PLUGINS = [
     "SquareOAuthDetector", "StripeDetector", "TelegramBotTokenDetector", "TwilioKeyDetector",
 ]
 MIN_SCORE = 0.4
+
+# What every enabled detector needs to find anything: an "@" (e-mail, basic auth), a run of digits
+# with separators (phone, card, IPv4), two colons in hex groups (IPv6), an unbroken run of 20+ token
+# characters (every token format above), or a keyword the keyword-based detectors require. Texts
+# without any of these skip the (slow) detectors: this pre-filter only decides what to scan.
+PREFILTER = (
+    r"@|\d[\d\s().+/-]{5,}\d|[0-9a-f]{0,4}:[0-9a-f]{0,4}:[0-9a-f]|[a-z0-9_+/=.-]{20,}"
+    r"|begin|private key|accountkey|_authtoken|cloudant|softlayer|ibm|password|secret"
+)
 
 
 @cache
@@ -71,17 +83,33 @@ def scrub_text(text: str) -> tuple[str, Counter]:
     return "".join(out), found
 
 
+def might_contain_pii(texts: pd.Series) -> np.ndarray:
+    """Rows the detectors must scan (see PREFILTER); vectorized over the column."""
+    text = pc.utf8_lower(pa.array(texts.astype("string").fillna(""), type=pa.large_string()))
+    return pc.match_substring_regex(text, PREFILTER).to_numpy(zero_copy_only=False).astype(bool)
+
+
 def scrub_frame(frame: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, Counter]:
-    """Scrub the text columns of a frame; lists of messages are scrubbed message by message."""
+    """Scrub the text columns of a frame (JSON text of messages included); only pre-filtered rows are scanned."""
     total: Counter = Counter()
     out = frame.copy()
     for column in columns:
-        values = []
-        for value in out[column].tolist():
-            cleaned, found = _scrub_value(value)
-            total.update(found)
-            values.append(cleaned)
-        out[column] = values
+        values = out[column]
+        if values.map(lambda v: isinstance(v, (list, dict))).any():
+            cleaned = []
+            for value in values.tolist():
+                value, found = _scrub_value(value)
+                total.update(found)
+                cleaned.append(value)
+            out[column] = cleaned
+            continue
+        rows = np.flatnonzero(might_contain_pii(values))
+        if len(rows):
+            column_values = values.astype(object).to_numpy().copy()
+            for row in rows:
+                column_values[row], found = scrub_text(column_values[row])
+                total.update(found)
+            out[column] = pd.Series(column_values, index=out.index, dtype=values.dtype if str(values.dtype) != "object" else object)
     return out, total
 
 

@@ -1,7 +1,10 @@
 """The regression suite: hard cases for the next prompt or model, grouped by error mode.
 
-Cumulative: a new version is the previous version's cases plus the window's new hard cases
-(negative traces, and responses the user regenerated away from), where
+Cumulative: a new version is the previous version's cases plus at most `max_new_cases_per_mode`
+of the window's new hard cases per mode (negative traces, and responses the user regenerated away
+from), where
+- new cases are taken stratified: round-robin over (model, prompt version), each stratum in order
+  of priority (a user reference first, then the mode's confidence, then the older trace);
 - a case's id is the hash of its normalized prompt, so the same prompt is the same case;
 - a new case whose prompt is a near-duplicate (MinHash LSH) of a kept case collapses into it;
   among new near-duplicates the one with a user reference, then the highest confidence, wins;
@@ -32,6 +35,7 @@ class SuiteParams:
     max_cases_per_mode: int = 200
     near_duplicate_threshold: float = 0.8
     min_confidence: float = 0.5
+    max_new_cases_per_mode: int = 50
 
 
 def case_id(prompt: str) -> str:
@@ -118,19 +122,38 @@ def build_cases(candidates: pd.DataFrame) -> list[dict]:
     return cases
 
 
+def _priority(case: dict) -> tuple:
+    return (case["reference_output"] is None, -case["confidence"], case["lineage"]["source_date"], case["lineage"]["source_trace_id"])
+
+
+def stratified(cases: list[dict]) -> list[dict]:
+    """Round-robin over (mode, model, prompt version) strata, each in priority order."""
+    seen: dict[tuple, int] = {}
+    ranked = []
+    for case in sorted(cases, key=_priority):
+        stratum = (case["error_mode"], case["lineage"]["model"] or "", case["lineage"]["prompt_version"] or "")
+        ranked.append((seen.get(stratum, 0), case))
+        seen[stratum] = seen.get(stratum, 0) + 1
+    return [case for _, case in sorted(ranked, key=lambda rc: (rc[0], _priority(rc[1])))]
+
+
 def merge_suite(previous: list[dict], new: list[dict], params: SuiteParams, dropped_users: set[str]) -> tuple[list[dict], dict]:
     """The next suite: previous cases (minus opted-out users) + new ones, deduplicated and capped."""
     kept = [c for c in previous if c["lineage"].get("user_hash") not in dropped_users]
-    stats = {"opted_out_removed": len(previous) - len(kept), "near_duplicates_collapsed": 0, "evicted": 0, "already_present": 0}
+    stats = {"opted_out_removed": len(previous) - len(kept), "near_duplicates_collapsed": 0, "evicted": 0, "already_present": 0, "over_new_quota": 0}
     index = PromptIndex(params.near_duplicate_threshold)
     ids = set()
     for case in kept:
         index.add(case["case_id"], case["prompt"])
         ids.add(case["case_id"])
-    ranked = sorted(new, key=lambda c: (c["reference_output"] is None, -c["confidence"], c["lineage"]["source_date"], c["lineage"]["source_trace_id"]))
-    for case in ranked:
+    added: dict[str, int] = {}
+    for case in stratified(new):
+        mode = case["error_mode"]
         if case["case_id"] in ids:
             stats["already_present"] += 1
+            continue
+        if added.get(mode, 0) >= params.max_new_cases_per_mode:
+            stats["over_new_quota"] += 1
             continue
         if index.near(case["prompt"]):
             stats["near_duplicates_collapsed"] += 1
@@ -138,12 +161,25 @@ def merge_suite(previous: list[dict], new: list[dict], params: SuiteParams, drop
         index.add(case["case_id"], case["prompt"])
         ids.add(case["case_id"])
         kept.append(case)
+        added[mode] = added.get(mode, 0) + 1
     suite = []
     for mode in sorted({c["error_mode"] for c in kept}):
         in_mode = sorted((c for c in kept if c["error_mode"] == mode), key=lambda c: (c["lineage"]["source_date"], c["case_id"]), reverse=True)
         suite.extend(in_mode[: params.max_cases_per_mode])
         stats["evicted"] += max(0, len(in_mode) - params.max_cases_per_mode)
     return sorted(suite, key=lambda c: (c["error_mode"], c["case_id"])), stats
+
+
+def shortlist(candidates: pd.DataFrame, params: SuiteParams, factor: int = 20) -> pd.DataFrame:
+    """The candidates that can still be chosen: per (mode, model, prompt version), the best
+    `factor x max_new_cases_per_mode` by priority. Bounds the work (PII scrubbing, LSH) per run."""
+    if candidates.empty:
+        return candidates
+    ranked = candidates.assign(_no_ref=candidates["reference_output"].isna(), _neg_conf=-candidates["confidence"])
+    ranked = ranked.sort_values(["_no_ref", "_neg_conf", "partition_date", "trace_id"], kind="stable")
+    strata = [ranked["mode"], ranked["model"].fillna(""), ranked["prompt_version"].fillna("")]
+    keep = ranked.groupby(strata, sort=False).cumcount() < factor * params.max_new_cases_per_mode
+    return ranked[keep].drop(columns=["_no_ref", "_neg_conf"])
 
 
 REGENERATED_CONFIDENCE = 0.6
