@@ -95,7 +95,7 @@ def scrub_frame(frame: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, 
     out = frame.copy()
     for column in columns:
         values = out[column]
-        if values.map(lambda v: isinstance(v, (list, dict))).any():
+        if values.dtype == object and any(isinstance(v, (list, dict)) for v in values.tolist()):
             cleaned = []
             for value in values.tolist():
                 value, found = _scrub_value(value)
