@@ -19,7 +19,7 @@ class NightlyReport:
         return all(r.success for r in self.runs)
 
     def materializations(self) -> list[dg.AssetMaterialization]:
-        return [m for r in self.runs for m in r.get_asset_materialization_events()]
+        return [event.materialization for r in self.runs for event in r.get_asset_materialization_events()]
 
     def summary_line(self) -> str:
         failed_checks = [e.check_name for r in self.runs for e in r.get_asset_check_evaluations() if not e.passed]

@@ -30,3 +30,11 @@ def test_demo_runs_every_day_on_the_embedded_default(tmp_path, monkeypatch, caps
     traces = pd.read_parquet(tmp_path / "data" / "warehouse" / "raw_traces" / "2026-11-20.parquet")
     assert len(traces) == 60
     assert (tmp_path / "data" / "dagster_home" / "history" / "runs.db").exists()
+
+
+def test_parquet_landing_keeps_every_field(tmp_path):
+    out = tmp_path / "landing"
+    assert main(["generate", "--days", "1", "--traces-per-day", "200", "--end-date", "2026-11-20", "--format", "parquet", "--out", str(out)]) == 0
+    feedback = pd.read_parquet(out / "feedback" / "feedback-2026-11-20.parquet")
+    assert {"event_id", "trace_id", "type", "value", "reason", "comment"} <= set(feedback.columns)
+    assert feedback["reason"].notna().any() and feedback["value"].notna().any()

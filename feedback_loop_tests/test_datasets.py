@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from feedback_loop.lib.datasets import exports
-from feedback_loop.lib.datasets.preference import PreferenceParams, decontaminate, dpo_pairs, kto_examples, split_of
+from feedback_loop.lib.datasets.preference import PreferenceParams, decontaminate, dpo_pairs, kto_examples, split_of, with_messages
 from feedback_loop.lib.datasets.regression import SuiteParams, assertions_for, build_cases, case_id, merge_suite
 from feedback_loop.pipeline import run_nightly
 from feedback_loop_tests.conftest import defs_with, write_jsonl
@@ -166,6 +166,7 @@ def test_decontamination_drops_suite_near_duplicates():
 
 def test_trl_and_openai_formats_have_their_documented_shapes():
     pairs, _ = dpo_pairs(*preference_frames(), PreferenceParams())
+    pairs = with_messages(pairs)
     for row in exports.dpo_standard(pairs):
         assert set(row) == {"prompt", "chosen", "rejected"} and all(isinstance(v, str) for v in row.values())
     for row in exports.dpo_conversational(pairs):
@@ -178,7 +179,7 @@ def test_trl_and_openai_formats_have_their_documented_shapes():
         assert row["preferred_output"][0]["role"] == "assistant" == row["non_preferred_output"][0]["role"]
         assert row["input"]["messages"][-1]["role"] == "user"
     traces, _, labels = preference_frames()
-    for row in exports.kto(kto_examples(traces, labels)):
+    for row in exports.kto(with_messages(kto_examples(traces, labels))):
         assert set(row) == {"prompt", "completion", "label"} and isinstance(row["label"], bool)
 
 

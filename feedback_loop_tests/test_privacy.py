@@ -23,10 +23,15 @@ def test_ordinary_text_is_untouched():
     assert scrub_text(text) == (text, {})
 
 
-def test_scrub_frame_handles_message_lists():
-    frame = pd.DataFrame({"messages": [[{"role": "user", "content": "I am bob@example.org"}]], "prompt": ["hi"]})
-    clean, found = scrub_frame(frame, ["messages", "prompt"])
-    assert clean["messages"][0][0]["content"] == "I am <EMAIL_ADDRESS>" and found["EMAIL_ADDRESS"] == 1
+def test_scrub_frame_scrubs_json_messages_value_by_value():
+    import json
+
+    messages = json.dumps([{"role": "user", "content": "I am bob@example.org"}, {"role": "assistant", "content": "Hi Bob"}])
+    frame = pd.DataFrame({"input": [messages, None], "prompt": ["hi", "call 415-555-0123 now"]})
+    clean, found = scrub_frame(frame, ["input", "prompt"], json_columns=("input",))
+    assert json.loads(clean["input"][0])[0]["content"] == "I am <EMAIL_ADDRESS>"
+    assert pd.isna(clean["input"][1]) and clean["prompt"][1] == "call <PHONE_NUMBER> now"
+    assert found == {"EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1}
 
 
 def test_pseudonymize_is_keyed_stable_and_keeps_missing():

@@ -570,8 +570,9 @@ def _write(folder: Path, stem: str, rows: list[dict], file_format: str) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     clean = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
     if file_format == "parquet":
-        table = pa.Table.from_pylist([_flat_for_parquet(r) for r in clean])
-        pq.write_table(table, folder / f"{stem}.parquet")
+        rows = [_flat_for_parquet(r) for r in clean]
+        keys = list(dict.fromkeys(k for r in rows for k in r))  # every field, not just the first row's
+        pq.write_table(pa.Table.from_pydict({k: [r.get(k) for r in rows] for k in keys}), folder / f"{stem}.parquet")
     else:
         with (folder / f"{stem}.jsonl").open("w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in clean)

@@ -238,8 +238,11 @@ def _read_parquet(con: duckdb.DuckDBPyConnection, kind: Kind, path: str, day: st
     if kind == "traces":
         exprs |= _input_exprs(exprs["input"] + "::JSON")
     unknown = [c for c in types if c not in SCALAR_FIELDS[kind] and c not in JSON_FIELDS[kind]]
+    any_unknown = " OR ".join(f'"{c}" IS NOT NULL' for c in unknown)
     unknown_sql = (
-        "to_json(struct_pack(" + ", ".join(f'"{c}" := "{c}"' for c in unknown) + "))::VARCHAR" if unknown else "NULL::VARCHAR"
+        f"CASE WHEN {any_unknown} THEN to_json(struct_pack(" + ", ".join(f'"{c}" := "{c}"' for c in unknown) + "))::VARCHAR END"
+        if unknown
+        else "NULL::VARCHAR"
     )
     ts = "TRY_CAST(timestamp AS TIMESTAMPTZ)" if "timestamp" in types else "NULL::TIMESTAMPTZ"
     hint = con.sql("SELECT _hint FROM file_hints WHERE _source = ?", params=[path]).fetchall()[0][0]

@@ -137,7 +137,8 @@ def _merge_metadata(metadata: pd.Series, unknown: pd.Series) -> pd.Series:
     out = metadata.astype("string")
     for idx in unknown.index[unknown.notna()]:
         base = _as_object(metadata[idx])
-        out[idx] = json.dumps({**base, **json.loads(unknown[idx])}, ensure_ascii=False, sort_keys=True)
+        extra = {k: v for k, v in json.loads(unknown[idx]).items() if v is not None}
+        out[idx] = json.dumps({**base, **extra}, ensure_ascii=False, sort_keys=True)
     return out
 
 

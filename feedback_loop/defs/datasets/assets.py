@@ -8,7 +8,7 @@ import pandas as pd
 from feedback_loop.defs.partitions import daily_partitions
 from feedback_loop.lib.datasets.build import CASES_FILE, Release, preference_release, regression_release
 from feedback_loop.lib.datasets.preference import PreferenceParams, decontaminate
-from feedback_loop.lib.datasets.privacy import find_pii
+from feedback_loop.lib.datasets.privacy import find_pii, might_contain_pii
 from feedback_loop.lib.datasets.regression import SuiteParams, suite_candidates
 from feedback_loop.lib.datasets.store import DatasetStore
 from feedback_loop.lib.preview import markdown_table
@@ -133,11 +133,22 @@ def pii_hits(store: DatasetStore, dataset: str) -> dict[str, int]:
     hits = {}
     for name in store.manifest(dataset, latest)["files"]:
         if name.endswith(".jsonl"):
-            text = store.read_bytes(dataset, latest, name).decode()
-            found = [kind for line in text.splitlines() for _, _, kind in find_pii(json.dumps(json.loads(line), ensure_ascii=False))]
+            lines = pd.Series(store.read_bytes(dataset, latest, name).decode().splitlines(), dtype="string")
+            found = [kind for line in lines[might_contain_pii(lines)] for text in strings_in(json.loads(line)) for _, _, kind in find_pii(text)]
             if found:
                 hits[name] = len(found)
     return hits
+
+
+def strings_in(value) -> list[str]:
+    """Every string inside a JSON value."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in strings_in(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in strings_in(v)]
+    return []
 
 
 @dg.asset_check(asset=REGRESSION_SUITE, description="The published suite has no PII or secret left in any file.")

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from feedback_loop.lib.datasets import exports
-from feedback_loop.lib.datasets.preference import PreferenceParams, decontaminate, dpo_pairs, kto_examples, split_of
+from feedback_loop.lib.datasets.preference import PreferenceParams, decontaminate, dpo_pairs, kto_examples, split_of, with_messages
 from feedback_loop.lib.datasets.privacy import pseudonymize, scrub_frame
 from feedback_loop.lib.datasets.regression import SuiteParams, build_cases, merge_suite, shortlist
 from feedback_loop.lib.datasets.store import content_hash
@@ -50,7 +50,7 @@ def regression_release(
     kept = candidates[~candidates["user_id"].isin(opted_out)]
     kept = shortlist(kept[kept["confidence"] >= params.min_confidence], params).copy()
     kept["user_hash"] = pseudonymize(kept["user_id"], hash_key)
-    scrubbed, pii = scrub_frame(kept, ["prompt", "input", "output", "reference_output", "evidence"])
+    scrubbed, pii = scrub_frame(kept, ["prompt", "input", "output", "reference_output", "evidence"], json_columns=("input",))
     dropped_users = set(pseudonymize(pd.Series(sorted(opted_out), dtype="string"), hash_key).dropna())
     cases, stats = merge_suite(previous, build_cases(scrubbed), params, dropped_users)
     files = {
@@ -86,8 +86,9 @@ def preference_release(
     traces = traces[~traces["user_id"].isin(opted_out)]
     pairs, gates = dpo_pairs(traces, signals[signals["trace_id"].isin(traces["trace_id"])], labels, params)
     examples = kto_examples(traces, labels)
-    pairs, pii_pairs = scrub_frame(pairs, ["prompt", "messages", "chosen", "rejected"])
-    examples, pii_examples = scrub_frame(examples, ["prompt", "messages", "completion"])
+    pairs, pii_pairs = scrub_frame(pairs, ["prompt", "input", "chosen", "rejected"], json_columns=("input",))
+    examples, pii_examples = scrub_frame(examples, ["prompt", "input", "completion"], json_columns=("input",))
+    pairs = with_messages(pairs)  # the KTO formats take the prompt as text; its Parquet keeps `input`
     # The suite's prompts are scrubbed: compare scrubbed with scrubbed.
     pairs, pairs_removed = decontaminate(pairs, suite_prompts, params.near_duplicate_threshold)
     examples, examples_removed = decontaminate(examples, suite_prompts, params.near_duplicate_threshold)
@@ -100,7 +101,7 @@ def preference_release(
         files[f"dpo_standard_{split}.jsonl"] = exports.jsonl(exports.dpo_standard(p))
         files[f"dpo_conversational_{split}.jsonl"] = exports.jsonl(exports.dpo_conversational(p))
         files[f"openai_preference_{split}.jsonl"] = exports.jsonl(exports.openai_preference(p))
-        files[f"kto_{split}.jsonl"] = exports.jsonl(exports.kto(k))
+        files[f"kto_{split}.jsonl"] = exports.kto_jsonl(k)
     files["dpo.parquet"] = _parquet(pairs)
     files["kto.parquet"] = _parquet(examples)
     pii = pii_pairs + pii_examples

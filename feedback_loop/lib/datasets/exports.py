@@ -100,3 +100,11 @@ def openai_preference(pairs: pd.DataFrame) -> list[dict]:
 def kto(examples: pd.DataFrame) -> list[dict]:
     """TRL unpaired preference (KTO) format."""
     return [{"prompt": r.prompt, "completion": r.completion, "label": bool(r.label)} for r in examples.itertuples(index=False)]
+
+
+def kto_jsonl(examples: pd.DataFrame) -> bytes:
+    """`kto(examples)` as JSON lines, serialized column-wise (the KTO set is the large one)."""
+    if examples.empty:
+        return b""
+    frame = examples[["completion", "label", "prompt"]].astype({"completion": object, "prompt": object, "label": bool})
+    return frame.to_json(orient="records", lines=True, force_ascii=False).encode()

@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasketch import MinHash, MinHashLSH
+from scipy import sparse
 
 NUM_PERM = 128
 PUNCTUATION = "".join(sorted(set(string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026")))
@@ -52,36 +53,33 @@ class PromptIndex:
         return sorted(k for k in self.lsh.query(m) if self.hashes[k].jaccard(m) >= self.threshold)
 
 
+CHUNK = 50_000
+
+
 def near_duplicate_of(texts: pd.Series, references: list[str], threshold: float) -> np.ndarray:
     """Whether each text's word 3-gram set has Jaccard similarity >= threshold with any reference's.
 
-    Exact (no MinHash estimate) and vectorized, with prefix filtering: two sets with Jaccard >= t
-    share at least one of the |S| - ceil(t |S|) + 1 rarest shingles of each, so candidate pairs come
-    only from rare shingles, and the exact Jaccard is computed for those candidates alone.
+    Exact (no MinHash estimate) and vectorized: with A (texts x shingles) and B (references x
+    shingles) as sparse 0/1 matrices, A Bᵀ counts the shingles each pair shares; texts are taken in
+    chunks so memory stays bounded.
     """
-    if not len(texts) or not references:
-        return np.zeros(len(texts), dtype=bool)
     n = len(texts)
-    doc, key = _shingle_keys(pd.concat([texts.astype("string"), pd.Series(references, dtype="string")], ignore_index=True))
-    sizes = np.bincount(doc, minlength=n + len(references))
-    codes, _ = pd.factorize(key)
-    frequency = np.bincount(codes)[codes]
-    order = np.lexsort((key, frequency, doc))  # per document, rarest shingles first
-    doc, key = doc[order], key[order]
-    rank = np.arange(len(doc)) - np.searchsorted(doc, doc, side="left")
-    prefix = rank < sizes[doc] - np.ceil(threshold * sizes[doc]).astype(np.int64) + 1
-    shingles = pd.DataFrame({"doc": doc, "key": key})
-    heads = shingles[prefix]
-    candidates = heads[heads["doc"] < n].merge(heads[heads["doc"] >= n].rename(columns={"doc": "ref"}), on="key")[["doc", "ref"]].drop_duplicates()
-    if candidates.empty:
+    if not n or not references:
         return np.zeros(n, dtype=bool)
-    text_shingles = shingles[shingles["doc"].isin(candidates["doc"].unique())]
-    ref_shingles = shingles[shingles["doc"].isin(candidates["ref"].unique())].rename(columns={"doc": "ref"})
-    shared = text_shingles.merge(candidates, on="doc").merge(ref_shingles, on=["ref", "key"]).groupby(["doc", "ref"]).size()
-    docs, refs = shared.index.get_level_values(0).to_numpy(), shared.index.get_level_values(1).to_numpy()
-    jaccard = shared.to_numpy() / (sizes[docs] + sizes[refs] - shared.to_numpy())
+    doc, key = _shingle_keys(pd.concat([texts.astype("string"), pd.Series(references, dtype="string")], ignore_index=True))
+    column, _ = pd.factorize(key)
+    sizes = np.bincount(doc, minlength=n + len(references)).astype(np.float64)
+    width = int(column.max()) + 1 if len(column) else 1
+    is_ref = doc >= n
+    b = sparse.csr_matrix((np.ones(is_ref.sum(), dtype=np.float32), (doc[is_ref] - n, column[is_ref])), shape=(len(references), width))
+    text_doc, text_column = doc[~is_ref], column[~is_ref]
     out = np.zeros(n, dtype=bool)
-    out[docs[jaccard >= threshold]] = True
+    for start in range(0, n, CHUNK):
+        rows = (text_doc >= start) & (text_doc < start + CHUNK)
+        a = sparse.csr_matrix((np.ones(rows.sum(), dtype=np.float32), (text_doc[rows] - start, text_column[rows])), shape=(min(CHUNK, n - start), width))
+        shared = (a @ b.T).tocoo()
+        union = sizes[shared.row + start] + sizes[n + shared.col] - shared.data
+        out[start + shared.row[shared.data >= threshold * union]] = True
     return out
 
 

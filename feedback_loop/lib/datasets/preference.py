@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 
 from feedback_loop.lib.datasets.near_duplicates import near_duplicate_of
-from feedback_loop.lib.datasets.regression import case_id, messages_of
+from feedback_loop.lib.datasets.regression import messages_of
 from feedback_loop.lib.signals import normalize_prompt
 
-PAIR_COLUMNS = ["pair_id", "source", "prompt", "messages", "chosen", "rejected", "chosen_trace_id", "rejected_trace_id", "user_id", "model", "source_date"]
-KTO_COLUMNS = ["example_id", "prompt", "messages", "completion", "label", "trace_id", "user_id", "model", "source_date"]
+PAIR_COLUMNS = ["pair_id", "source", "prompt", "input", "chosen", "rejected", "chosen_trace_id", "rejected_trace_id", "user_id", "model", "source_date"]
+KTO_COLUMNS = ["example_id", "prompt", "input", "completion", "label", "trace_id", "user_id", "model", "source_date"]
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def _pairs(t: pd.DataFrame, rejected_ids, chosen_ids, source, chosen_text: pd.Se
             ],
             "source": source,
             "prompt": rows["prompt"].fillna("").to_numpy(),
-            "messages": [messages_of(i if isinstance(i, str) else None, p) for i, p in zip(rows["input"], rows["prompt"].fillna(""), strict=True)],
+            "input": rows["input"].to_numpy(),
             "chosen": chosen,
             "rejected": rows["output"].fillna("").to_numpy(),
             "chosen_trace_id": chosen_key,
@@ -124,7 +124,7 @@ def kto_examples(traces: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
         {
             "example_id": "kto-" + rows["trace_id"].astype(str),
             "prompt": rows["prompt"].fillna(""),
-            "messages": [messages_of(i if isinstance(i, str) else None, p) for i, p in zip(rows["input"], rows["prompt"].fillna(""), strict=True)],
+            "input": rows["input"],
             "completion": rows["output"].fillna(""),
             "label": (rows["label"] == "positive").to_numpy(),
             "trace_id": rows["trace_id"],
@@ -136,9 +136,21 @@ def kto_examples(traces: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     ).sort_values("example_id", ignore_index=True)
 
 
+def with_messages(frame: pd.DataFrame) -> pd.DataFrame:
+    """Replace the JSON `input` column by `messages`, the prompt as chat messages."""
+    messages = [messages_of(i if isinstance(i, str) else None, p) for i, p in zip(frame["input"], frame["prompt"].fillna(""), strict=True)]
+    return frame.drop(columns="input").assign(messages=messages)
+
+
+def prompt_hashes(prompts: pd.Series) -> pd.Series:
+    """The hex digest in `case_id` of each prompt, with the normalization done column-wise."""
+    keys = normalize_prompt(prompts).fillna("")
+    return pd.Series([hashlib.sha256(k.encode()).hexdigest()[:16] for k in keys], index=prompts.index)
+
+
 def split_of(prompts: pd.Series, test_percent: int) -> pd.Series:
     """`test` or `train`, by a hash of the normalized prompt (deterministic, prompt-disjoint)."""
-    buckets = prompts.map(lambda p: int(case_id(str(p))[5:13], 16) % 100)
+    buckets = prompt_hashes(prompts).map(lambda h: int(h[:8], 16) % 100)
     return pd.Series(np.where(buckets < test_percent, "test", "train"), index=prompts.index)
 
 
@@ -146,7 +158,7 @@ def decontaminate(frame: pd.DataFrame, suite_prompts: list[str], threshold: floa
     """Drop rows whose prompt is the same as, or a near-duplicate of, a regression-suite prompt."""
     if frame.empty or not suite_prompts:
         return frame, 0
-    exact = {case_id(p) for p in suite_prompts}
-    same = frame["prompt"].map(lambda p: case_id(str(p)) in exact).to_numpy(dtype=bool)
+    exact = set(prompt_hashes(pd.Series(suite_prompts, dtype="string")))
+    same = prompt_hashes(frame["prompt"]).isin(exact).to_numpy(dtype=bool)
     overlap = same | near_duplicate_of(frame["prompt"], suite_prompts, threshold)
     return frame[~overlap].reset_index(drop=True), int(overlap.sum())

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections import Counter
-from functools import cache
+import re
+from functools import cache, lru_cache
 
 import numpy as np
 import pandas as pd
@@ -56,18 +58,33 @@ def _secret_patterns() -> tuple:
     return tuple(pattern for plugin in plugins for pattern in getattr(plugin, "denylist", ()))
 
 
+_NEEDS = {
+    "EmailRecognizer": re.compile(r"@"),
+    "PhoneRecognizer": re.compile(r"\d[\d\s().+/-]{5,}\d"),
+    "CreditCardRecognizer": re.compile(r"\d[\d\s().+/-]{5,}\d"),
+    "IpRecognizer": re.compile(r"\d[\d\s().+/-]{5,}\d|[0-9a-f]{0,4}:[0-9a-f]{0,4}:[0-9a-f]", re.IGNORECASE),
+}
+_NEEDS_SECRETS = re.compile(r"@|[a-z0-9_+/=.-]{20,}|begin|private key|accountkey|_authtoken|cloudant|softlayer|ibm|password|secret", re.IGNORECASE)
+
+
 def find_pii(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, kind) of every PII or secret finding in `text`."""
+    """(start, end, kind) of every PII or secret finding in `text`.
+
+    Each detector runs only when the text has what that detector needs (see PREFILTER)."""
     spans = []
     for recognizer in _recognizers():
+        if not _NEEDS[type(recognizer).__name__].search(text):
+            continue
         for result in recognizer.analyze(text, entities=recognizer.supported_entities, nlp_artifacts=None) or []:
             if result.score >= MIN_SCORE:
                 spans.append((result.start, result.end, result.entity_type))
-    for pattern in _secret_patterns():
-        spans.extend((m.start(), m.end(), "SECRET") for m in pattern.finditer(text) if m.end() - m.start() >= 8)
+    if _NEEDS_SECRETS.search(text):
+        for pattern in _secret_patterns():
+            spans.extend((m.start(), m.end(), "SECRET") for m in pattern.finditer(text) if m.end() - m.start() >= 8)
     return spans
 
 
+@lru_cache(maxsize=200_000)
 def scrub_text(text: str) -> tuple[str, Counter]:
     """`text` with every finding replaced by `<KIND>`, and the count of findings per kind."""
     spans = sorted(find_pii(text), key=lambda s: (s[0], -(s[1] - s[0])))
@@ -80,7 +97,7 @@ def scrub_text(text: str) -> tuple[str, Counter]:
         found[kind] += 1
         last = end
     out.append(text[last:])
-    return "".join(out), found
+    return "".join(out), found  # callers must not mutate the (cached) counter
 
 
 def might_contain_pii(texts: pd.Series) -> np.ndarray:
@@ -89,27 +106,26 @@ def might_contain_pii(texts: pd.Series) -> np.ndarray:
     return pc.match_substring_regex(text, PREFILTER).to_numpy(zero_copy_only=False).astype(bool)
 
 
-def scrub_frame(frame: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, Counter]:
-    """Scrub the text columns of a frame (JSON text of messages included); only pre-filtered rows are scanned."""
+def scrub_frame(frame: pd.DataFrame, columns: list[str], json_columns: tuple[str, ...] = ()) -> tuple[pd.DataFrame, Counter]:
+    """Scrub text columns; only rows the pre-filter flags are scanned. `json_columns` hold JSON text
+    (e.g. chat messages): their flagged rows are parsed, scrubbed value by value, and serialized again."""
     total: Counter = Counter()
     out = frame.copy()
     for column in columns:
         values = out[column]
-        if values.dtype == object and any(isinstance(v, (list, dict)) for v in values.tolist()):
-            cleaned = []
-            for value in values.tolist():
-                value, found = _scrub_value(value)
-                total.update(found)
-                cleaned.append(value)
-            out[column] = cleaned
-            continue
         rows = np.flatnonzero(might_contain_pii(values))
-        if len(rows):
-            column_values = values.astype(object).to_numpy().copy()
-            for row in rows:
-                column_values[row], found = scrub_text(column_values[row])
-                total.update(found)
-            out[column] = pd.Series(column_values, index=out.index, dtype=values.dtype if str(values.dtype) != "object" else object)
+        if not len(rows):
+            continue
+        column_values = values.astype(object).to_numpy().copy()
+        for row in rows:
+            value = column_values[row]
+            if column in json_columns:
+                cleaned, found = _scrub_value(json.loads(value))
+                column_values[row] = json.dumps(cleaned, ensure_ascii=False)
+            else:
+                column_values[row], found = scrub_text(value)
+            total.update(found)  # update copies the counts: the cached counter stays intact
+        out[column] = pd.Series(column_values, index=out.index, dtype="string")
     return out, total
 
 

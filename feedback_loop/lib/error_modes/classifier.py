@@ -2,8 +2,10 @@
 
 Trained on the negatives the rules labelled (reason tags, comments, edits, response checks), on
 hashed word uni- and bi-grams of the reason tags, comment, prompt and the start of the response:
-hashing needs no vocabulary fit, so training and prediction stay linear and fast.
-Deterministic for a fixed seed. Its held-out scores go into the asset's metadata.
+hashing needs no vocabulary fit, so training and prediction stay linear and fast. At most
+`MAX_TRAINING_ROWS` rule-labelled rows are used (a stratified sample); 20 % of them are held out,
+the model is fit once on the rest, and its hold-out scores go into the asset's metadata.
+Deterministic for a fixed seed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sklearn.model_selection import train_test_split
 
 OUTPUT_CHARS = 500
 MIN_TRAINING_ROWS = 20
+MAX_TRAINING_ROWS = 20_000
 
 
 @dataclass
@@ -46,23 +49,29 @@ def fit_and_predict(train_text: pd.Series, train_labels: pd.Series, predict_text
     counts = train_labels.value_counts()
     if len(train_labels) < MIN_TRAINING_ROWS or len(counts) < 2:
         return empty, np.zeros(len(predict_text)), Validation(trained=False, train_rows=len(train_labels))
+    if len(train_labels) > MAX_TRAINING_ROWS:
+        sample = train_labels.groupby(train_labels, group_keys=False).apply(
+            lambda g: g.sample(n=max(1, round(len(g) * MAX_TRAINING_ROWS / len(train_labels))), random_state=seed)
+        )
+        train_text, train_labels = train_text[sample.index], train_labels[sample.index]
+        counts = train_labels.value_counts()
     vectorizer = HashingVectorizer(n_features=2**18, ngram_range=(1, 2), alternate_sign=False, norm="l2")
     x = vectorizer.transform(train_text.tolist())
     y = train_labels.to_numpy(dtype=str)
     validation = Validation(trained=True, train_rows=len(y), classes=sorted(counts.index))
     stratify = y if counts.min() >= 2 else None
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=seed, stratify=stratify)
-    held_out = _model(seed).fit(x_train, y_train).predict(x_test)
+    model = _model(seed).fit(x_train, y_train)
+    held_out = model.predict(x_test)
     validation.test_rows = len(y_test)
     validation.macro_f1 = round(float(f1_score(y_test, held_out, average="macro")), 4)
     validation.accuracy = round(float(accuracy_score(y_test, held_out)), 4)
     if not len(predict_text):
         return empty, np.zeros(0), validation
-    model = _model(seed).fit(x, y)
     proba = model.predict_proba(vectorizer.transform(predict_text.tolist()))
     best = proba.argmax(axis=1)
     return pd.Series(model.classes_[best], index=predict_text.index, dtype="string"), proba.max(axis=1), validation
 
 
 def _model(seed: int) -> SGDClassifier:
-    return SGDClassifier(loss="log_loss", alpha=1e-5, max_iter=30, tol=None, random_state=seed, class_weight="balanced")
+    return SGDClassifier(loss="log_loss", alpha=1e-5, max_iter=15, tol=None, random_state=seed, class_weight="balanced")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 
 import numpy as np
 import pandas as pd
@@ -91,10 +92,12 @@ def edit_mode(outputs: pd.Series, edits: pd.Series) -> tuple[pd.Series, pd.Serie
     """What the user's edit changed: structure (format), a large cut (length), facts (hallucination)."""
     modes = pd.Series(pd.NA, index=outputs.index, dtype="string")
     evidence = pd.Series(pd.NA, index=outputs.index, dtype="string")
-    for idx in edits.index[edits.notna()]:
-        found = _edit_evidence(str(outputs.get(idx) or ""), str(edits[idx]))
-        if found:
-            modes[idx], evidence[idx] = found
+    rows = edits.index[edits.notna()]
+    found = [(idx, _edit_evidence(str(outputs.get(idx) or ""), str(edits[idx]))) for idx in rows]
+    found = [(idx, f) for idx, f in found if f]
+    if found:
+        modes[[idx for idx, _ in found]] = [f[0] for _, f in found]
+        evidence[[idx for idx, _ in found]] = [f[1] for _, f in found]
     return modes, evidence
 
 
@@ -164,16 +167,23 @@ def response_mode(
     asks = {name: pc.match_substring_regex(prompt_text, pattern).to_numpy(zero_copy_only=False).astype(bool) for name, pattern in (
         ("json", ASKS_JSON), ("table", ASKS_TABLE), ("code", ASKS_CODE), ("brief", BRIEF), ("detailed", DETAILED), ("bullets", BULLET_COUNT.pattern), ("words", WORDS_LIMIT.pattern)
     )}
-    for pos in np.flatnonzero(modes.isna().to_numpy()):
-        idx = outputs.index[pos]
-        asked, answered = language(str(prompts[idx] or "")), language(str(outputs[idx] or ""))
-        if asked and answered and asked != answered:
-            modes[idx], evidence[idx] = "other", f"response in '{answered}', prompt in '{asked}'"
-    for pos in np.flatnonzero(modes.isna().to_numpy() & (asks["json"] | asks["table"] | asks["code"] | asks["bullets"] | asks["words"] | asks["brief"] | asks["detailed"])):
-        idx = outputs.index[pos]
-        found = _response_evidence(str(prompts[idx] or "").lower(), str(outputs[idx] or ""), {k: v[pos] for k, v in asks.items()})
+    open_rows = np.flatnonzero(modes.isna().to_numpy())
+    asked, answered = languages(prompts.iloc[open_rows]), languages(outputs.iloc[open_rows])
+    mismatch = np.array([a is not None and b is not None and a != b for a, b in zip(asked, answered, strict=True)], dtype=bool)
+    rows = outputs.index[open_rows[mismatch]]
+    modes[rows] = "other"
+    evidence[rows] = [f"response in '{b}', prompt in '{a}'" for a, b in zip(asked[mismatch], answered[mismatch], strict=True)]
+    wants = asks["json"] | asks["table"] | asks["code"] | asks["bullets"] | asks["words"] | asks["brief"] | asks["detailed"]
+    found_rows, found_modes, found_evidence = [], [], []
+    prompt_values, output_values = prompts.tolist(), outputs.tolist()
+    for pos in np.flatnonzero(modes.isna().to_numpy() & wants):
+        found = _response_evidence(str(prompt_values[pos] or "").lower(), str(output_values[pos] or ""), {k: v[pos] for k, v in asks.items()})
         if found:
-            modes[idx], evidence[idx] = found
+            found_rows.append(outputs.index[pos])
+            found_modes.append(found[0])
+            found_evidence.append(found[1])
+    modes[found_rows] = found_modes
+    evidence[found_rows] = found_evidence
     outlier = modes.isna() & peer_length_outlier.fillna(False).astype(bool)
     modes[outlier] = "length"
     evidence[outlier] = (
@@ -186,11 +196,24 @@ def response_mode(
 
 def language(text: str) -> str | None:
     """The language whose function words the text uses most, when it clearly uses one (else None)."""
-    words = [w for w in WORD.findall(text.lower()) if len(w) > 1]
-    hits = sorted(((sum(w in vocab for w in words), name) for name, vocab in FUNCTION_WORDS.items()), reverse=True)
-    (best, name), (second, _) = hits[0], hits[1]
-    clear = best >= MIN_LANGUAGE_HITS and best >= MIN_LANGUAGE_SHARE * len(words) and best >= 1.5 * second
-    return name if clear else None
+    return languages(pd.Series([text], dtype="string"))[0]
+
+
+def languages(texts: pd.Series) -> np.ndarray:
+    """`language` of each text, column-wise: function words counted with Arrow, per text."""
+    tokens = pc.utf8_split_whitespace(pc.utf8_lower(pa.array(texts.astype("string").fillna(""), type=pa.large_string())))
+    tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
+    owner = pc.list_parent_indices(tokens).to_numpy()
+    words = pc.utf8_trim(pc.list_flatten(tokens), characters=string.punctuation + "\u00bf\u00a1")
+    is_word = pc.greater(pc.utf8_length(words), 1).to_numpy(zero_copy_only=False)
+    n = len(texts)
+    total = np.bincount(owner[is_word], minlength=n)
+    names = list(FUNCTION_WORDS)
+    hits = np.stack([np.bincount(owner, weights=pc.is_in(words, value_set=pa.array(sorted(FUNCTION_WORDS[name]))).to_numpy(zero_copy_only=False), minlength=n) for name in names], axis=1) if n else np.zeros((0, len(names)))
+    ordered = np.sort(hits, axis=1)
+    best, second = (ordered[:, -1], ordered[:, -2]) if n else (np.zeros(0), np.zeros(0))
+    clear = (best >= MIN_LANGUAGE_HITS) & (best >= MIN_LANGUAGE_SHARE * total) & (best >= 1.5 * second)
+    return np.where(clear, np.array(names, dtype=object)[hits.argmax(axis=1)] if n else np.array([], dtype=object), None)
 
 
 def _response_evidence(prompt: str, output: str, asks: dict[str, bool]) -> tuple[str, str] | None:

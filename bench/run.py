@@ -1,0 +1,297 @@
+"""Benchmark the nightly pipeline at production scale.
+
+    python bench/run.py [--traces N] [--scaling] [--keep]
+
+For N traces (default 1,000,000) and about 3N feedback events in one daily partition:
+1. generates the landing files with the project's generator (seeded, cached in bench/cache/);
+2. runs the nightly DAG for that partition through Dagster, exactly as `feedback-loop run` does
+   (ingest job, then the relabel job), in a fresh process, and reports wall seconds and peak RSS
+   per asset and in total;
+3. runs a DuckDB SQL reference of ingest + dedupe + link + per-trace signal aggregation over the
+   same files, and reports our ingest + link + signals time as a ratio to it;
+4. times error-mode assignment on 100,000 negative traces.
+`--scaling` runs 100k, 300k and 1M and prints how time grows. Results go to
+bench/results/<timestamp>.json; the last line printed is a one-line summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / "cache"
+RESULTS = HERE / "results"
+DAY = dt.date(2026, 11, 20)
+INGEST_LINK_SIGNALS = ("raw_traces", "raw_feedback_events", "linked_feedback", "implicit_signals")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--traces", type=int, default=1_000_000)
+    parser.add_argument("--scaling", action="store_true", help="run 100k, 300k and 1M traces")
+    parser.add_argument("--keep", action="store_true", help="keep the run's warehouse and datasets")
+    parser.add_argument("--stage", help=argparse.SUPPRESS)
+    parser.add_argument("--landing", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stage == "generate":
+        return generate_stage(args.traces, Path(args.landing))
+    if args.stage == "pipeline":
+        return pipeline_stage(Path(args.landing), Path(args.workdir))
+    if args.stage == "reference":
+        return reference_stage(Path(args.landing))
+    if args.stage == "error_modes":
+        return error_modes_stage(Path(args.workdir))
+    sizes = [100_000, 300_000, 1_000_000] if args.scaling else [args.traces]
+    results = [run_size(n, args.keep) for n in sizes]
+    RESULTS.mkdir(exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+    payload = results[-1] if len(results) == 1 else {**results[-1], "scaling": scaling(results)}
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(payload, indent=2))
+    if len(results) > 1:
+        print_scaling(results)
+    last = results[-1]
+    print(
+        f"\nSUMMARY traces={last['traces']:,} events={last['events']:,} total={last['total_seconds']:.1f}s "
+        f"peak_rss={last['peak_rss_mb']:,.0f}MB ingest+link+signals={last['ingest_link_signals_seconds']:.1f}s "
+        f"duckdb={last['duckdb_reference_seconds']:.1f}s ratio={last['ratio_to_duckdb']:.2f} "
+        f"error_modes_100k={last['error_modes_100k_seconds']:.1f}s -> bench/results/{stamp}.json"
+    )
+
+
+def run_size(traces: int, keep: bool) -> dict:
+    landing = CACHE / f"landing-{traces}"
+    if not (landing / "ground_truth" / "summary.json").exists():
+        print(f"generating {traces:,} traces into {landing} (cached for later runs) ...", flush=True)
+        shutil.rmtree(landing, ignore_errors=True)
+        stage("generate", "--traces", str(traces), "--landing", str(landing))
+    workdir = CACHE / f"run-{traces}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    print(f"running the nightly DAG on {traces:,} traces ...", flush=True)
+    pipeline = json.loads(stage("pipeline", "--landing", str(landing), "--workdir", str(workdir)))
+    print("running the DuckDB reference ...", flush=True)
+    reference = json.loads(stage("reference", "--landing", str(landing)))
+    print("timing error-mode assignment on 100k negatives ...", flush=True)
+    modes = json.loads(stage("error_modes", "--workdir", str(workdir)))
+    if not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    ils = sum(pipeline["per_asset"][a]["seconds"] for a in INGEST_LINK_SIGNALS if a in pipeline["per_asset"])
+    result = {
+        **pipeline,
+        "ingest_link_signals_seconds": round(ils, 2),
+        "duckdb_reference_seconds": reference["seconds"],
+        "duckdb_reference": reference,
+        "ratio_to_duckdb": round(ils / reference["seconds"], 2),
+        "error_modes_seconds": pipeline["per_asset"].get("error_modes", {}).get("seconds"),
+        "error_modes_100k_seconds": modes["seconds"],
+        "error_modes_100k": modes,
+        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+    }
+    print_run(result)
+    return result
+
+
+def stage(name: str, *args: str) -> str:
+    out = subprocess.run([sys.executable, str(Path(__file__)), "--stage", name, *args], check=True, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def generate_stage(traces: int, landing: Path) -> None:
+    from feedback_loop.lib.generator import GeneratorConfig, generate
+
+    start = time.perf_counter()
+    config = GeneratorConfig(
+        days=1, traces_per_day=traces, seed=2026, end_date=DAY, file_format="parquet", bad_response_share=0.15,
+        extra_events_per_trace=2.2, bad_row_share=0.01, prompt_chars=420, output_chars=800,
+    )
+    summary = generate(landing, config)
+    print(json.dumps({**summary, "seconds": round(time.perf_counter() - start, 1)}))
+
+
+class RssSampler(threading.Thread):
+    """Samples this process's resident set size every 20 ms."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, float]] = []
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        self.samples.append((time.time(), int(line.split()[1]) / 1024))
+                        break
+            time.sleep(0.02)
+
+    def peak(self, start: float, end: float) -> float:
+        inside = [rss for t, rss in self.samples if start <= t <= end]
+        return max(inside, default=0.0)
+
+
+def pipeline_stage(landing: Path, workdir: Path) -> None:
+    os.environ.update(
+        FEEDBACK_LOOP_LANDING=str(landing),
+        FEEDBACK_LOOP_WAREHOUSE=str(workdir / "warehouse"),
+        FEEDBACK_LOOP_DATASETS=str(workdir / "datasets"),
+        FEEDBACK_LOOP_STATE=str(workdir / "state"),
+        FEEDBACK_LOOP_USER_HASH_KEY="benchmark",
+        FEEDBACK_LOOP_START_DATE="2026-11-01",
+    )
+    import dagster as dg
+
+    from feedback_loop.definitions import defs
+    from feedback_loop.pipeline import run_nightly
+
+    sampler = RssSampler()
+    sampler.start()
+    (workdir / "home").mkdir()
+    (workdir / "home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(workdir / "home")) as instance:
+        start = time.time()
+        report = run_nightly(DAY.isoformat(), instance, defs)
+        end = time.time()
+        per_asset = {}
+        for run in report.runs:
+            steps: dict[str, dict] = {}
+            for entry in instance.all_logs(run.run_id):
+                event = entry.dagster_event
+                if event is None or not event.step_key:
+                    continue
+                if event.event_type_value == "STEP_START":
+                    steps.setdefault(event.step_key, {})["start"] = entry.timestamp
+                elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
+                    steps.setdefault(event.step_key, {})["end"] = entry.timestamp
+            for step, span in steps.items():
+                per_asset[step] = {
+                    "seconds": round(span["end"] - span["start"], 2),
+                    "peak_rss_mb": round(sampler.peak(span["start"], span["end"]), 0),
+                }
+        materializations = {m.asset_key.to_user_string(): m.metadata for m in report.materializations()}
+    sampler.running = False
+    negatives = materializations.get("negative_traces", {}).get("dagster/row_count")
+    events = materializations.get("raw_feedback_events", {}).get("records_read")
+    traces = materializations.get("raw_traces", {}).get("records_read")
+    print(
+        json.dumps(
+            {
+                "success": report.success,
+                "traces": traces.value if traces else None,
+                "events": events.value if events else None,
+                "negatives": negatives.value if negatives else None,
+                "total_seconds": round(end - start, 2),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
+                "per_asset": per_asset,
+            }
+        )
+    )
+
+
+def reference_stage(landing: Path) -> None:
+    """Ingest + dedupe + link + per-trace signal aggregation, in DuckDB SQL."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    day = DAY.isoformat()
+    traces_glob, feedback_glob = str(landing / "traces" / "*.parquet"), str(landing / "feedback" / "*.parquet")
+    start = time.perf_counter()
+    con.execute(f"""
+        CREATE TEMP TABLE traces AS
+        SELECT * FROM (
+            SELECT trace_id, coalesce(span_id, trace_id) AS span_id, session_id, user_id, TRY_CAST(timestamp AS TIMESTAMPTZ) AS ts,
+                   model, prompt_version, input, output, latency_ms,
+                   row_number() OVER (PARTITION BY trace_id, coalesce(span_id, trace_id) ORDER BY timestamp) AS n
+            FROM read_parquet('{traces_glob}', union_by_name = true)
+        ) WHERE n = 1 AND ts IS NOT NULL AND strftime(ts, '%Y-%m-%d') = '{day}'
+    """)
+    con.execute(f"""
+        CREATE TEMP TABLE events AS
+        SELECT * FROM (
+            SELECT event_id, trace_id, span_id, session_id, user_id, TRY_CAST(timestamp AS TIMESTAMPTZ) AS ts, lower(type) AS type,
+                   value, reason, comment, row_number() OVER (PARTITION BY event_id ORDER BY timestamp) AS n
+            FROM read_parquet('{feedback_glob}', union_by_name = true)
+        ) WHERE n = 1 AND ts IS NOT NULL AND strftime(ts, '%Y-%m-%d') = '{day}'
+    """)
+    con.execute("""
+        CREATE TEMP TABLE linked AS
+        SELECT e.*, t.trace_id AS linked_trace
+        FROM (SELECT * FROM events WHERE trace_id IS NOT NULL) e LEFT JOIN traces t ON t.trace_id = e.trace_id
+        UNION ALL
+        SELECT e.*, s.trace_id AS linked_trace
+        FROM (SELECT * FROM events WHERE trace_id IS NULL) e ASOF LEFT JOIN traces s ON s.session_id = e.session_id AND e.ts >= s.ts
+    """)
+    signals = con.execute("""
+        SELECT count(*) FROM (
+            SELECT t.trace_id,
+                   count(*) FILTER (WHERE l.type = 'thumbs_up') AS thumbs_up,
+                   count(*) FILTER (WHERE l.type = 'thumbs_down') AS thumbs_down,
+                   count(*) FILTER (WHERE l.type = 'copy') AS copies,
+                   max(length(l.value) / greatest(length(t.output), 1)) FILTER (WHERE l.type = 'copy') AS copied_share,
+                   count(*) FILTER (WHERE l.type = 'regenerate') AS regenerations,
+                   count(*) FILTER (WHERE l.type = 'abandon') AS abandons,
+                   arg_max(l.value, l.ts) FILTER (WHERE l.type IN ('edit', 'correction')) AS edit_text,
+                   avg(TRY_CAST(l.value AS DOUBLE)) FILTER (WHERE l.type = 'rating') AS rating,
+                   min(l.ts) - max(t.ts) AS dwell
+            FROM traces t LEFT JOIN linked l ON l.linked_trace = t.trace_id
+            GROUP BY t.trace_id
+        )
+    """).fetchone()[0]
+    seconds = time.perf_counter() - start
+    linked = con.execute("SELECT count(*) FILTER (WHERE linked_trace IS NOT NULL), count(*) FROM linked").fetchone()
+    print(json.dumps({"seconds": round(seconds, 2), "traces_with_signals": signals, "linked_events": linked[0], "events": linked[1]}))
+
+
+def error_modes_stage(workdir: Path) -> None:
+    """Error-mode assignment on 100,000 negative traces drawn from the run's negatives."""
+    import pandas as pd
+
+    from feedback_loop.lib.error_modes.assign import assign_error_modes
+
+    negatives = pd.concat(pd.read_parquet(p) for p in (workdir / "warehouse" / "negative_traces").glob("*.parquet"))
+    sample = negatives.sample(n=100_000, replace=len(negatives) < 100_000, random_state=0).reset_index(drop=True)
+    sample["trace_id"] = sample["trace_id"] + "-" + sample.index.astype(str)
+    start = time.perf_counter()
+    modes, validation = assign_error_modes(sample, seed=0)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": round(seconds, 2), "negatives": len(sample), "distinct_negatives": len(negatives), "classifier_holdout_macro_f1": validation.macro_f1}))
+
+
+def print_run(result: dict) -> None:
+    print(f"\n{result['traces']:,} traces, {result['events']:,} feedback events, {result['negatives']:,} negatives")
+    print(f"{'asset':<28}{'seconds':>10}{'peak RSS MB':>14}")
+    for asset, figures in result["per_asset"].items():
+        print(f"{asset:<28}{figures['seconds']:>10.2f}{figures['peak_rss_mb']:>14,.0f}")
+    print(f"{'total (2 runs, wall)':<28}{result['total_seconds']:>10.2f}{result['peak_rss_mb']:>14,.0f}")
+    print(f"ingest + link + signals: {result['ingest_link_signals_seconds']:.2f}s; DuckDB reference: {result['duckdb_reference_seconds']:.2f}s; ratio {result['ratio_to_duckdb']:.2f}")
+    print(f"error modes: {result['error_modes_seconds']}s in the DAG ({result['negatives']:,} negatives); {result['error_modes_100k_seconds']:.2f}s for 100,000 negatives")
+
+
+def scaling(results: list[dict]) -> list[dict]:
+    base = results[0]
+    return [
+        {"traces": r["traces"], "total_seconds": r["total_seconds"], "time_ratio": round(r["total_seconds"] / base["total_seconds"], 2), "size_ratio": round(r["traces"] / base["traces"], 2)}
+        for r in results
+    ]
+
+
+def print_scaling(results: list[dict]) -> None:
+    print("\nscaling (time grows with size):")
+    for row in scaling(results):
+        print(f"  {row['traces']:>9,} traces: {row['total_seconds']:7.1f}s  ({row['size_ratio']:.1f}x the data, {row['time_ratio']:.2f}x the time)")
+
+
+if __name__ == "__main__":
+    main()
