@@ -15,12 +15,14 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
+
+from feedback_loop.lib.params import DatasetParams
 import pandas as pd
 
 from feedback_loop.definitions import defs
 from feedback_loop.lib.adapters.lamp import lamp_to_landing
 from feedback_loop.lib.adapters.oasst import oasst_to_landing
-from feedback_loop.lib.datasets.preference import PreferenceParams, dpo_pairs, kto_examples
+from feedback_loop.lib.datasets.preference import dpo_pairs, kto_examples
 from feedback_loop.pipeline import run_nightly
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
 from feedback_loop.resources.landing import LandingFolder
@@ -66,7 +68,7 @@ def run_dataset(name: str, traces: list[dict], events: list[dict], workdir: Path
 
 def preference_report(name: str, out: dict) -> str:
     """DPO pairs the builder makes from the pipeline's outputs (quality gates applied), and what was published."""
-    pairs, dropped = dpo_pairs(out["raw_traces"], out["implicit_signals"], out["trace_labels"], PreferenceParams())
+    pairs, dropped = dpo_pairs(out["raw_traces"], out["implicit_signals"], out["trace_labels"], DatasetParams())
     examples = kto_examples(out["raw_traces"], out["trace_labels"])
     edits = out["implicit_signals"]["edit_text"].notna().sum()
     kept_edits = pairs["source"].isin(["edit", "correction"]).sum()

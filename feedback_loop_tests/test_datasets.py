@@ -3,12 +3,14 @@
 import json
 
 import dagster as dg
+
+from feedback_loop.lib.params import DatasetParams
 import pandas as pd
 import pytest
 
 from feedback_loop.lib.datasets import exports
-from feedback_loop.lib.datasets.preference import PreferenceParams, decontaminate, dpo_pairs, kto_examples, split_of, with_messages
-from feedback_loop.lib.datasets.regression import SuiteParams, assertions_for, build_cases, case_id, merge_suite
+from feedback_loop.lib.datasets.preference import decontaminate, dpo_pairs, kto_examples, split_of, with_messages
+from feedback_loop.lib.datasets.regression import assertions_for, build_cases, case_id, merge_suite
 from feedback_loop.pipeline import run_nightly
 from feedback_loop_tests.conftest import defs_with, write_jsonl
 
@@ -38,23 +40,23 @@ def test_case_ids_are_stable_per_prompt():
 def test_near_duplicates_collapse_and_the_one_with_a_reference_wins():
     base = "I am writing a report for my team about geography. What is the capital of Australia? Please answer."
     near = base.replace("Please answer.", "Please answer!")
-    suite, stats = merge_suite([], cases(candidate(1, "hallucination", base), candidate(2, "hallucination", near, reference="Canberra.")), SuiteParams(), set())
+    suite, stats = merge_suite([], cases(candidate(1, "hallucination", base), candidate(2, "hallucination", near, reference="Canberra.")), DatasetParams(), set())
     assert len(suite) == 1 and suite[0]["lineage"]["source_trace_id"] == "t2"
     assert stats["near_duplicates_collapsed"] == 1
 
 
 def test_suite_is_cumulative_capped_per_mode_oldest_first():
-    previous, _ = merge_suite([], cases(*(candidate(i, "refusal", f"old question number {i} about topic {i * 7}", day=f"2026-11-0{i + 1}") for i in range(3))), SuiteParams(), set())
+    previous, _ = merge_suite([], cases(*(candidate(i, "refusal", f"old question number {i} about topic {i * 7}", day=f"2026-11-0{i + 1}") for i in range(3))), DatasetParams(), set())
     new = cases(*(candidate(10 + i, "refusal", f"brand new question {i} on subject {i * 13}", day="2026-11-20") for i in range(2)))
-    suite, stats = merge_suite(previous, new, SuiteParams(max_cases_per_mode=4), set())
+    suite, stats = merge_suite(previous, new, DatasetParams(max_cases_per_mode=4), set())
     dates = sorted(c["lineage"]["source_date"] for c in suite)
     assert len(suite) == 4 and stats["evicted"] == 1
     assert "2026-11-01" not in dates  # the oldest was evicted
 
 
 def test_opted_out_users_leave_the_suite():
-    previous, _ = merge_suite([], cases(candidate(1, "format", "a question from someone", user="gone")), SuiteParams(), set())
-    suite, stats = merge_suite(previous, [], SuiteParams(), {"gone"})
+    previous, _ = merge_suite([], cases(candidate(1, "format", "a question from someone", user="gone")), DatasetParams(), set())
+    suite, stats = merge_suite(previous, [], DatasetParams(), {"gone"})
     assert suite == [] and stats["opted_out_removed"] == 1
 
 
@@ -79,7 +81,7 @@ def test_promptfoo_langfuse_and_openai_exports_follow_their_schemas():
         candidate(2, "format", 'Return only JSON with keys "answer".'),
         candidate(3, "hallucination", "Capital of Australia?", reference="Canberra."),
         candidate(4, "other", "Tell me a story about a dragon"),
-    ), SuiteParams(), set())
+    ), DatasetParams(), set())
     for test in exports.promptfoo_tests(suite):
         assert set(test) <= PROMPTFOO_TEST_KEYS and isinstance(test["vars"], dict) and test["description"]
         assert all(isinstance(v, str) for v in test["vars"].values())
@@ -139,7 +141,7 @@ def preference_frames():
 
 
 def test_dpo_pairs_from_edits_regenerations_and_thumbs_with_quality_gates():
-    pairs, dropped = dpo_pairs(*preference_frames(), PreferenceParams())
+    pairs, dropped = dpo_pairs(*preference_frames(), DatasetParams())
     by_source = {s: g for s, g in pairs.groupby("source")}
     assert by_source["edit"][["chosen", "rejected"]].values.tolist() == [["The year is 1989.", "The year is 1991."]]
     assert by_source["regenerate"][["chosen", "rejected", "rejected_trace_id"]].values.tolist() == [["second try", "first try", "r1"]]
@@ -165,7 +167,7 @@ def test_decontamination_drops_suite_near_duplicates():
 
 
 def test_trl_and_openai_formats_have_their_documented_shapes():
-    pairs, _ = dpo_pairs(*preference_frames(), PreferenceParams())
+    pairs, _ = dpo_pairs(*preference_frames(), DatasetParams())
     pairs = with_messages(pairs)
     for row in exports.dpo_standard(pairs):
         assert set(row) == {"prompt", "chosen", "rejected"} and all(isinstance(v, str) for v in row.values())
@@ -245,6 +247,6 @@ def test_new_cases_per_version_are_capped_and_stratified_across_models():
     rows = [candidate(i, "refusal", f"distinct question {i} about subject {i * 17} and more") for i in range(10)]
     for i, row in enumerate(rows):
         row["model"] = "model-a" if i < 8 else "model-b"
-    suite, stats = merge_suite([], cases(*rows), SuiteParams(max_new_cases_per_mode=4), set())
+    suite, stats = merge_suite([], cases(*rows), DatasetParams(max_new_cases_per_mode=4), set())
     models = sorted(c["lineage"]["model"] for c in suite)
     assert models == ["model-a", "model-a", "model-b", "model-b"] and stats["over_new_quota"] == 6

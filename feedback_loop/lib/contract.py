@@ -70,6 +70,17 @@ FEEDBACK_COLUMNS: dict[str, str] = {
     "partition_date": STR,
 }
 
+# The columns that identify a trace in every per-trace table downstream of ingest.
+TRACE_IDENTITY: dict[str, str] = {
+    "trace_id": STR,
+    "span_id": STR,
+    "session_id": STR,
+    "user_id": STR,
+    "timestamp": TIMESTAMP,
+    "model": STR,
+    "prompt_version": STR,
+}
+
 QUARANTINE_COLUMNS: dict[str, str] = {
     "kind": STR,  # trace | feedback
     "source": STR,  # file the row came from

@@ -19,16 +19,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from feedback_loop.lib.contract import TRACE_IDENTITY
 from feedback_loop.lib.params import LabelWeights
 
 LABEL_COLUMNS: dict[str, str] = {
-    "trace_id": "string",
-    "span_id": "string",
-    "session_id": "string",
-    "user_id": "string",
-    "timestamp": "datetime64[us, UTC]",
-    "model": "string",
-    "prompt_version": "string",
+    **TRACE_IDENTITY,
     "label": "string",
     "score": "float64",
     "confidence": "float64",

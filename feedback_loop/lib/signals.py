@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import Indel
 
+from feedback_loop.lib.contract import TRACE_IDENTITY
 from feedback_loop.lib.params import SignalParams
 
 # Characters a `trivial` edit may change: white space and punctuation (ASCII and common Unicode).
@@ -43,13 +44,7 @@ _IGNORED = string.whitespace + string.punctuation + "\u2018\u2019\u201c\u201d\u2
 TRIVIAL_TABLE = str.maketrans("", "", _IGNORED)
 
 SIGNAL_COLUMNS: dict[str, str] = {
-    "trace_id": "string",
-    "span_id": "string",
-    "session_id": "string",
-    "user_id": "string",
-    "timestamp": "datetime64[us, UTC]",
-    "model": "string",
-    "prompt_version": "string",
+    **TRACE_IDENTITY,
     "edit_type": "string",
     "edit_text": "string",
     "edit_distance": "float64",

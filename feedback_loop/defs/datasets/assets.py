@@ -7,9 +7,9 @@ import pandas as pd
 
 from feedback_loop.defs.partitions import daily_partitions
 from feedback_loop.lib.datasets.build import CASES_FILE, Release, preference_release, regression_release
-from feedback_loop.lib.datasets.preference import PreferenceParams, decontaminate
+from feedback_loop.lib.datasets.preference import decontaminate
 from feedback_loop.lib.datasets.privacy import find_pii, might_contain_pii
-from feedback_loop.lib.datasets.regression import SuiteParams, suite_candidates
+from feedback_loop.lib.datasets.regression import suite_candidates
 from feedback_loop.lib.datasets.store import DatasetStore
 from feedback_loop.lib.preview import markdown_table
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
@@ -72,7 +72,7 @@ def regression_suite(
     release = regression_release(
         candidates,
         previous,
-        SuiteParams(params.max_cases_per_mode, params.near_duplicate_threshold, params.min_case_confidence, params.max_new_cases_per_mode),
+        params,
         privacy.user_hash_key,
         privacy.opted_out(),
         context.partition_keys,
@@ -110,7 +110,7 @@ def preference_dataset(
         implicit_signals,
         trace_labels,
         suite_prompts(store),
-        PreferenceParams(params.min_edit_distance, params.max_edit_distance, params.test_percent, params.near_duplicate_threshold),
+        params,
         privacy.user_hash_key,
         privacy.opted_out(),
         context.partition_keys,

@@ -17,10 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from feedback_loop.lib.datasets import exports
-from feedback_loop.lib.datasets.preference import PreferenceParams, decontaminate, dpo_pairs, kto_examples, split_of, with_messages
+from feedback_loop.lib.datasets.preference import decontaminate, dpo_pairs, kto_examples, split_of, with_messages
 from feedback_loop.lib.datasets.privacy import pseudonymize, scrub_frame
-from feedback_loop.lib.datasets.regression import SuiteParams, build_cases, merge_suite, shortlist
+from feedback_loop.lib.datasets.regression import build_cases, merge_suite, shortlist
 from feedback_loop.lib.datasets.store import content_hash
+from feedback_loop.lib.params import DatasetParams
 
 CASES_FILE = "cases.jsonl"
 
@@ -41,14 +42,14 @@ def code_version() -> str:
 def regression_release(
     candidates: pd.DataFrame,
     previous: list[dict],
-    params: SuiteParams,
+    params: DatasetParams,
     hash_key: str,
     opted_out: set[str],
     source_partitions: list[str],
 ) -> Release:
     """The next regression suite from the window's candidates and the previous version's cases."""
     kept = candidates[~candidates["user_id"].isin(opted_out)]
-    kept = shortlist(kept[kept["confidence"] >= params.min_confidence], params).copy()
+    kept = shortlist(kept[kept["confidence"] >= params.min_case_confidence], params).copy()
     kept["user_hash"] = pseudonymize(kept["user_id"], hash_key)
     scrubbed, pii = scrub_frame(kept, ["prompt", "input", "output", "reference_output", "evidence"], json_columns=("input",))
     dropped_users = set(pseudonymize(pd.Series(sorted(opted_out), dtype="string"), hash_key).dropna())
@@ -77,7 +78,7 @@ def preference_release(
     signals: pd.DataFrame,
     labels: pd.DataFrame,
     suite_prompts: list[str],
-    params: PreferenceParams,
+    params: DatasetParams,
     hash_key: str,
     opted_out: set[str],
     source_partitions: list[str],

@@ -17,28 +17,20 @@ removed (decontamination).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from feedback_loop.lib.datasets.near_duplicates import near_duplicate_of
 from feedback_loop.lib.datasets.regression import messages_of
+from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
 
 PAIR_COLUMNS = ["pair_id", "source", "prompt", "input", "chosen", "rejected", "chosen_trace_id", "rejected_trace_id", "user_id", "model", "source_date"]
 KTO_COLUMNS = ["example_id", "prompt", "input", "completion", "label", "trace_id", "user_id", "model", "source_date"]
 
 
-@dataclass(frozen=True)
-class PreferenceParams:
-    min_edit_distance: float = 0.02
-    max_edit_distance: float = 0.9
-    test_percent: int = 10
-    near_duplicate_threshold: float = 0.8
-
-
-def dpo_pairs(traces: pd.DataFrame, signals: pd.DataFrame, labels: pd.DataFrame, params: PreferenceParams) -> tuple[pd.DataFrame, dict]:
+def dpo_pairs(traces: pd.DataFrame, signals: pd.DataFrame, labels: pd.DataFrame, params: DatasetParams) -> tuple[pd.DataFrame, dict]:
     """All DPO pairs of the window, and how many candidates each quality gate dropped."""
     t = traces.drop_duplicates("trace_id", keep="last").set_index("trace_id")
     s = signals.set_index("trace_id")

@@ -19,23 +19,14 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
-
 import pandas as pd
 
 from feedback_loop.lib.datasets.near_duplicates import PromptIndex
+from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.error_modes.rules import ASKS_CODE, ASKS_JSON, ASKS_TABLE, BRIEF, BULLET_COUNT, DETAILED, NUMBER_WORDS, WORDS_LIMIT
 
 BRIEF_MAX_WORDS = 60
 DETAILED_MIN_WORDS = 80
-
-
-@dataclass(frozen=True)
-class SuiteParams:
-    max_cases_per_mode: int = 200
-    near_duplicate_threshold: float = 0.8
-    min_confidence: float = 0.5
-    max_new_cases_per_mode: int = 50
 
 
 def case_id(prompt: str) -> str:
@@ -137,7 +128,7 @@ def stratified(cases: list[dict]) -> list[dict]:
     return [case for _, case in sorted(ranked, key=lambda rc: (rc[0], _priority(rc[1])))]
 
 
-def merge_suite(previous: list[dict], new: list[dict], params: SuiteParams, dropped_users: set[str]) -> tuple[list[dict], dict]:
+def merge_suite(previous: list[dict], new: list[dict], params: DatasetParams, dropped_users: set[str]) -> tuple[list[dict], dict]:
     """The next suite: previous cases (minus opted-out users) + new ones, deduplicated and capped."""
     kept = [c for c in previous if c["lineage"].get("user_hash") not in dropped_users]
     stats = {"opted_out_removed": len(previous) - len(kept), "near_duplicates_collapsed": 0, "evicted": 0, "already_present": 0, "over_new_quota": 0}
@@ -170,7 +161,7 @@ def merge_suite(previous: list[dict], new: list[dict], params: SuiteParams, drop
     return sorted(suite, key=lambda c: (c["error_mode"], c["case_id"])), stats
 
 
-def shortlist(candidates: pd.DataFrame, params: SuiteParams, factor: int = 20) -> pd.DataFrame:
+def shortlist(candidates: pd.DataFrame, params: DatasetParams, factor: int = 20) -> pd.DataFrame:
     """The candidates that can still be chosen: per (mode, model, prompt version), the best
     `factor x max_new_cases_per_mode` by priority. Bounds the work (PII scrubbing, LSH) per run."""
     if candidates.empty:
