@@ -56,3 +56,15 @@ def test_the_prefilter_flags_every_text_a_detector_would_change():
         if scrub_text(text)[0] != text:
             assert flag, text
     assert not might_contain_pii(pd.Series(["The capital of Australia is Canberra. It was chosen in 1908."]))[0]
+
+
+def test_windowed_scanning_finds_what_a_whole_text_scan_finds():
+    from feedback_loop.lib.datasets import privacy
+
+    filler = " ".join(f"word{i}" for i in range(120))
+    text = f"{filler} reach me at someone.with.a.long.name@example.org {filler} or +44 20 7946 0958 {filler} card 4111 1111 1111 1111."
+    windowed = privacy.find_pii(text)
+    whole = []
+    for recognizer in privacy._recognizers():
+        whole += [(r.start, r.end, r.entity_type) for r in recognizer.analyze(text, entities=recognizer.supported_entities, nlp_artifacts=None) if r.score >= privacy.MIN_SCORE]
+    assert windowed == sorted(set(whole)) and len(windowed) == 3

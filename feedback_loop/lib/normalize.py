@@ -135,10 +135,13 @@ def _base_reasons(df: pd.DataFrame, id_column: str) -> pd.Series:
 def _merge_metadata(metadata: pd.Series, unknown: pd.Series) -> pd.Series:
     """The record's `metadata` object with its fields outside the contract merged in."""
     out = metadata.astype("string")
-    for idx in unknown.index[unknown.notna()]:
-        base = _as_object(metadata[idx])
-        extra = {k: v for k, v in json.loads(unknown[idx]).items() if v is not None}
-        out[idx] = json.dumps({**base, **extra}, ensure_ascii=False, sort_keys=True)
+    rows = unknown.index[unknown.notna()]
+    merged = []
+    for base, extra in zip(metadata[rows].tolist(), unknown[rows].tolist(), strict=True):
+        fields = {k: v for k, v in json.loads(extra).items() if v is not None}
+        merged.append(json.dumps({**_as_object(base), **fields}, ensure_ascii=False, sort_keys=True))
+    if len(rows):
+        out[rows] = merged  # one assignment: each one copies the Arrow column
     return out
 
 

@@ -4,6 +4,7 @@ import json
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 
 from feedback_loop.defs.partitions import daily_partitions
 from feedback_loop.lib.datasets.build import CASES_FILE, Release, preference_release, regression_release
@@ -133,8 +134,9 @@ def pii_hits(store: DatasetStore, dataset: str) -> dict[str, int]:
     hits = {}
     for name in store.manifest(dataset, latest)["files"]:
         if name.endswith(".jsonl"):
-            lines = pd.Series(store.read_bytes(dataset, latest, name).decode().splitlines(), dtype="string")
-            found = [kind for line in lines[might_contain_pii(lines)] for text in strings_in(json.loads(line)) for _, _, kind in find_pii(text)]
+            lines = pa.array(store.read_bytes(dataset, latest, name).split(b"\n"), type=pa.large_binary()).cast(pa.large_string())
+            flagged = lines.filter(pa.array(might_contain_pii(pd.Series(lines, dtype="string")))).to_pylist()
+            found = [kind for line in flagged if line for text in strings_in(json.loads(line)) for _, _, kind in find_pii(text)]
             if found:
                 hits[name] = len(found)
     return hits

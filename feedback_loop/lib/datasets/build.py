@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from feedback_loop.lib.datasets import exports
-from feedback_loop.lib.datasets.preference import decontaminate, dpo_pairs, kto_examples, split_of, with_messages
+from feedback_loop.lib.datasets.preference import contaminated, dpo_pairs, kto_examples, split_of, with_messages
 from feedback_loop.lib.datasets.privacy import pseudonymize, scrub_frame
 from feedback_loop.lib.datasets.regression import build_cases, merge_suite, shortlist
 from feedback_loop.lib.datasets.store import content_hash
@@ -90,9 +90,12 @@ def preference_release(
     pairs, pii_pairs = scrub_frame(pairs, ["prompt", "input", "chosen", "rejected"], json_columns=("input",))
     examples, pii_examples = scrub_frame(examples, ["prompt", "input", "completion"], json_columns=("input",))
     pairs = with_messages(pairs)  # the KTO formats take the prompt as text; its Parquet keeps `input`
-    # The suite's prompts are scrubbed: compare scrubbed with scrubbed.
-    pairs, pairs_removed = decontaminate(pairs, suite_prompts, params.near_duplicate_threshold)
-    examples, examples_removed = decontaminate(examples, suite_prompts, params.near_duplicate_threshold)
+    # The suite's prompts are scrubbed: compare scrubbed with scrubbed, each distinct prompt once.
+    prompts = pd.concat([pairs["prompt"], examples["prompt"]]).drop_duplicates()
+    overlapping = prompts[contaminated(prompts, suite_prompts, params.near_duplicate_threshold)]
+    pair_overlap, example_overlap = pairs["prompt"].isin(overlapping), examples["prompt"].isin(overlapping)
+    pairs_removed, examples_removed = int(pair_overlap.sum()), int(example_overlap.sum())
+    pairs, examples = pairs[~pair_overlap].reset_index(drop=True), examples[~example_overlap].reset_index(drop=True)
     for frame in (pairs, examples):
         frame["user_id"] = pseudonymize(frame["user_id"], hash_key)
         frame["split"] = split_of(frame["prompt"], params.test_percent)

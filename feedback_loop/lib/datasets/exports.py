@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import tempfile
 
+import duckdb
 import pandas as pd
+import pyarrow as pa
 
 # A promptfoo `javascript` assertion: the response does not open with a refusal (cf. lib/error_modes/refusal.py).
 JS_NOT_REFUSAL = (
@@ -103,8 +106,15 @@ def kto(examples: pd.DataFrame) -> list[dict]:
 
 
 def kto_jsonl(examples: pd.DataFrame) -> bytes:
-    """`kto(examples)` as JSON lines, serialized column-wise (the KTO set is the large one)."""
+    """`kto(examples)` as JSON lines, written by DuckDB from Arrow (the KTO set is the large one)."""
     if examples.empty:
         return b""
-    frame = examples[["completion", "label", "prompt"]].astype({"completion": object, "prompt": object, "label": bool})
-    return frame.to_json(orient="records", lines=True, force_ascii=False).encode()
+    table = pa.Table.from_pandas(examples[["completion", "label", "prompt"]].astype({"label": bool}), preserve_index=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/kto.jsonl"
+        con = duckdb.connect()
+        con.register("kto", table)
+        con.execute(f"COPY (SELECT completion, label, prompt FROM kto) TO '{path}' (FORMAT json)")
+        con.close()
+        with open(path, "rb") as fh:
+            return fh.read()

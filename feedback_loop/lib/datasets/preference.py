@@ -146,11 +146,16 @@ def split_of(prompts: pd.Series, test_percent: int) -> pd.Series:
     return pd.Series(np.where(buckets < test_percent, "test", "train"), index=prompts.index)
 
 
+def contaminated(prompts: pd.Series, suite_prompts: list[str], threshold: float) -> np.ndarray:
+    """Whether each prompt is the same as, or a near-duplicate of, a regression-suite prompt."""
+    if prompts.empty or not suite_prompts:
+        return np.zeros(len(prompts), dtype=bool)
+    exact = set(prompt_hashes(pd.Series(suite_prompts, dtype="string")))
+    same = prompt_hashes(prompts).isin(exact).to_numpy(dtype=bool)
+    return same | near_duplicate_of(prompts, suite_prompts, threshold)
+
+
 def decontaminate(frame: pd.DataFrame, suite_prompts: list[str], threshold: float) -> tuple[pd.DataFrame, int]:
     """Drop rows whose prompt is the same as, or a near-duplicate of, a regression-suite prompt."""
-    if frame.empty or not suite_prompts:
-        return frame, 0
-    exact = set(prompt_hashes(pd.Series(suite_prompts, dtype="string")))
-    same = prompt_hashes(frame["prompt"]).isin(exact).to_numpy(dtype=bool)
-    overlap = same | near_duplicate_of(frame["prompt"], suite_prompts, threshold)
+    overlap = contaminated(frame["prompt"], suite_prompts, threshold)
     return frame[~overlap].reset_index(drop=True), int(overlap.sum())

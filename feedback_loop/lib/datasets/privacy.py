@@ -67,21 +67,47 @@ _NEEDS = {
 _NEEDS_SECRETS = re.compile(r"@|[a-z0-9_+/=.-]{20,}|begin|private key|accountkey|_authtoken|cloudant|softlayer|ibm|password|secret", re.IGNORECASE)
 
 
+WINDOW = 48  # characters of context kept around a detector's prerequisite when scanning
+
+
 def find_pii(text: str) -> list[tuple[int, int, str]]:
     """(start, end, kind) of every PII or secret finding in `text`.
 
-    Each detector runs only when the text has what that detector needs (see PREFILTER)."""
+    Each detector runs only where the text has what that detector needs (see PREFILTER): on
+    windows of `WINDOW` characters around those places, merged when they overlap. A finding is a
+    contiguous span around its prerequisite, so this finds what a scan of the whole text finds."""
     spans = []
     for recognizer in _recognizers():
-        if not _NEEDS[type(recognizer).__name__].search(text):
-            continue
-        for result in recognizer.analyze(text, entities=recognizer.supported_entities, nlp_artifacts=None) or []:
-            if result.score >= MIN_SCORE:
-                spans.append((result.start, result.end, result.entity_type))
+        for start, end in _windows(_NEEDS[type(recognizer).__name__], text):
+            chunk = text[start:end]
+            for result in recognizer.analyze(chunk, entities=recognizer.supported_entities, nlp_artifacts=None) or []:
+                if result.score >= MIN_SCORE:
+                    spans.append((start + result.start, start + result.end, result.entity_type))
     if _NEEDS_SECRETS.search(text):
         for pattern in _secret_patterns():
             spans.extend((m.start(), m.end(), "SECRET") for m in pattern.finditer(text) if m.end() - m.start() >= 8)
-    return spans
+    return sorted(set(spans))
+
+
+def _windows(need: re.Pattern, text: str) -> list[tuple[int, int]]:
+    """Windows around each match of `need`, widened to the nearest white space (no token is cut
+    in half) and merged when they overlap."""
+    merged: list[list[int]] = []
+    for match in need.finditer(text):
+        start = max(0, match.start() - WINDOW)
+        end = min(len(text), match.end() + WINDOW)
+        start = _WORD_START.search(text, 0, start).end() if start else 0
+        after = _SPACE.search(text, end)
+        end = after.start() if after else len(text)
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(start, end) for start, end in merged]
+
+
+_SPACE = re.compile(r"\s")
+_WORD_START = re.compile(r"(?s).*\s|")  # the longest prefix ending in white space (or nothing)
 
 
 @lru_cache(maxsize=200_000)
