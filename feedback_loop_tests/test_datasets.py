@@ -250,3 +250,14 @@ def test_new_cases_per_version_are_capped_and_stratified_across_models():
     suite, stats = merge_suite([], cases(*rows), DatasetParams(max_new_cases_per_mode=4), set())
     models = sorted(c["lineage"]["model"] for c in suite)
     assert models == ["model-a", "model-a", "model-b", "model-b"] and stats["over_new_quota"] == 6
+
+
+def test_pii_check_finds_what_scrubbing_missed(tmp_path):
+    from feedback_loop.defs.datasets.assets import pii_hits
+    from feedback_loop.lib.datasets.store import DatasetStore, content_hash
+
+    store = DatasetStore(str(tmp_path))
+    clean = exports.jsonl([{"prompt": "What is 2 + 2?", "completion": "4", "label": True}] * 3)
+    leaked = exports.jsonl([{"prompt": [{"role": "user", "content": "mail me at leak@example.com"}], "chosen": [], "rejected": []}])
+    store.publish("preference_dataset", {"kto_train.jsonl": clean, "dpo_conversational_train.jsonl": leaked}, content_hash(clean, leaked), {}, "2026-11-20")
+    assert pii_hits(store, "preference_dataset") == {"dpo_conversational_train.jsonl": 1}

@@ -136,7 +136,8 @@ def pii_hits(store: DatasetStore, dataset: str) -> dict[str, int]:
         if name.endswith(".jsonl"):
             lines = pa.array(store.read_bytes(dataset, latest, name).split(b"\n"), type=pa.large_binary()).cast(pa.large_string())
             flagged = lines.filter(pa.array(might_contain_pii(pd.Series(lines, dtype="string")))).to_pylist()
-            found = [kind for line in flagged if line for text in strings_in(json.loads(line)) for _, _, kind in find_pii(text)]
+            texts = pd.Series([text for line in flagged if line for text in strings_in(json.loads(line))], dtype="string")
+            found = [kind for text in texts[might_contain_pii(texts)] for _, _, kind in find_pii(text)]
             if found:
                 hits[name] = len(found)
     return hits
