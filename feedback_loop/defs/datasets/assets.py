@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from feedback_loop.defs.partitions import daily_partitions
 from feedback_loop.lib.datasets.build import CASES_FILE, Release, preference_release, regression_release
-from feedback_loop.lib.datasets.preference import decontaminate
+from feedback_loop.lib.datasets.preference import contaminated
 from feedback_loop.lib.datasets.privacy import find_pii, might_contain_pii
 from feedback_loop.lib.datasets.regression import suite_candidates
 from feedback_loop.lib.datasets.store import DatasetStore
@@ -172,6 +172,7 @@ def preference_dataset_no_suite_overlap(settings: FeedbackLoopSettings, dataset_
     latest = store.latest(PREFERENCE_DATASET)
     if latest is None:
         return dg.AssetCheckResult(passed=True, metadata={"overlap": 0, "note": "nothing published yet"})
-    prompts = pd.concat([pd.read_parquet(store.path(PREFERENCE_DATASET, latest, name).open("rb"), columns=["prompt"]) for name in ("dpo.parquet", "kto.parquet")])
-    _, overlap = decontaminate(prompts, suite_prompts(store), settings.datasets.near_duplicate_threshold)
-    return dg.AssetCheckResult(passed=overlap == 0, metadata={"overlap": overlap, "prompts_checked": len(prompts), "preference_version": latest})
+    frames = [pd.read_parquet(store.path(PREFERENCE_DATASET, latest, name).open("rb"), columns=["prompt"]) for name in ("dpo.parquet", "kto.parquet")]
+    prompts = pd.concat([f["prompt"] for f in frames]).drop_duplicates()
+    overlap = int(contaminated(prompts, suite_prompts(store), settings.datasets.near_duplicate_threshold).sum())
+    return dg.AssetCheckResult(passed=overlap == 0, metadata={"overlapping_prompts": overlap, "distinct_prompts_checked": len(prompts), "preference_version": latest})
