@@ -13,9 +13,13 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from sklearn.metrics import classification_report, f1_score, precision_score, recall_score
+from sklearn.metrics import (
+    classification_report,
+    f1_score,
+    precision_score,
+    recall_score,
+)
 
 from feedback_loop.lib.error_modes.assign import assign_error_modes, negative_traces
 from feedback_loop.lib.error_modes.refusal import is_refusal

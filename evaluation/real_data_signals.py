@@ -15,19 +15,18 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
-
-from feedback_loop.lib.params import DatasetParams
 import pandas as pd
 
 from feedback_loop.definitions import defs
 from feedback_loop.lib.adapters.lamp import lamp_to_landing
 from feedback_loop.lib.adapters.oasst import oasst_to_landing
 from feedback_loop.lib.datasets.preference import dpo_pairs, kto_examples
+from feedback_loop.lib.params import DatasetParams
 from feedback_loop.pipeline import run_nightly
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
 from feedback_loop.resources.landing import LandingFolder
-from feedback_loop.resources.state import ClusterRegistry
 from feedback_loop.resources.settings import FeedbackLoopSettings
+from feedback_loop.resources.state import ClusterRegistry
 from feedback_loop.resources.warehouse import WarehouseIOManager
 
 DAY = dt.datetime(2026, 1, 15, tzinfo=dt.UTC)

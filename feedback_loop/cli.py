@@ -67,9 +67,9 @@ def _run_dates(days: list[str]) -> int:
         from feedback_loop.resources.datasets import local_hash_key
 
         os.environ["FEEDBACK_LOOP_USER_HASH_KEY"] = local_hash_key(os.environ.get("FEEDBACK_LOOP_STATE", "data/state"))
-    from feedback_loop.pipeline import run_nightly
-
     import dagster as dg
+
+    from feedback_loop.pipeline import run_nightly
 
     with dg.DagsterInstance.get() as instance:
         for day in days:

@@ -3,14 +3,24 @@
 import json
 
 import dagster as dg
-
-from feedback_loop.lib.params import DatasetParams
 import pandas as pd
 import pytest
 
 from feedback_loop.lib.datasets import exports
-from feedback_loop.lib.datasets.preference import decontaminate, dpo_pairs, kto_examples, split_of, with_messages
-from feedback_loop.lib.datasets.regression import assertions_for, build_cases, case_id, merge_suite
+from feedback_loop.lib.datasets.preference import (
+    contaminated,
+    dpo_pairs,
+    kto_examples,
+    split_of,
+    with_messages,
+)
+from feedback_loop.lib.datasets.regression import (
+    assertions_for,
+    build_cases,
+    case_id,
+    merge_suite,
+)
+from feedback_loop.lib.params import DatasetParams
 from feedback_loop.pipeline import run_nightly
 from feedback_loop_tests.conftest import defs_with, write_jsonl
 
@@ -160,10 +170,11 @@ def test_kto_examples_and_prompt_hash_split():
     assert (split_of(prompts, 10) == split).all()
 
 
-def test_decontamination_drops_suite_near_duplicates():
-    frame = pd.DataFrame({"prompt": ["What is the capital city of Australia today?", "Something else entirely, about cooking pasta."]})
-    kept, removed = decontaminate(frame, ["what is the capital city of australia today?"], 0.8)
-    assert removed == 1 and kept["prompt"].tolist() == ["Something else entirely, about cooking pasta."]
+def test_decontamination_finds_suite_duplicates_and_near_duplicates():
+    prompts = pd.Series(["What is the capital city of Australia today?", "Something else entirely, about cooking pasta.", "what is  the capital city of Australia, today"])
+    suite = ["what is the capital city of australia today?", "Completely different suite prompt here."]
+    assert contaminated(prompts, suite, 0.8).tolist() == [True, False, True]
+    assert not contaminated(prompts, [], 0.8).any()
 
 
 def test_trl_and_openai_formats_have_their_documented_shapes():

@@ -10,7 +10,12 @@ import pytest
 from feedback_loop.lib.error_modes.assign import assign_error_modes, negative_traces
 from feedback_loop.lib.error_modes.clusters import cluster_negatives
 from feedback_loop.lib.error_modes.refusal import is_refusal
-from feedback_loop.lib.error_modes.rules import comment_mode, edit_mode, reason_tag_mode, response_mode
+from feedback_loop.lib.error_modes.rules import (
+    comment_mode,
+    edit_mode,
+    reason_tag_mode,
+    response_mode,
+)
 from feedback_loop.lib.error_modes.taxonomy import TAXONOMY_V1
 from feedback_loop.pipeline import run_nightly
 from feedback_loop_tests.conftest import defs_with

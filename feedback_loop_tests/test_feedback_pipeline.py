@@ -8,7 +8,7 @@ import pandas as pd
 from feedback_loop.lib.landing import read_landing_day
 from feedback_loop.pipeline import run_nightly
 from feedback_loop.resources.landing import LandingFolder
-from feedback_loop_tests.conftest import END, defs_with, write_jsonl
+from feedback_loop_tests.conftest import defs_with, write_jsonl
 
 DAY = "2026-11-20"
 

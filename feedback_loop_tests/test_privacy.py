@@ -2,7 +2,12 @@
 
 import pandas as pd
 
-from feedback_loop.lib.datasets.privacy import find_pii, pseudonymize, scrub_frame, scrub_text
+from feedback_loop.lib.datasets.privacy import (
+    find_pii,
+    pseudonymize,
+    scrub_frame,
+    scrub_text,
+)
 
 
 def test_every_kind_of_pii_and_secret_is_replaced():

@@ -2,7 +2,14 @@
 
 import dagster as dg
 
-from feedback_loop.lib.params import DatasetParams, ErrorModeParams, IngestParams, LabelWeights, LinkingParams, SignalParams
+from feedback_loop.lib.params import (
+    DatasetParams,
+    ErrorModeParams,
+    IngestParams,
+    LabelWeights,
+    LinkingParams,
+    SignalParams,
+)
 
 
 class FeedbackLoopSettings(dg.ConfigurableResource):

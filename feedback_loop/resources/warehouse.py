@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import dagster as dg
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import dagster as dg
 from upath import UPath
 
 PARTITION_COLUMN = "partition_date"

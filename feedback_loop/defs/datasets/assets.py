@@ -7,7 +7,12 @@ import pandas as pd
 import pyarrow as pa
 
 from feedback_loop.defs.partitions import daily_partitions
-from feedback_loop.lib.datasets.build import CASES_FILE, Release, preference_release, regression_release
+from feedback_loop.lib.datasets.build import (
+    CASES_FILE,
+    Release,
+    preference_release,
+    regression_release,
+)
 from feedback_loop.lib.datasets.preference import contaminated
 from feedback_loop.lib.datasets.privacy import find_pii, might_contain_pii
 from feedback_loop.lib.datasets.regression import suite_candidates

@@ -17,7 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from feedback_loop.lib.datasets import exports
-from feedback_loop.lib.datasets.preference import contaminated, dpo_pairs, kto_examples, split_of, with_messages
+from feedback_loop.lib.datasets.preference import (
+    contaminated,
+    dpo_pairs,
+    kto_examples,
+    split_of,
+    with_messages,
+)
 from feedback_loop.lib.datasets.privacy import pseudonymize, scrub_frame
 from feedback_loop.lib.datasets.regression import build_cases, merge_suite, shortlist
 from feedback_loop.lib.datasets.store import content_hash

@@ -153,9 +153,3 @@ def contaminated(prompts: pd.Series, suite_prompts: list[str], threshold: float)
     exact = set(prompt_hashes(pd.Series(suite_prompts, dtype="string")))
     same = prompt_hashes(prompts).isin(exact).to_numpy(dtype=bool)
     return same | near_duplicate_of(prompts, suite_prompts, threshold)
-
-
-def decontaminate(frame: pd.DataFrame, suite_prompts: list[str], threshold: float) -> tuple[pd.DataFrame, int]:
-    """Drop rows whose prompt is the same as, or a near-duplicate of, a regression-suite prompt."""
-    overlap = contaminated(frame["prompt"], suite_prompts, threshold)
-    return frame[~overlap].reset_index(drop=True), int(overlap.sum())

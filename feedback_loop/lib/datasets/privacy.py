@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections import Counter
 import re
+from collections import Counter
 from functools import cache, lru_cache
 
 import numpy as np
@@ -22,7 +22,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import tldextract
 from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
-from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, EmailRecognizer, IpRecognizer, PhoneRecognizer
+from presidio_analyzer.predefined_recognizers import (
+    CreditCardRecognizer,
+    EmailRecognizer,
+    IpRecognizer,
+    PhoneRecognizer,
+)
 
 # Presidio validates e-mail domains with tldextract; use its bundled suffix list, never the network.
 tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)

@@ -19,11 +19,21 @@ import hashlib
 import json
 import math
 import re
+
 import pandas as pd
 
 from feedback_loop.lib.datasets.near_duplicates import PromptIndex
+from feedback_loop.lib.error_modes.rules import (
+    ASKS_CODE,
+    ASKS_JSON,
+    ASKS_TABLE,
+    BRIEF,
+    BULLET_COUNT,
+    DETAILED,
+    NUMBER_WORDS,
+    WORDS_LIMIT,
+)
 from feedback_loop.lib.params import DatasetParams
-from feedback_loop.lib.error_modes.rules import ASKS_CODE, ASKS_JSON, ASKS_TABLE, BRIEF, BULLET_COUNT, DETAILED, NUMBER_WORDS, WORDS_LIMIT
 
 BRIEF_MAX_WORDS = 60
 DETAILED_MIN_WORDS = 80

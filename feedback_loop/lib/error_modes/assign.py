@@ -10,8 +10,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from feedback_loop.lib.error_modes.classifier import Validation, classifier_text, fit_and_predict
-from feedback_loop.lib.error_modes.rules import comment_mode, edit_mode, reason_tag_mode, response_mode
+from feedback_loop.lib.error_modes.classifier import (
+    Validation,
+    classifier_text,
+    fit_and_predict,
+)
+from feedback_loop.lib.error_modes.rules import (
+    comment_mode,
+    edit_mode,
+    reason_tag_mode,
+    response_mode,
+)
 from feedback_loop.lib.error_modes.taxonomy import TAXONOMY_V1, Taxonomy
 
 SOURCE_CONFIDENCE = {"reason_tag": 0.95, "comment": 0.85, "edit": 0.8, "response": 0.8}

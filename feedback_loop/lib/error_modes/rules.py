@@ -194,13 +194,10 @@ def response_mode(
     return modes, evidence
 
 
-def language(text: str) -> str | None:
-    """The language whose function words the text uses most, when it clearly uses one (else None)."""
-    return languages(pd.Series([text], dtype="string"))[0]
-
-
 def languages(texts: pd.Series) -> np.ndarray:
-    """`language` of each text, column-wise: function words counted with Arrow, per text."""
+    """The language whose function words each text uses most, when it clearly uses one (else None).
+
+    Column-wise: function words are counted with Arrow, per text."""
     tokens = pc.utf8_split_whitespace(pc.utf8_lower(pa.array(texts.astype("string").fillna(""), type=pa.large_string())))
     tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
     owner = pc.list_parent_indices(tokens).to_numpy()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pandas as pd
-
 
 @dataclass(frozen=True)
 class ErrorMode:
@@ -24,9 +22,6 @@ class Taxonomy:
 
     def names(self) -> list[str]:
         return [m.name for m in self.modes]
-
-    def as_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([{"mode": m.name, "mode_id": m.id, "description": m.description} for m in self.modes])
 
 
 TAXONOMY_V1 = Taxonomy(
