@@ -139,3 +139,8 @@ def test_dwell_is_time_to_the_next_user_action():
 def test_empty_inputs_give_empty_signals():
     s = implicit_signals(traces(), events(), PARAMS)
     assert s.empty and "edit_class" in s.columns
+
+
+def test_regenerations_are_recognized_whatever_the_surrounding_white_space():
+    tr = traces({"trace_id": "r1", "t": 0, "prompt": "Capital of Australia?"}, {"trace_id": "r2", "t": 30, "prompt": "  capital of australia?\n"})
+    assert signals(tr).loc["r2", "chain_id"] == "r1"

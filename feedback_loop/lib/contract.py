@@ -7,6 +7,7 @@ so that they survive Parquet unchanged whatever their shape.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 EVENT_TYPES: tuple[str, ...] = (
@@ -90,6 +91,11 @@ QUARANTINE_COLUMNS: dict[str, str] = {
     "raw": STR,  # the offending record, truncated
     "partition_date": STR,
 }
+
+
+def utc_array(values: pd.Series) -> np.ndarray:
+    """Tz-aware timestamps as naive UTC datetime64[us] (NaT kept), without a Python object per value."""
+    return values.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
 
 
 def empty_frame(columns: dict[str, str]) -> pd.DataFrame:

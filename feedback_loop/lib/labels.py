@@ -21,6 +21,7 @@ import pandas as pd
 
 from feedback_loop.lib.contract import TRACE_IDENTITY
 from feedback_loop.lib.params import LabelWeights
+from feedback_loop.lib.signals import events_on
 
 LABEL_COLUMNS: dict[str, str] = {
     **TRACE_IDENTITY,
@@ -44,8 +45,7 @@ def label_traces(signals: pd.DataFrame, linked: pd.DataFrame, weights: LabelWeig
     """Label every trace of `signals`; `linked` supplies the explicit feedback events."""
     s = signals.reset_index(drop=True)
     n = len(s)
-    code = pd.Index(s["trace_id"]).get_indexer(linked["trace_id"]) if len(linked) else np.array([], dtype=int)
-    ev = linked.assign(_code=code)[code >= 0]
+    ev = events_on(s["trace_id"], linked)
 
     explicit_sum = np.zeros(n)
     explicit_n = np.zeros(n)
@@ -118,7 +118,7 @@ def label_traces(signals: pd.DataFrame, linked: pd.DataFrame, weights: LabelWeig
     comments = ev.dropna(subset=["comment"]).groupby("_code")["comment"].agg(" | ".join)
     out = pd.DataFrame(
         {
-            **{c: s[c] for c in ("trace_id", "span_id", "session_id", "user_id", "timestamp", "model", "prompt_version")},
+            **{c: s[c] for c in TRACE_IDENTITY},
             "label": label,
             "score": np.round(score, 4),
             "confidence": np.round(np.where(label == "unlabeled", 0.0, confidence), 4),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from feedback_loop.lib.contract import FEEDBACK_COLUMNS, conform
+from feedback_loop.lib.contract import FEEDBACK_COLUMNS, conform, utc_array
 
 TRACE_KEY_TYPES: dict[str, str] = {
     "trace_id": "string",
@@ -71,8 +71,8 @@ def link_feedback(events: pd.DataFrame, traces: pd.DataFrame, session_max_gap: p
     reason[has_trace & ~hit] = "trace_id not found among traces of the linking window"
     reason[has_span & (pos < 0) & events["trace_id"].isna().to_numpy()] = "span_id not found among traces of the linking window"
 
-    event_ts = utc_ns(events["timestamp"])
-    span_ts = utc_ns(spans["timestamp"])
+    event_ts = utc_array(events["timestamp"]).astype(np.int64)  # microseconds
+    span_ts = utc_array(spans["timestamp"]).astype(np.int64)
     # A regenerate attached to the response that replaced the one it judges.
     regen_forward = (events["type"] == "regenerate").fillna(False).to_numpy() & (pos >= 0)
     regen_forward &= span_ts[np.maximum(pos, 0)] > event_ts
@@ -109,11 +109,6 @@ def link_feedback(events: pd.DataFrame, traces: pd.DataFrame, session_max_gap: p
     )
 
 
-def utc_ns(values: pd.Series) -> np.ndarray:
-    """Timestamps as int64 nanoseconds since the epoch (UTC)."""
-    return values.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype(np.int64)
-
-
 def _latest_at_or_before(
     session: np.ndarray, event_ts: np.ndarray, spans: pd.DataFrame, span_ts: np.ndarray, max_gap: pd.Timedelta
 ) -> np.ndarray:
@@ -123,7 +118,7 @@ def _latest_at_or_before(
     left = left[left["_s"] >= 0].sort_values("_t", kind="stable")
     right = pd.DataFrame({"_s": sessions.get_indexer(spans["session_id"]), "_t": span_ts, "_pos": np.arange(len(spans))})
     right = right[right["_s"] >= 0].sort_values("_t", kind="stable")
-    merged = pd.merge_asof(left, right, on="_t", by="_s", direction="backward", tolerance=int(max_gap.value), allow_exact_matches=True)
+    merged = pd.merge_asof(left, right, on="_t", by="_s", direction="backward", tolerance=max_gap // pd.Timedelta(microseconds=1), allow_exact_matches=True)
     out = np.full(len(session), -1)
     found = merged["_pos"].notna().to_numpy()
     out[merged["_row"].to_numpy()[found]] = merged["_pos"].to_numpy()[found].astype(int)

@@ -36,8 +36,9 @@ import pyarrow.compute as pc
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import Indel
 
-from feedback_loop.lib.contract import TRACE_IDENTITY
+from feedback_loop.lib.contract import TRACE_IDENTITY, utc_array
 from feedback_loop.lib.params import SignalParams
+from feedback_loop.lib.text import lowered
 
 # Characters a `trivial` edit may change: white space and punctuation (ASCII and common Unicode).
 _IGNORED = string.whitespace + string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00a0\u00b7\u2022"
@@ -81,20 +82,9 @@ def implicit_signals(
     data covers (default: the latest timestamp seen), used to decide that a session went silent.
     """
     t = _responses(traces)
-    code = pd.Index(t["trace_id"]).get_indexer(linked["trace_id"]) if len(linked) else np.array([], dtype=int)
-    ev = linked.assign(_code=code)[code >= 0]
+    ev = events_on(t["trace_id"], linked)
     n = len(t)
-    out = pd.DataFrame(
-        {
-            "trace_id": t["trace_id"],
-            "span_id": t["span_id"],
-            "session_id": t["session_id"],
-            "user_id": t["user_id"],
-            "timestamp": t["timestamp"],
-            "model": t["model"],
-            "prompt_version": t["prompt_version"],
-        }
-    )
+    out = t[list(TRACE_IDENTITY)].copy()
     counts = {etype: np.bincount(ev.loc[ev["type"] == etype, "_code"], minlength=n) for etype in ("copy", "regenerate", "thumbs_up", "thumbs_down", "abandon")}
     out["thumbs_up"] = counts["thumbs_up"]
     out["thumbs_down"] = counts["thumbs_down"]
@@ -110,6 +100,12 @@ def implicit_signals(
     _dwell_and_abandon(out, t, ev, counts, params, horizon if horizon is not None else _latest(t, ev))
     out["partition_date"] = t["partition_date"]
     return out.astype(SIGNAL_COLUMNS)[list(SIGNAL_COLUMNS)].reset_index(drop=True)
+
+
+def events_on(trace_ids: pd.Series, linked: pd.DataFrame) -> pd.DataFrame:
+    """The linked events about these traces, with `_code`: the row of their trace in `trace_ids`."""
+    code = pd.Index(trace_ids).get_indexer(linked["trace_id"]) if len(linked) else np.array([], dtype=int)
+    return linked.assign(_code=code)[code >= 0]
 
 
 def classify_edits(outputs: pd.Series, edits: pd.Series, params: SignalParams) -> pd.DataFrame:
@@ -131,8 +127,8 @@ def classify_edits(outputs: pd.Series, edits: pd.Series, params: SignalParams) -
 
 def normalize_prompt(prompt: pd.Series) -> pd.Series:
     """Case- and white-space-insensitive prompt key (regenerations repeat the prompt)."""
-    text = pc.utf8_lower(pa.array(prompt.astype("string").fillna(""), type=pa.large_string()))
-    key = pc.binary_join(pc.utf8_split_whitespace(text), pa.scalar(" ", pa.large_string()))
+    words = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(lowered(prompt)))  # trimmed: no empty edge words
+    key = pc.binary_join(words, pa.scalar(" ", pa.large_string()))
     return pd.Series(key, index=prompt.index, dtype="string")
 
 
@@ -255,11 +251,6 @@ def _dwell_and_abandon(
     inferred = ~explicit & silent & ~positive
     out["abandoned"] = explicit | inferred
     out["abandon_source"] = pd.Series(np.where(explicit, "explicit", np.where(inferred, "inferred", None)), dtype="string")
-
-
-def utc_array(values: pd.Series) -> np.ndarray:
-    """A tz-aware timestamp Series as a naive UTC datetime64[us] array (NaT kept)."""
-    return values.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
 
 
 def _latest(t: pd.DataFrame, ev: pd.DataFrame) -> pd.Timestamp:

@@ -15,6 +15,8 @@ import pyarrow.compute as pc
 from datasketch import MinHash, MinHashLSH
 from scipy import sparse
 
+from feedback_loop.lib.text import lowered
+
 NUM_PERM = 128
 PUNCTUATION = "".join(sorted(set(string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026")))
 
@@ -85,8 +87,7 @@ def near_duplicate_of(texts: pd.Series, references: list[str], threshold: float)
 
 def _shingle_keys(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(document, shingle hash) pairs, unique per document, for the word 3-grams of `words`."""
-    lowered = pc.utf8_lower(pa.array(texts.fillna(""), type=pa.large_string()))
-    tokens = pc.utf8_split_whitespace(lowered)
+    tokens = pc.utf8_split_whitespace(lowered(texts))
     tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
     doc = pc.list_parent_indices(tokens).to_numpy().astype(np.int64)
     flat = pc.utf8_trim(pc.list_flatten(tokens), characters=PUNCTUATION)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from feedback_loop.lib.datasets.near_duplicates import near_duplicate_of
-from feedback_loop.lib.datasets.regression import messages_of
+from feedback_loop.lib.datasets.regression import messages_of, prompt_hashes
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
 
@@ -132,12 +132,6 @@ def with_messages(frame: pd.DataFrame) -> pd.DataFrame:
     """Replace the JSON `input` column by `messages`, the prompt as chat messages."""
     messages = [messages_of(i if isinstance(i, str) else None, p) for i, p in zip(frame["input"], frame["prompt"].fillna(""), strict=True)]
     return frame.drop(columns="input").assign(messages=messages)
-
-
-def prompt_hashes(prompts: pd.Series) -> pd.Series:
-    """The hex digest in `case_id` of each prompt, with the normalization done column-wise."""
-    keys = normalize_prompt(prompts).fillna("")
-    return pd.Series([hashlib.sha256(k.encode()).hexdigest()[:16] for k in keys], index=prompts.index)
 
 
 def split_of(prompts: pd.Series, test_percent: int) -> pd.Series:

@@ -18,8 +18,6 @@ from functools import cache, lru_cache
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 import tldextract
 from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 from presidio_analyzer.predefined_recognizers import (
@@ -28,6 +26,8 @@ from presidio_analyzer.predefined_recognizers import (
     IpRecognizer,
     PhoneRecognizer,
 )
+
+from feedback_loop.lib.text import lowered, matches
 
 # Presidio validates e-mail domains with tldextract; use its bundled suffix list, never the network.
 tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
@@ -133,8 +133,7 @@ def scrub_text(text: str) -> tuple[str, Counter]:
 
 def might_contain_pii(texts: pd.Series) -> np.ndarray:
     """Rows the detectors must scan (see PREFILTER); vectorized over the column."""
-    text = pc.utf8_lower(pa.array(texts.astype("string").fillna(""), type=pa.large_string()))
-    return pc.match_substring_regex(text, PREFILTER).to_numpy(zero_copy_only=False).astype(bool)
+    return matches(lowered(texts), PREFILTER)
 
 
 def scrub_frame(frame: pd.DataFrame, columns: list[str], json_columns: tuple[str, ...] = ()) -> tuple[pd.DataFrame, Counter]:

@@ -34,14 +34,21 @@ from feedback_loop.lib.error_modes.rules import (
     WORDS_LIMIT,
 )
 from feedback_loop.lib.params import DatasetParams
+from feedback_loop.lib.signals import normalize_prompt
 
 BRIEF_MAX_WORDS = 60
 DETAILED_MIN_WORDS = 80
 
 
+def prompt_hashes(prompts: pd.Series) -> pd.Series:
+    """SHA-256 (first 16 hex digits) of each prompt, case- and white-space-insensitive."""
+    keys = normalize_prompt(prompts).fillna("")
+    return pd.Series([hashlib.sha256(k.encode()).hexdigest()[:16] for k in keys], index=prompts.index)
+
+
 def case_id(prompt: str) -> str:
-    key = re.sub(r"\s+", " ", prompt.strip().lower())
-    return "case-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    """A case's id: the hash of its prompt, so the same prompt is the same case."""
+    return "case-" + prompt_hashes(pd.Series([prompt], dtype="string")).iloc[0]
 
 
 def messages_of(input_json: str | None, prompt: str | None) -> list[dict]:
@@ -95,12 +102,13 @@ def build_cases(candidates: pd.DataFrame) -> list[dict]:
     prompt, output, reference_output, mode, mode_id, confidence, evidence, user_hash)."""
     cases = []
     plain = candidates.astype(object).where(candidates.notna(), None)  # JSON has null, not pandas' NA
-    for row in plain.itertuples(index=False):
+    ids = "case-" + prompt_hashes(candidates["prompt"].astype("string").fillna(""))
+    for row, identifier in zip(plain.itertuples(index=False), ids, strict=True):
         reference = row.reference_output if isinstance(row.reference_output, str) and row.reference_output else None
         prompt = row.prompt if isinstance(row.prompt, str) else ""
         cases.append(
             {
-                "case_id": case_id(prompt),
+                "case_id": identifier,
                 "input": row.input if isinstance(row.input, list) else messages_of(row.input, prompt),
                 "prompt": prompt,
                 "output": row.output if isinstance(row.output, str) else "",

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
+
+from feedback_loop.lib.text import lowered, matches
 
 HEAD_CHARS = 300
 
@@ -59,12 +60,12 @@ SYMPATHY = r"^(?:i'm |i am )?(?:so |very |really |truly )?sorry (?:to hear|for y
 
 def refusal_evidence(outputs: pd.Series) -> pd.Series:
     """The first refusal pattern each output matches (by name), or NA when it reads as compliance."""
-    head = pc.utf8_lower(pc.utf8_trim_whitespace(pc.utf8_slice_codeunits(_arrow(outputs), 0, HEAD_CHARS)))
+    head = pc.utf8_trim_whitespace(pc.utf8_slice_codeunits(lowered(outputs), 0, HEAD_CHARS))
     head = pc.replace_substring(head, "\u2019", "'")
-    sympathy = _matches(head, SYMPATHY)
+    sympathy = matches(head, SYMPATHY)
     found = np.full(len(outputs), None, dtype=object)
     for name, pattern in REFUSAL_PATTERNS.items():
-        hit = _matches(head, pattern)
+        hit = matches(head, pattern)
         if name == "sorry_opening":
             hit &= ~sympathy
         found = np.where((found == None) & hit, name, found)  # noqa: E711
@@ -73,11 +74,3 @@ def refusal_evidence(outputs: pd.Series) -> pd.Series:
 
 def is_refusal(outputs: pd.Series) -> np.ndarray:
     return refusal_evidence(outputs).notna().to_numpy()
-
-
-def _arrow(values: pd.Series) -> pa.Array:
-    return pa.array(values.astype("string").fillna(""), type=pa.large_string())
-
-
-def _matches(text: pa.Array, pattern: str) -> np.ndarray:
-    return pc.match_substring_regex(text, pattern).to_numpy(zero_copy_only=False).astype(bool)

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from feedback_loop.lib.error_modes.refusal import refusal_evidence
+from feedback_loop.lib.text import lowered, matches
 
 REASON_TO_MODE = {
     "not_factual": "hallucination",
@@ -77,12 +78,11 @@ def reason_tag_mode(reason_tags: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 def comment_mode(comments: pd.Series) -> tuple[pd.Series, pd.Series]:
     """The mode whose lexicon the user's comment matches."""
-    text = pc.utf8_lower(pa.array(comments.astype("string").fillna(""), type=pa.large_string()))
+    text = lowered(comments)
     modes = pd.Series(pd.NA, index=comments.index, dtype="string")
     evidence = pd.Series(pd.NA, index=comments.index, dtype="string")
     for mode in COMMENT_ORDER:
-        hit = pc.match_substring_regex(text, COMMENT_LEXICON[mode]).to_numpy(zero_copy_only=False).astype(bool)
-        hit &= modes.isna().to_numpy()
+        hit = matches(text, COMMENT_LEXICON[mode]) & modes.isna().to_numpy()
         modes[hit] = mode
         evidence[hit] = "comment: " + comments[hit].str.slice(0, 60)
     return modes, evidence
@@ -163,8 +163,8 @@ def response_mode(
     hit = refusal.notna()
     modes[hit] = "refusal"
     evidence[hit] = "response refuses (" + refusal[hit] + ")"
-    prompt_text = pc.utf8_lower(pa.array(prompts.astype("string").fillna(""), type=pa.large_string()))
-    asks = {name: pc.match_substring_regex(prompt_text, pattern).to_numpy(zero_copy_only=False).astype(bool) for name, pattern in (
+    prompt_text = lowered(prompts)
+    asks = {name: matches(prompt_text, pattern) for name, pattern in (
         ("json", ASKS_JSON), ("table", ASKS_TABLE), ("code", ASKS_CODE), ("brief", BRIEF), ("detailed", DETAILED), ("bullets", BULLET_COUNT.pattern), ("words", WORDS_LIMIT.pattern)
     )}
     open_rows = np.flatnonzero(modes.isna().to_numpy())
@@ -198,7 +198,7 @@ def languages(texts: pd.Series) -> np.ndarray:
     """The language whose function words each text uses most, when it clearly uses one (else None).
 
     Column-wise: function words are counted with Arrow, per text."""
-    tokens = pc.utf8_split_whitespace(pc.utf8_lower(pa.array(texts.astype("string").fillna(""), type=pa.large_string())))
+    tokens = pc.utf8_split_whitespace(lowered(texts))
     tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
     owner = pc.list_parent_indices(tokens).to_numpy()
     words = pc.utf8_trim(pc.list_flatten(tokens), characters=string.punctuation + "\u00bf\u00a1")
