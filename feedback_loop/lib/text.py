@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -16,3 +19,26 @@ def lowered(values: pd.Series) -> pa.Array:
 def matches(text: pa.Array, pattern: str) -> np.ndarray:
     """Whether each text contains a match of the RE2 `pattern`."""
     return pc.match_substring_regex(text, pattern).to_numpy(zero_copy_only=False).astype(bool)
+
+
+def per_distinct(values: pd.Series, transform: Callable[[pd.Series], pd.Series | pa.Array]) -> pd.Series:
+    """`transform` computed once per distinct value (missing included) and spread back over the column."""
+    codes, uniques = pd.factorize(values.astype("string"), use_na_sentinel=False)
+    done = transform(pd.Series(uniques, dtype="string"))
+    done = done if isinstance(done, pa.Array | pa.ChunkedArray) else pa.array(done.astype("string"), type=pa.large_string())
+    return pd.Series(done.take(pa.array(codes)), index=values.index, dtype="string")
+
+
+def is_in(values: pd.Series, allowed: Iterable) -> np.ndarray:
+    """`values.isin(allowed)` for text columns, hashed in Arrow (pandas loops in Python on Arrow strings)."""
+    value_set = pa.array(pd.Series(list(allowed) if not isinstance(allowed, pd.Series) else allowed, dtype="string"), type=pa.large_string())
+    column = pa.array(values.astype("string"), type=pa.large_string())
+    return pc.is_in(column, value_set=value_set).to_numpy(zero_copy_only=False).astype(bool)
+
+
+def sha256_hex(texts: pd.Series, digits: int = 64) -> pd.Series:
+    """The first `digits` hex digits of each text's SHA-256 (UTF-8), computed by DuckDB."""
+    with duckdb.connect() as con:
+        con.register("texts", pa.table({"t": pa.array(texts.astype("string").fillna(""), type=pa.large_string())}))
+        out = con.sql(f"SELECT left(sha256(t), {int(digits)}) AS h FROM texts").to_arrow_table()["h"]
+    return pd.Series(out, index=texts.index, dtype="string")

@@ -14,7 +14,7 @@ from feedback_loop.lib.datasets.build import (
     regression_release,
 )
 from feedback_loop.lib.datasets.preference import contaminated
-from feedback_loop.lib.datasets.privacy import find_pii, might_contain_pii
+from feedback_loop.lib.datasets.privacy import find_pii, might_contain_pii, strings_in
 from feedback_loop.lib.datasets.regression import suite_candidates
 from feedback_loop.lib.datasets.store import DatasetStore
 from feedback_loop.lib.preview import markdown_table
@@ -146,17 +146,6 @@ def pii_hits(store: DatasetStore, dataset: str) -> dict[str, int]:
             if found:
                 hits[name] = len(found)
     return hits
-
-
-def strings_in(value) -> list[str]:
-    """Every string inside a JSON value."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in strings_in(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in strings_in(v)]
-    return []
 
 
 @dg.asset_check(asset=REGRESSION_SUITE, description="The published suite has no PII or secret left in any file.")

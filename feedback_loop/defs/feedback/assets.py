@@ -14,6 +14,7 @@ from feedback_loop.defs.partitions import LATE_FEEDBACK_DAYS, daily_partitions
 from feedback_loop.lib.labels import agreement_rate, label_traces
 from feedback_loop.lib.linking import TRACE_KEYS, link_feedback
 from feedback_loop.lib.preview import markdown_table
+from feedback_loop.lib.signals import RESPONSE_COLUMNS, SIGNAL_EVENT_COLUMNS
 from feedback_loop.lib.signals import implicit_signals as derive_signals
 from feedback_loop.resources.settings import FeedbackLoopSettings
 
@@ -95,9 +96,10 @@ def linked_feedback(
     backfill_policy=dg.BackfillPolicy.single_run(),
     ins={
         "raw_traces": dg.AssetIn(
-            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1, allow_nonexistent_upstream_partitions=True)
+            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1, allow_nonexistent_upstream_partitions=True),
+            metadata={"columns": RESPONSE_COLUMNS},
         ),
-        "linked_feedback": dg.AssetIn(partition_mapping=later_feedback()),
+        "linked_feedback": dg.AssetIn(partition_mapping=later_feedback(), metadata={"columns": SIGNAL_EVENT_COLUMNS}),
     },
 )
 def implicit_signals(

@@ -21,13 +21,14 @@ from feedback_loop.lib.datasets.preference import (
     contaminated,
     dpo_pairs,
     kto_examples,
-    split_of,
+    split_of_hashes,
     with_messages,
 )
-from feedback_loop.lib.datasets.privacy import pseudonymize, scrub_frame
-from feedback_loop.lib.datasets.regression import build_cases, merge_suite, shortlist
+from feedback_loop.lib.datasets.privacy import pseudonymize, scrub_frame, scrub_frames
+from feedback_loop.lib.datasets.regression import build_cases, merge_suite, prompt_hashes, shortlist
 from feedback_loop.lib.datasets.store import content_hash
 from feedback_loop.lib.params import DatasetParams
+from feedback_loop.lib.text import is_in
 
 CASES_FILE = "cases.jsonl"
 
@@ -90,21 +91,24 @@ def preference_release(
     source_partitions: list[str],
 ) -> Release:
     """DPO pairs and KTO examples of the window, split, decontaminated against the suite, scrubbed."""
-    traces = traces[~traces["user_id"].isin(opted_out)]
-    pairs, gates = dpo_pairs(traces, signals[signals["trace_id"].isin(traces["trace_id"])], labels, params)
+    if opted_out:
+        traces = traces[~is_in(traces["user_id"], opted_out)]
+        signals = signals[is_in(signals["trace_id"], traces["trace_id"])]
+    pairs, gates = dpo_pairs(traces, signals, labels, params)
     examples = kto_examples(traces, labels)
-    pairs, pii_pairs = scrub_frame(pairs, ["prompt", "input", "chosen", "rejected"], json_columns=("input",))
-    examples, pii_examples = scrub_frame(examples, ["prompt", "input", "completion"], json_columns=("input",))
+    (pairs, examples), pii = scrub_frames([(pairs, ["prompt", "input", "chosen", "rejected"]), (examples, ["prompt", "input", "completion"])], json_columns=("input",))
     pairs = with_messages(pairs)  # the KTO formats take the prompt as text; its Parquet keeps `input`
     # The suite's prompts are scrubbed: compare scrubbed with scrubbed, each distinct prompt once.
-    prompts = pd.concat([pairs["prompt"], examples["prompt"]]).drop_duplicates()
-    overlapping = prompts[contaminated(prompts, suite_prompts, params.near_duplicate_threshold)]
-    pair_overlap, example_overlap = pairs["prompt"].isin(overlapping), examples["prompt"].isin(overlapping)
+    prompts = pd.concat([pairs["prompt"], examples["prompt"]]).drop_duplicates().reset_index(drop=True)
+    hashes = prompt_hashes(prompts)
+    overlapping = prompts[contaminated(prompts, suite_prompts, params.near_duplicate_threshold, hashes)]
+    pair_overlap, example_overlap = is_in(pairs["prompt"], overlapping), is_in(examples["prompt"], overlapping)
     pairs_removed, examples_removed = int(pair_overlap.sum()), int(example_overlap.sum())
     pairs, examples = pairs[~pair_overlap].reset_index(drop=True), examples[~example_overlap].reset_index(drop=True)
+    prompt_index = pd.Index(prompts)
     for frame in (pairs, examples):
         frame["user_id"] = pseudonymize(frame["user_id"], hash_key)
-        frame["split"] = split_of(frame["prompt"], params.test_percent)
+        frame["split"] = split_of_hashes(hashes.iloc[prompt_index.get_indexer(frame["prompt"])], params.test_percent).to_numpy()
     files: dict[str, bytes] = {}
     for split in ("train", "test"):
         p, k = pairs[pairs["split"] == split], examples[examples["split"] == split]
@@ -114,7 +118,6 @@ def preference_release(
         files[f"kto_{split}.jsonl"] = exports.kto_jsonl(k)
     files["dpo.parquet"] = _parquet(pairs)
     files["kto.parquet"] = _parquet(examples)
-    pii = pii_pairs + pii_examples
     manifest = {
         "code_version": code_version(),
         "source_partitions": source_partitions,

@@ -6,6 +6,7 @@ import json
 import tempfile
 
 import duckdb
+import orjson
 import pandas as pd
 import pyarrow as pa
 
@@ -22,7 +23,11 @@ JS_MIN_WORDS = "output.trim().split(/\\s+/).filter(Boolean).length >= {n}"
 
 
 def jsonl(rows: list[dict]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode()
+    """JSON lines, keys sorted, UTF-8 as is (orjson: compact separators)."""
+    return b"".join(orjson.dumps(r, option=ORJSON_OPTIONS) for r in rows)
+
+
+ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
 
 
 def promptfoo_assert(assertion: dict) -> dict:

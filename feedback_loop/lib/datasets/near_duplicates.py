@@ -55,49 +55,68 @@ class PromptIndex:
         return sorted(k for k in self.lsh.query(m) if self.hashes[k].jaccard(m) >= self.threshold)
 
 
-CHUNK = 50_000
-
-
 def near_duplicate_of(texts: pd.Series, references: list[str], threshold: float) -> np.ndarray:
     """Whether each text's word 3-gram set has Jaccard similarity >= threshold with any reference's.
 
-    Exact (no MinHash estimate) and vectorized: with A (texts x shingles) and B (references x
-    shingles) as sparse 0/1 matrices, A Bᵀ counts the shingles each pair shares; texts are taken in
-    chunks so memory stays bounded.
+    Exact (no MinHash estimate) and vectorized, with the prefix filter of set-similarity joins:
+    J(A, B) >= t needs |A ∩ B| >= ceil(t |B|), so A holds at least one of any
+    |B| - ceil(t |B|) + 1 shingles of B; B's rarest ones in the texts are taken. Only texts that
+    hold one are candidates, and for those, with A (texts x shingles) and B (references x
+    shingles) as sparse 0/1 matrices, A Bᵀ counts the shingles each pair shares.
     """
     n = len(texts)
     if not n or not references:
         return np.zeros(n, dtype=bool)
-    doc, key = _shingle_keys(pd.concat([texts.astype("string"), pd.Series(references, dtype="string")], ignore_index=True))
-    column, _ = pd.factorize(key)
-    sizes = np.bincount(doc, minlength=n + len(references)).astype(np.float64)
-    width = int(column.max()) + 1 if len(column) else 1
-    is_ref = doc >= n
-    b = sparse.csr_matrix((np.ones(is_ref.sum(), dtype=np.float32), (doc[is_ref] - n, column[is_ref])), shape=(len(references), width))
-    text_doc, text_column = doc[~is_ref], column[~is_ref]
+    ref_doc, ref_key = _distinct(*_shingles(pd.Series(references, dtype="string")))
+    doc, key = _shingles(texts.astype("string"))
+    vocab = np.unique(ref_key)  # every shingle of a reference
+    at = np.minimum(np.searchsorted(vocab, key), len(vocab) - 1)
+    known = vocab[at] == key
+    word, word_doc = at[known], doc[known]  # the texts' shingles that some reference has, as vocab ids
+    frequency = np.bincount(word, minlength=len(vocab))
+    ref_word = np.searchsorted(vocab, ref_key)
+    order = np.lexsort((ref_word, frequency[ref_word], ref_doc))  # per reference, rarest first
+    ref_size = np.bincount(ref_doc, minlength=len(references))
+    rank = np.arange(len(order)) - np.searchsorted(ref_doc[order], ref_doc[order])
+    prefix = ref_size - np.ceil(threshold * ref_size - 1e-9).astype(int) + 1
+    probe = np.zeros(len(vocab), dtype=bool)
+    probe[ref_word[order][rank < prefix[ref_doc[order]]]] = True
+    candidate = np.zeros(n, dtype=bool)
+    candidate[word_doc[probe[word]]] = True
     out = np.zeros(n, dtype=bool)
-    for start in range(0, n, CHUNK):
-        rows = (text_doc >= start) & (text_doc < start + CHUNK)
-        a = sparse.csr_matrix((np.ones(rows.sum(), dtype=np.float32), (text_doc[rows] - start, text_column[rows])), shape=(min(CHUNK, n - start), width))
-        shared = (a @ b.T).tocoo()
-        union = sizes[shared.row + start] + sizes[n + shared.col] - shared.data
-        out[start + shared.row[shared.data >= threshold * union]] = True
+    if not candidate.any():
+        return out
+    if not candidate.all():
+        rows = candidate[doc]
+        doc, key, at, known = doc[rows], key[rows], at[rows], known[rows]
+    # A: each candidate's distinct shingles among the references' (0/1); |A| adds its other distinct shingles.
+    a = sparse.csr_matrix((np.ones(known.sum(), dtype=np.float32), (doc[known], at[known])), shape=(n, len(vocab)))
+    a.sum_duplicates()
+    a.data[:] = 1
+    sizes = np.diff(a.indptr) + np.bincount(_distinct(doc[~known], key[~known])[0], minlength=n)
+    b = sparse.csr_matrix((np.ones(len(ref_doc), dtype=np.float32), (ref_doc, ref_word)), shape=(len(references), len(vocab)))
+    shared = (a @ b.T).tocoo()
+    union = sizes[shared.row] + ref_size[shared.col] - shared.data
+    out[shared.row[shared.data >= threshold * union]] = True
     return out
 
 
-def _shingle_keys(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(document, shingle hash) pairs, unique per document, for the word 3-grams of `words`."""
+def _shingles(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(document, shingle hash) for the word 3-grams of each text (see `words_of`); a text of one or
+    two words is one shingle, a text without words has none. Repeats within a text are kept."""
     tokens = pc.utf8_split_whitespace(lowered(texts))
     tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
-    doc = pc.list_parent_indices(tokens).to_numpy().astype(np.int64)
-    flat = pc.utf8_trim(pc.list_flatten(tokens), characters=PUNCTUATION)
+    offsets = tokens.offsets.to_numpy()
+    doc = np.repeat(np.arange(len(tokens), dtype=np.int64), np.diff(offsets))
+    flat = pc.utf8_trim(tokens.values[offsets[0] : offsets[-1]], characters=PUNCTUATION)
     keep = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
     doc = doc[keep]
     encoded = pc.dictionary_encode(flat.filter(pa.array(keep)))
-    word = encoded.indices.to_numpy().astype(np.uint64) + np.uint64(1)
-    n = len(word)
+    # A hash of each distinct word's text, so keys agree between calls.
+    word_hash = pd.util.hash_array(np.asarray(encoded.dictionary.to_pylist(), dtype=object))
+    mixed = word_hash[encoded.indices.to_numpy()]
+    n = len(mixed)
     with np.errstate(over="ignore"):
-        mixed = word * np.uint64(0x9E3779B97F4A7C15)
         key = mixed.copy()
         key[:-1] ^= mixed[1:] * np.uint64(31)
         key[:-2] ^= mixed[2:] * np.uint64(961)
@@ -113,7 +132,12 @@ def _shingle_keys(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         )
     docs = np.concatenate([doc[full], doc[starts[short]]])
     keys = np.concatenate([key[full], short_keys]).view(np.int64)
+    return docs, keys
+
+
+def _distinct(doc: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (document, shingle) pairs with repeats within a document dropped."""
     with np.errstate(over="ignore"):
-        composite = keys.view(np.uint64) ^ (docs.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F))
+        composite = key.view(np.uint64) ^ (doc.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F))
     first = ~pd.Series(composite).duplicated().to_numpy()
-    return docs[first], keys[first]
+    return doc[first], key[first]

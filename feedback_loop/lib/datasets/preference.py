@@ -20,11 +20,14 @@ import hashlib
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from feedback_loop.lib.datasets.near_duplicates import near_duplicate_of
 from feedback_loop.lib.datasets.regression import messages_of, prompt_hashes
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
+from feedback_loop.lib.text import is_in
 
 PAIR_COLUMNS = ["pair_id", "source", "prompt", "input", "chosen", "rejected", "chosen_trace_id", "rejected_trace_id", "user_id", "model", "source_date"]
 KTO_COLUMNS = ["example_id", "prompt", "input", "completion", "label", "trace_id", "user_id", "model", "source_date"]
@@ -32,7 +35,7 @@ KTO_COLUMNS = ["example_id", "prompt", "input", "completion", "label", "trace_id
 
 def dpo_pairs(traces: pd.DataFrame, signals: pd.DataFrame, labels: pd.DataFrame, params: DatasetParams) -> tuple[pd.DataFrame, dict]:
     """All DPO pairs of the window, and how many candidates each quality gate dropped."""
-    t = traces.drop_duplicates("trace_id", keep="last").set_index("trace_id")
+    t = last_per_trace(traces).set_index("trace_id")
     s = signals.set_index("trace_id")
     frames, dropped = [], {}
 
@@ -66,9 +69,11 @@ def _thumbs_pairs(t: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     evidence = labels.set_index("trace_id")["evidence"].reindex(t.index).fillna("")
     up = evidence.str.contains("thumbs_up") & ~evidence.str.contains("thumbs_down")
     down = evidence.str.contains("thumbs_down") & ~evidence.str.contains("thumbs_up")
-    key = normalize_prompt(t["prompt"])
-    ups = pd.DataFrame({"trace_id": t.index[up.to_numpy()], "key": key[up.to_numpy()].to_numpy()}).sort_values(["key", "trace_id"])
-    downs = pd.DataFrame({"trace_id": t.index[down.to_numpy()], "key": key[down.to_numpy()].to_numpy()}).sort_values(["key", "trace_id"])
+    up, down = up.to_numpy(), down.to_numpy()
+    involved = up | down
+    key = normalize_prompt(t["prompt"].iloc[np.flatnonzero(involved)]).to_numpy()
+    ups = pd.DataFrame({"trace_id": t.index[up], "key": key[up[involved]]}).sort_values(["key", "trace_id"])
+    downs = pd.DataFrame({"trace_id": t.index[down], "key": key[down[involved]]}).sort_values(["key", "trace_id"])
     if ups.empty or downs.empty:
         return pd.DataFrame(columns=PAIR_COLUMNS)
     downs["rank"] = downs.groupby("key").cumcount()
@@ -110,8 +115,13 @@ def _pairs(t: pd.DataFrame, rejected_ids, chosen_ids, source, chosen_text: pd.Se
 
 def kto_examples(traces: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """Every positive or negative response as an unpaired example."""
-    labelled = labels[labels["label"].isin(["positive", "negative"])][["trace_id", "label"]]
-    rows = labelled.merge(traces.drop_duplicates("trace_id", keep="last"), on="trace_id")
+    labelled = labels[labels["label"].isin(["positive", "negative"])]
+    t = last_per_trace(traces)
+    at = pd.Index(t["trace_id"]).get_indexer(labelled["trace_id"])
+    found = np.flatnonzero(at >= 0)
+    found = found[pc.sort_indices(pa.array(labelled["trace_id"].iloc[found].astype("string"))).to_numpy()]  # by example_id
+    rows = t.iloc[at[found]].reset_index(drop=True)
+    rows["label"] = labelled["label"].to_numpy()[found]
     return pd.DataFrame(
         {
             "example_id": "kto-" + rows["trace_id"].astype(str),
@@ -125,7 +135,13 @@ def kto_examples(traces: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
             "source_date": rows["partition_date"],
         },
         columns=KTO_COLUMNS,
-    ).sort_values("example_id", ignore_index=True)
+    )
+
+
+def last_per_trace(traces: pd.DataFrame) -> pd.DataFrame:
+    """One row per trace_id, its last span (the response); the frame itself when ids are unique."""
+    last = ~traces["trace_id"].duplicated(keep="last").to_numpy()
+    return traces if last.all() else traces[last]
 
 
 def with_messages(frame: pd.DataFrame) -> pd.DataFrame:
@@ -136,14 +152,21 @@ def with_messages(frame: pd.DataFrame) -> pd.DataFrame:
 
 def split_of(prompts: pd.Series, test_percent: int) -> pd.Series:
     """`test` or `train`, by a hash of the normalized prompt (deterministic, prompt-disjoint)."""
-    buckets = prompt_hashes(prompts).map(lambda h: int(h[:8], 16) % 100)
-    return pd.Series(np.where(buckets < test_percent, "test", "train"), index=prompts.index)
+    return split_of_hashes(prompt_hashes(prompts), test_percent)
 
 
-def contaminated(prompts: pd.Series, suite_prompts: list[str], threshold: float) -> np.ndarray:
-    """Whether each prompt is the same as, or a near-duplicate of, a regression-suite prompt."""
+def split_of_hashes(hashes: pd.Series, test_percent: int) -> pd.Series:
+    """`split_of` from the prompts' `prompt_hashes`: the first 8 hex digits, modulo 100."""
+    digits = np.frombuffer("".join(h[:8] for h in hashes).encode("ascii"), dtype=np.uint8).reshape(-1, 8).astype(np.int64)
+    values = np.where(digits >= ord("a"), digits - ord("a") + 10, digits - ord("0")) @ (16 ** np.arange(7, -1, -1, dtype=np.int64))
+    return pd.Series(np.where(values % 100 < test_percent, "test", "train"), index=hashes.index)
+
+
+def contaminated(prompts: pd.Series, suite_prompts: list[str], threshold: float, hashes: pd.Series | None = None) -> np.ndarray:
+    """Whether each prompt is the same as, or a near-duplicate of, a regression-suite prompt.
+    `hashes`: the prompts' `prompt_hashes`, when the caller has them."""
     if prompts.empty or not suite_prompts:
         return np.zeros(len(prompts), dtype=bool)
-    exact = set(prompt_hashes(pd.Series(suite_prompts, dtype="string")))
-    same = prompt_hashes(prompts).isin(exact).to_numpy(dtype=bool)
+    exact = prompt_hashes(pd.Series(suite_prompts, dtype="string"))
+    same = is_in(prompt_hashes(prompts) if hashes is None else hashes, exact)
     return same | near_duplicate_of(prompts, suite_prompts, threshold)

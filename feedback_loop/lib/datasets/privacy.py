@@ -12,12 +12,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import multiprocessing
+import os
 import re
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from functools import cache, lru_cache
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import tldextract
 from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 from presidio_analyzer.predefined_recognizers import (
@@ -27,7 +32,7 @@ from presidio_analyzer.predefined_recognizers import (
     PhoneRecognizer,
 )
 
-from feedback_loop.lib.text import lowered, matches
+from feedback_loop.lib.text import per_distinct
 
 # Presidio validates e-mail domains with tldextract; use its bundled suffix list, never the network.
 tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
@@ -133,40 +138,87 @@ def scrub_text(text: str) -> tuple[str, Counter]:
 
 def might_contain_pii(texts: pd.Series) -> np.ndarray:
     """Rows the detectors must scan (see PREFILTER); vectorized over the column."""
-    return matches(lowered(texts), PREFILTER)
+    text = pa.array(texts.astype("string").fillna(""), type=pa.large_string())
+    return pc.match_substring_regex(text, PREFILTER, ignore_case=True).to_numpy(zero_copy_only=False).astype(bool)
 
 
 def scrub_frame(frame: pd.DataFrame, columns: list[str], json_columns: tuple[str, ...] = ()) -> tuple[pd.DataFrame, Counter]:
     """Scrub text columns; only rows the pre-filter flags are scanned. `json_columns` hold JSON text
     (e.g. chat messages): their flagged rows are parsed, scrubbed value by value, and serialized again."""
+    (out,), found = scrub_frames([(frame, columns)], json_columns)
+    return out, found
+
+
+def scrub_frames(frames: list[tuple[pd.DataFrame, list[str]]], json_columns: tuple[str, ...] = ()) -> tuple[list[pd.DataFrame], Counter]:
+    """`scrub_frame` of several frames, each distinct flagged text scanned once (see `scrub_texts`)."""
+    flagged, parsed, texts = [], {}, set()
+    for index, (frame, columns) in enumerate(frames):
+        for column in columns:
+            rows = np.flatnonzero(might_contain_pii(frame[column]))
+            values = frame[column].iloc[rows].tolist()
+            flagged.append((index, column, values, rows))
+            if column in json_columns:
+                parsed[index, column] = [json.loads(v) for v in values]
+                texts.update(t for value in parsed[index, column] for t in strings_in(value))
+            else:
+                texts.update(values)
+    candidates = pd.Series(sorted(texts), dtype="string")
+    candidates = candidates[might_contain_pii(candidates)].tolist()
+    scrubbed = dict(zip(candidates, scrub_texts(candidates), strict=True))
     total: Counter = Counter()
-    out = frame.copy()
-    for column in columns:
-        values = out[column]
-        rows = np.flatnonzero(might_contain_pii(values))
+    outs = [frame.copy() for frame, _ in frames]
+    for index, column, values, rows in flagged:
         if not len(rows):
             continue
-        column_values = values.astype(object).to_numpy().copy()
-        for row in rows:
-            value = column_values[row]
+        cleaned_values = []
+        for k, value in enumerate(values):
             if column in json_columns:
-                cleaned, found = _scrub_value(json.loads(value))
-                column_values[row] = json.dumps(cleaned, ensure_ascii=False)
+                cleaned, found = _scrub_value(parsed[index, column][k], scrubbed)
+                cleaned_values.append(json.dumps(cleaned, ensure_ascii=False))
             else:
-                column_values[row], found = scrub_text(value)
-            total.update(found)  # update copies the counts: the cached counter stays intact
-        out[column] = pd.Series(column_values, index=out.index, dtype="string")
-    return out, total
+                cleaned, found = scrubbed.get(value, (value, NOTHING))
+                cleaned_values.append(cleaned)
+            total.update(found)  # update copies the counts: the shared counters stay intact
+        column_values = outs[index][column].astype("string")
+        column_values.iloc[rows] = cleaned_values  # one assignment: each one copies the Arrow column
+        outs[index][column] = column_values
+    return outs, total
 
 
-def _scrub_value(value):
+NOTHING: Counter = Counter()
+PARALLEL_MIN_TEXTS = 2_000  # below this, starting worker processes costs more than it saves
+
+
+def scrub_texts(texts: list[str]) -> list[tuple[str, Counter]]:
+    """`scrub_text` of each text. Many texts are shared out over forked worker processes, one per
+    core (the detectors are pure Python, so threads would not run them in parallel)."""
+    cores = os.cpu_count() or 1
+    if len(texts) < PARALLEL_MIN_TEXTS or cores < 2:
+        return [scrub_text(t) for t in texts]
+    with ProcessPoolExecutor(max_workers=cores, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(scrub_text, texts, chunksize=max(1, len(texts) // (cores * 8))))
+
+
+def strings_in(value) -> list[str]:
+    """Every string inside a JSON value."""
     if isinstance(value, str):
-        return scrub_text(value)
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in strings_in(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in strings_in(v)]
+    return []
+
+
+def _scrub_value(value, scrubbed: dict[str, tuple[str, Counter]]):
+    """A JSON value with each string replaced by its entry in `scrubbed` (unlisted strings are clean)."""
+    if isinstance(value, str):
+        return scrubbed.get(value, (value, NOTHING))
     if isinstance(value, list):
         found: Counter = Counter()
         cleaned = []
         for item in value:
-            item_clean, item_found = _scrub_value(item)
+            item_clean, item_found = _scrub_value(item, scrubbed)
             cleaned.append(item_clean)
             found.update(item_found)
         return cleaned, found
@@ -174,7 +226,7 @@ def _scrub_value(value):
         found = Counter()
         cleaned = {}
         for key, item in value.items():
-            cleaned[key], item_found = _scrub_value(item)
+            cleaned[key], item_found = _scrub_value(item, scrubbed)
             found.update(item_found)
         return cleaned, found
     return value, Counter()
@@ -183,6 +235,8 @@ def _scrub_value(value):
 def pseudonymize(user_ids: pd.Series, key: str) -> pd.Series:
     """HMAC-SHA256 of each user id under `key` (first 16 hex digits); missing ids stay missing."""
     secret = key.encode()
-    return user_ids.map(
-        lambda u: None if u is None or u is pd.NA or u != u else "u_" + hmac.new(secret, str(u).encode(), hashlib.sha256).hexdigest()[:16]
-    ).astype("string")
+
+    def hashed(ids: pd.Series) -> pd.Series:
+        return ids.map(lambda u: None if u is pd.NA else "u_" + hmac.new(secret, str(u).encode(), hashlib.sha256).hexdigest()[:16]).astype("string")
+
+    return per_distinct(user_ids, hashed)

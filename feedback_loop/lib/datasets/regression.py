@@ -15,7 +15,6 @@ Each case carries assertions derived from its mode and its lineage back to the t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -35,6 +34,7 @@ from feedback_loop.lib.error_modes.rules import (
 )
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
+from feedback_loop.lib.text import per_distinct, sha256_hex
 
 BRIEF_MAX_WORDS = 60
 DETAILED_MIN_WORDS = 80
@@ -42,8 +42,7 @@ DETAILED_MIN_WORDS = 80
 
 def prompt_hashes(prompts: pd.Series) -> pd.Series:
     """SHA-256 (first 16 hex digits) of each prompt, case- and white-space-insensitive."""
-    keys = normalize_prompt(prompts).fillna("")
-    return pd.Series([hashlib.sha256(k.encode()).hexdigest()[:16] for k in keys], index=prompts.index)
+    return per_distinct(prompts, lambda distinct: sha256_hex(normalize_prompt(distinct), digits=16))
 
 
 def case_id(prompt: str) -> str:
