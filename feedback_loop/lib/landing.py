@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 from upath import UPath
 
+from feedback_loop.lib.text import one_chunk
+
 Kind = Literal["traces", "feedback"]
 
 SCALAR_FIELDS: dict[Kind, tuple[str, ...]] = {
@@ -101,8 +103,16 @@ def read_landing_day(root: str, kind: Kind, day: str) -> pd.DataFrame:
         frames.append(_read_parquet(con, kind, path, day))
     if not frames:
         return _empty_records(kind)
-    out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return out if _in_file_order(out) else out.sort_values(["_source", "_line"], kind="stable", ignore_index=True)
+    # Sorted by (source, line); each frame on its own first, so that a large one in order is not taken again.
+    ordered = sorted((f if _in_file_order(f) else _file_order(f) for f in frames if len(f)), key=lambda f: f["_source"].iloc[0])
+    if not ordered:
+        return pd.concat(frames, ignore_index=True)
+    out = one_chunk(pd.concat(ordered, ignore_index=True)) if len(ordered) > 1 else ordered[0]
+    return out if _in_file_order(out) else _file_order(out)
+
+
+def _file_order(records: pd.DataFrame) -> pd.DataFrame:
+    return records.sort_values(["_source", "_line"], kind="stable", ignore_index=True)
 
 
 def _in_file_order(records: pd.DataFrame) -> bool:
@@ -131,6 +141,14 @@ def _input_exprs(input_json: str) -> dict[str, str]:
                 json_extract_string({input_json}, '$[' || ({last_user})::VARCHAR || '].content'),
                 json_extract_string({input_json}, '$[#-1].content'))
             END""",
+    }
+
+
+def _message_list_exprs(messages: str) -> dict[str, str]:
+    """`_input_exprs` for a Parquet column typed as a list of {role, content} text structs (no JSON to parse)."""
+    return {
+        "_input_type": f"CASE WHEN {messages} IS NOT NULL THEN 'ARRAY' END",
+        "_prompt": f"coalesce(list_filter({messages}, lambda m: m.role = 'user')[-1].content, {messages}[-1].content)",
     }
 
 
@@ -244,7 +262,8 @@ def _read_parquet(con: duckdb.DuckDBPyConnection, kind: Kind, path: str, day: st
         else:
             exprs[name] = f'to_json("{name}")::VARCHAR'
     if kind == "traces":
-        exprs |= _input_exprs(exprs["input"] + "::JSON")
+        typed_messages = re.fullmatch(r'STRUCT\((?=.*"?role"? VARCHAR)(?=.*"?content"? VARCHAR).*\)\[\]', types.get("input", ""))
+        exprs |= _message_list_exprs('"input"') if typed_messages else _input_exprs(exprs["input"] + "::JSON")
     unknown = [c for c in types if c not in SCALAR_FIELDS[kind] and c not in JSON_FIELDS[kind]]
     any_unknown = " OR ".join(f'"{c}" IS NOT NULL' for c in unknown)
     unknown_sql = (

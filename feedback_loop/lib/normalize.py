@@ -97,7 +97,7 @@ def normalize_feedback(records: pd.DataFrame, day: str) -> Normalized:
     reason = reason.mask(reason.isna() & event_type.isna(), "missing type")
     unknown = event_type.notna() & ~event_type.isin(EVENT_TYPES)
     reason = reason.mask(reason.isna() & unknown, "unknown event type '" + df["type"].fillna("") + "'")
-    value_num = pd.to_numeric(df["value"], errors="coerce")
+    value_num = numbers_in(df["value"])
     rating_bad = (event_type == "rating") & value_num.isna()
     reason = reason.mask(reason.isna() & rating_bad, "rating value is not a number")
     no_link = df["trace_id"].isna() & df["span_id"].isna() & df["session_id"].isna()
@@ -120,6 +120,18 @@ def normalize_feedback(records: pd.DataFrame, day: str) -> Normalized:
         }
     )
     return _finish(df, clean, reason, "feedback", ["event_id"], FEEDBACK_COLUMNS, FEEDBACK_SCHEMA)
+
+
+NUMBER_MAX_CHARS = 64
+
+
+def numbers_in(values: pd.Series) -> pd.Series:
+    """Each value as a number where it reads as one (`pd.to_numeric`); values longer than
+    NUMBER_MAX_CHARS (edited and copied texts) are not parsed: NaN."""
+    out = pd.Series(np.nan, index=values.index, dtype="float64")
+    short = (values.str.len() <= NUMBER_MAX_CHARS).fillna(False).to_numpy(dtype=bool)
+    out[short] = pd.to_numeric(values[short], errors="coerce").astype("float64").to_numpy()
+    return out
 
 
 def _base_reasons(df: pd.DataFrame, id_column: str) -> pd.Series:
@@ -162,10 +174,12 @@ def _finish(
     schema: pa.DataFrameSchema,
 ) -> Normalized:
     day = clean["partition_date"].iloc[0] if len(clean) else ""
-    good = conform(clean[reason.isna()], columns)
-    before = len(good)
-    good = good.drop_duplicates(subset=key, keep="first")
-    duplicates = before - len(good)
+    ok = reason.isna().to_numpy()
+    good = conform(clean if ok.all() else clean[ok], columns)
+    repeated = good.duplicated(subset=key, keep="first").to_numpy()
+    duplicates = int(repeated.sum())
+    if duplicates:
+        good = good[~repeated]
     failures = _schema_failures(good, schema)
     if len(failures):
         reason = reason.copy()

@@ -11,6 +11,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
+def one_chunk(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with every Arrow-backed column in one chunk (a take on a chunked column
+    concatenates its chunks first, every time). Dtypes and a default index are kept."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if all(column.num_chunks <= 1 for column in table.columns):
+        return frame
+    return table.combine_chunks().to_pandas()
+
+
 def lowered(values: pd.Series) -> pa.Array:
     """The column as lower-cased Arrow text (missing values as empty strings)."""
     return pc.utf8_lower(pa.array(values.astype("string").fillna(""), type=pa.large_string()))

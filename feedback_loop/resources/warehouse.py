@@ -8,6 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
+from feedback_loop.lib.text import one_chunk
+
 PARTITION_COLUMN = "partition_date"
 
 
@@ -55,7 +57,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         if not frames:
             return pd.DataFrame()
         non_empty = [f for f in frames if len(f)]
-        return pd.concat(non_empty or frames[:1], ignore_index=True)
+        return one_chunk(pd.concat(non_empty, ignore_index=True)) if len(non_empty) > 1 else (non_empty or frames)[0]
 
     @staticmethod
     def _write(path: UPath, df: pd.DataFrame) -> None:

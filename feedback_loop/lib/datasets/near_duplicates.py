@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import string
 
 import numpy as np
@@ -95,10 +96,25 @@ def near_duplicate_of(texts: pd.Series, references: list[str], threshold: float)
     a.data[:] = 1
     sizes = np.diff(a.indptr) + np.bincount(_distinct(doc[~known], key[~known])[0], minlength=n)
     b = sparse.csr_matrix((np.ones(len(ref_doc), dtype=np.float32), (ref_doc, ref_word)), shape=(len(references), len(vocab)))
-    shared = (a @ b.T).tocoo()
-    union = sizes[shared.row] + ref_size[shared.col] - shared.data
-    out[shared.row[shared.data >= threshold * union]] = True
+    # Size filter: J >= t needs t |B| <= |A| <= |B| / t, so texts meet only references of a similar
+    # size, in bands of reference sizes over texts sorted by size.
+    by_size = np.argsort(sizes, kind="stable")
+    a, sorted_sizes = a[by_size], sizes[by_size]
+    low = max(int(ref_size.min()), 1)
+    while low <= ref_size.max():
+        high = max(low + 1, math.ceil(low * BAND))
+        refs = np.flatnonzero((ref_size >= low) & (ref_size < high))
+        start = np.searchsorted(sorted_sizes, threshold * low - 1e-9, side="left")
+        end = np.searchsorted(sorted_sizes, (high - 1) / threshold + 1e-9, side="right")
+        if len(refs) and end > start:
+            shared = (a[start:end] @ b[refs].T).tocoo()
+            union = sorted_sizes[start + shared.row] + ref_size[refs[shared.col]] - shared.data
+            out[by_size[start + shared.row[shared.data >= threshold * union]]] = True
+        low = high
     return out
+
+
+BAND = 1.25  # reference sizes per band: [low, BAND x low)
 
 
 def _shingles(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
