@@ -123,11 +123,12 @@ def _shingles(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     tokens = pc.utf8_split_whitespace(lowered(texts))
     tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
     offsets = tokens.offsets.to_numpy()
-    doc = np.repeat(np.arange(len(tokens), dtype=np.int64), np.diff(offsets))
+    doc = np.repeat(np.arange(len(tokens), dtype=np.int32), np.diff(offsets))
     flat = pc.utf8_trim(tokens.values[offsets[0] : offsets[-1]], characters=PUNCTUATION)
     keep = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
-    doc = doc[keep]
-    encoded = pc.dictionary_encode(flat.filter(pa.array(keep)))
+    if not keep.all():
+        doc, flat = doc[keep], flat.filter(pa.array(keep))
+    encoded = pc.dictionary_encode(flat)
     # A hash of each distinct word's text, so keys agree between calls.
     word_hash = pd.util.hash_array(np.asarray(encoded.dictionary.to_pylist(), dtype=object))
     mixed = word_hash[encoded.indices.to_numpy()]

@@ -166,7 +166,7 @@ def scrub_frames(frames: list[tuple[pd.DataFrame, list[str]]], json_columns: tup
     candidates = candidates[might_contain_pii(candidates)].tolist()
     scrubbed = dict(zip(candidates, scrub_texts(candidates), strict=True))
     total: Counter = Counter()
-    outs = [frame.copy() for frame, _ in frames]
+    outs = [frame.copy(deep=False) for frame, _ in frames]  # scrubbed columns are replaced, never written into
     for index, column, values, rows in flagged:
         if not len(rows):
             continue
