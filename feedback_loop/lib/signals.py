@@ -38,7 +38,7 @@ from rapidfuzz.distance import Indel
 
 from feedback_loop.lib.contract import TRACE_IDENTITY, utc_array
 from feedback_loop.lib.params import SignalParams
-from feedback_loop.lib.text import lowered, per_distinct
+from feedback_loop.lib.text import lowered
 
 # Characters a `trivial` edit may change: white space and punctuation (ASCII and common Unicode).
 _IGNORED = string.whitespace + string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00a0\u00b7\u2022"
@@ -127,12 +127,8 @@ def classify_edits(outputs: pd.Series, edits: pd.Series, params: SignalParams) -
 
 def normalize_prompt(prompt: pd.Series) -> pd.Series:
     """Case- and white-space-insensitive prompt key (regenerations repeat the prompt); missing: ""."""
-    return per_distinct(prompt, _prompt_key)
-
-
-def _prompt_key(prompt: pd.Series) -> pa.Array:
     words = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(lowered(prompt)))  # trimmed: no empty edge words
-    return pc.binary_join(words, pa.scalar(" ", pa.large_string()))
+    return pd.Series(pc.binary_join(words, pa.scalar(" ", pa.large_string())), index=prompt.index, dtype="string")
 
 
 SIGNAL_EVENT_COLUMNS = ["trace_id", "timestamp", "type", "value", "value_num"]  # what the signals read of linked feedback

@@ -38,6 +38,15 @@ def per_distinct(values: pd.Series, transform: Callable[[pd.Series], pd.Series |
     return pd.Series(done.take(pa.array(codes)), index=values.index, dtype="string")
 
 
+def replaced(values: pd.Series, rows: np.ndarray, new: list[str]) -> pd.Series:
+    """The text column with the values at positions `rows` (ascending) replaced by `new`, in one Arrow pass."""
+    column = pa.array(values.astype("string"), type=pa.large_string())
+    mask = np.zeros(len(column), dtype=bool)
+    mask[rows] = True
+    out = pc.replace_with_mask(column, pa.array(mask), pa.array(new, type=pa.large_string()))
+    return pd.Series(out, index=values.index, dtype="string")
+
+
 def is_in(values: pd.Series, allowed: Iterable) -> np.ndarray:
     """`values.isin(allowed)` for text columns, hashed in Arrow (pandas loops in Python on Arrow strings)."""
     value_set = pa.array(pd.Series(list(allowed) if not isinstance(allowed, pd.Series) else allowed, dtype="string"), type=pa.large_string())

@@ -89,25 +89,30 @@ def assistant(text: str) -> list[dict]:
 
 def dpo_standard(pairs: pd.DataFrame) -> list[dict]:
     """TRL standard preference format: prompt, chosen, rejected as text."""
-    return [{"prompt": r.prompt, "chosen": r.chosen, "rejected": r.rejected} for r in pairs.itertuples(index=False)]
+    return [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in _columns(pairs, "prompt", "chosen", "rejected")]
 
 
 def dpo_conversational(pairs: pd.DataFrame) -> list[dict]:
     """TRL conversational preference format: the prompt as messages, each completion one assistant turn."""
-    return [{"prompt": r.messages, "chosen": assistant(r.chosen), "rejected": assistant(r.rejected)} for r in pairs.itertuples(index=False)]
+    return [{"prompt": m, "chosen": assistant(c), "rejected": assistant(r)} for m, c, r in _columns(pairs, "messages", "chosen", "rejected")]
 
 
 def openai_preference(pairs: pd.DataFrame) -> list[dict]:
     """OpenAI preference fine-tuning (DPO) format."""
     return [
-        {"input": {"messages": r.messages}, "preferred_output": assistant(r.chosen), "non_preferred_output": assistant(r.rejected)}
-        for r in pairs.itertuples(index=False)
+        {"input": {"messages": m}, "preferred_output": assistant(c), "non_preferred_output": assistant(r)}
+        for m, c, r in _columns(pairs, "messages", "chosen", "rejected")
     ]
 
 
 def kto(examples: pd.DataFrame) -> list[dict]:
     """TRL unpaired preference (KTO) format."""
-    return [{"prompt": r.prompt, "completion": r.completion, "label": bool(r.label)} for r in examples.itertuples(index=False)]
+    return [{"prompt": p, "completion": c, "label": bool(label)} for p, c, label in _columns(examples, "prompt", "completion", "label")]
+
+
+def _columns(frame: pd.DataFrame, *names: str):
+    """Rows of the named columns as tuples (reads only those columns)."""
+    return zip(*(frame[name].tolist() for name in names), strict=True)
 
 
 def kto_jsonl(examples: pd.DataFrame) -> bytes:

@@ -32,7 +32,7 @@ from presidio_analyzer.predefined_recognizers import (
     PhoneRecognizer,
 )
 
-from feedback_loop.lib.text import per_distinct
+from feedback_loop.lib.text import per_distinct, replaced
 
 # Presidio validates e-mail domains with tldextract; use its bundled suffix list, never the network.
 tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
@@ -179,9 +179,7 @@ def scrub_frames(frames: list[tuple[pd.DataFrame, list[str]]], json_columns: tup
                 cleaned, found = scrubbed.get(value, (value, NOTHING))
                 cleaned_values.append(cleaned)
             total.update(found)  # update copies the counts: the shared counters stay intact
-        column_values = outs[index][column].astype("string")
-        column_values.iloc[rows] = cleaned_values  # one assignment: each one copies the Arrow column
-        outs[index][column] = column_values
+        outs[index][column] = replaced(outs[index][column], rows, cleaned_values)
     return outs, total
 
 
