@@ -272,3 +272,38 @@ def test_pii_check_finds_what_scrubbing_missed(tmp_path):
     leaked = exports.jsonl([{"prompt": [{"role": "user", "content": "mail me at leak@example.com"}], "chosen": [], "rejected": []}])
     store.publish("preference_dataset", {"kto_train.jsonl": clean, "dpo_conversational_train.jsonl": leaked}, content_hash(clean, leaked), {}, "2026-11-20")
     assert pii_hits(store, "preference_dataset") == {"dpo_conversational_train.jsonl": 1}
+
+
+def brute_force_near_duplicates(texts: list[str], references: list[str], threshold: float) -> list[bool]:
+    from feedback_loop.lib.datasets.near_duplicates import words_of
+
+    def shingles(text: str) -> set[str]:
+        words = words_of(text)
+        return {" ".join(words[i : i + 3]) for i in range(max(len(words) - 2, 1))} if words else set()
+
+    refs = [shingles(r) for r in references]
+    return [any(a and b and len(a & b) >= threshold * len(a | b) for b in refs) for a in map(shingles, texts)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_near_duplicate_join_equals_brute_force_jaccard(seed):
+    """The prefix and size filters only skip pairs that cannot pass: same answer as comparing every pair."""
+    import random
+
+    from feedback_loop.lib.datasets.near_duplicates import near_duplicate_of
+
+    rng = random.Random(seed)
+    vocabulary = [f"w{i}" for i in range(12)] + ["the", "a", "of", "The,", "of."]
+    def text() -> str:
+        return " ".join(rng.choice(vocabulary) for _ in range(rng.choice([0, 1, 2, 3, 5, 8, 13, 21])))
+    references = [text() for _ in range(15)]
+    # Texts close to a reference: a word dropped, swapped or added, so some pairs sit on either side of the threshold.
+    texts = [text() for _ in range(150)]
+    for ref in references:
+        words = ref.split()
+        if words:
+            words[rng.randrange(len(words))] = rng.choice(vocabulary)
+        texts += [ref, " ".join(words), ref + " " + rng.choice(vocabulary), ref.upper()]
+    for threshold in (0.5, 0.8):
+        found = near_duplicate_of(pd.Series(texts, dtype="string"), references, threshold).tolist()
+        assert found == brute_force_near_duplicates(texts, references, threshold)

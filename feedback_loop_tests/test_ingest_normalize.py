@@ -158,3 +158,49 @@ def test_empty_landing_folder_gives_empty_frames(tmp_path):
 def test_blank_lines_are_not_records(tmp_path, line):
     result = feedback(tmp_path, [line, {"event_id": "e", "trace_id": "t", "timestamp": TS, "type": "copy"}])
     assert len(result.clean) == 1 and result.quarantine.empty
+
+
+def test_typed_message_lists_in_parquet_give_the_last_user_message(tmp_path):
+    folder = tmp_path / "traces"
+    folder.mkdir(parents=True)
+    messages = [
+        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "first"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "second"}],
+        [{"role": "system", "content": "only a system message"}],
+        [],
+        None,
+    ]
+    pd.DataFrame(
+        {"trace_id": ["m1", "m2", "m3", "m4"], "timestamp": [TS] * 4, "input": messages, "output": ["o"] * 4}
+    ).to_parquet(folder / "typed.parquet")
+    result = normalize_traces(read_landing_day(str(tmp_path), "traces", DAY), DAY)
+    prompts = result.clean.set_index("trace_id")["prompt"]
+    assert prompts["m1"] == "second" and prompts["m2"] == "only a system message"
+    assert pd.isna(prompts["m3"]) and pd.isna(prompts["m4"])
+    assert json.loads(result.clean.set_index("trace_id").loc["m1", "input"])[3] == {"role": "user", "content": "second"}
+
+
+def test_records_come_in_file_and_line_order_across_files(tmp_path):
+    """Rows of several files, an unreadable line among them, are ordered by file then line (first of a duplicate wins)."""
+    rows = lambda name: [{"event_id": "dup", "trace_id": name, "timestamp": TS, "type": "copy"}, {"event_id": f"{name}-2", "trace_id": name, "timestamp": TS, "type": "copy"}]
+    write_jsonl(tmp_path / "feedback" / f"c-{DAY}.jsonl", rows("c"))
+    write_jsonl(tmp_path / "feedback" / f"a-{DAY}.jsonl", [b"\xff\xfe not utf-8", *[json.dumps(r).encode() for r in rows("a")]])
+    pd.DataFrame(rows("b")).to_parquet(tmp_path / "feedback" / f"b-{DAY}.parquet")
+    records = read_landing_day(str(tmp_path), "feedback", DAY)
+    assert [(s.rsplit("/", 1)[-1][0], int(n)) for s, n in zip(records["_source"], records["_line"], strict=True)] == [
+        ("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2), ("c", 1), ("c", 2)
+    ]
+    result = normalize_feedback(records, DAY)
+    assert result.clean.set_index("event_id").loc["dup", "trace_id"] == "a" and result.duplicates == 2
+
+
+def test_only_short_values_are_read_as_numbers(tmp_path):
+    long_number = "1" * 100
+    result = feedback(
+        tmp_path,
+        [
+            {"event_id": "r", "trace_id": "t", "timestamp": TS, "type": "rating", "value": " 4 "},
+            {"event_id": "e", "trace_id": "t", "timestamp": TS, "type": "edit", "value": long_number},
+        ],
+    )
+    values = result.clean.set_index("event_id")["value_num"]
+    assert values["r"] == 4.0 and pd.isna(values["e"])

@@ -73,3 +73,13 @@ def test_windowed_scanning_finds_what_a_whole_text_scan_finds():
     for recognizer in privacy._recognizers():
         whole += [(r.start, r.end, r.entity_type) for r in recognizer.analyze(text, entities=recognizer.supported_entities, nlp_artifacts=None) if r.score >= privacy.MIN_SCORE]
     assert windowed == sorted(set(whole)) and len(windowed) == 3
+
+
+def test_many_texts_are_scrubbed_in_worker_processes_with_the_same_result(monkeypatch):
+    from feedback_loop.lib.datasets import privacy
+
+    texts = [f"mail ann{i}@example.com or call +1 415-555-{i % 10000:04d}" for i in range(60)] + ["nothing here"]
+    serial = [privacy.scrub_text(t) for t in texts]
+    monkeypatch.setattr(privacy, "PARALLEL_MIN_TEXTS", 10)
+    assert privacy.scrub_texts(texts) == serial
+    assert serial[0][0] == "mail <EMAIL_ADDRESS> or call <PHONE_NUMBER>"
