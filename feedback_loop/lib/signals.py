@@ -38,7 +38,7 @@ from rapidfuzz.distance import Indel
 
 from feedback_loop.lib.contract import TRACE_IDENTITY, utc_array
 from feedback_loop.lib.params import SignalParams
-from feedback_loop.lib.text import lowered
+from feedback_loop.lib.text import lowered, replaced
 
 # Characters a `trivial` edit may change: white space and punctuation (ASCII and common Unicode).
 _IGNORED = string.whitespace + string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00a0\u00b7\u2022"
@@ -149,9 +149,8 @@ def _responses(traces: pd.DataFrame) -> pd.DataFrame:
     t["_next_idx"] = np.where(same_session_next, np.arange(len(t)) + 1, -1)
     # Prompt keys matter only where a session continues: compute them there.
     involved = same_session_next | np.roll(same_session_next, 1) if len(t) else same_session_next
-    key = pd.Series(pd.NA, index=t.index, dtype="string")
-    key[involved] = normalize_prompt(t.loc[involved, "prompt"])
-    t["_prompt_key"] = key
+    rows = np.flatnonzero(involved)
+    t["_prompt_key"] = replaced(pd.Series(pd.NA, index=t.index, dtype="string"), rows, normalize_prompt(t["prompt"].iloc[rows]))
     return t
 
 

@@ -38,12 +38,13 @@ def per_distinct(values: pd.Series, transform: Callable[[pd.Series], pd.Series |
     return pd.Series(done.take(pa.array(codes)), index=values.index, dtype="string")
 
 
-def replaced(values: pd.Series, rows: np.ndarray, new: list[str]) -> pd.Series:
+def replaced(values: pd.Series, rows: np.ndarray, new: list[str] | pd.Series) -> pd.Series:
     """The text column with the values at positions `rows` (ascending) replaced by `new`, in one Arrow pass."""
     column = pa.array(values.astype("string"), type=pa.large_string())
     mask = np.zeros(len(column), dtype=bool)
     mask[rows] = True
-    out = pc.replace_with_mask(column, pa.array(mask), pa.array(new, type=pa.large_string()))
+    new = pa.array(new.astype("string") if isinstance(new, pd.Series) else new, type=pa.large_string())
+    out = pc.replace_with_mask(column, pa.array(mask), new)
     return pd.Series(out, index=values.index, dtype="string")
 
 
