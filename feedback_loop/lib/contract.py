@@ -108,7 +108,7 @@ def conform(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
 
     Columns beyond the contract are kept after the contract's columns.
     """
-    out = df.copy() if len(df.columns) else empty_frame(columns)
+    out = df.copy(deep=False) if len(df.columns) else empty_frame(columns)  # copy-on-write: `df` is never changed
     for name, dtype in columns.items():
         if name not in out.columns:
             out[name] = pd.Series(pd.NA if dtype != TIMESTAMP else pd.NaT, index=out.index, dtype=dtype)

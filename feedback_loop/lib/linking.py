@@ -59,12 +59,12 @@ def link_feedback(events: pd.DataFrame, traces: pd.DataFrame, session_max_gap: p
     reason = np.full(n, None, dtype=object)
 
     has_span = events["span_id"].notna().to_numpy()
-    by_span = np.where(has_span, span_index.get_indexer(events["span_id"]), -1)
+    by_span = _lookup(span_index, events["span_id"], has_span)
     pos[by_span >= 0] = by_span[by_span >= 0]
     method[by_span >= 0] = "by_span"
 
     has_trace = events["trace_id"].notna().to_numpy() & (pos < 0)
-    by_trace = np.where(has_trace, trace_to_span.index.get_indexer(events["trace_id"]), -1)
+    by_trace = _lookup(trace_to_span.index, events["trace_id"], has_trace)
     hit = by_trace >= 0
     pos[hit] = trace_to_span.to_numpy()[by_trace[hit]]
     method[hit] = "by_trace"
@@ -94,12 +94,12 @@ def link_feedback(events: pd.DataFrame, traces: pd.DataFrame, session_max_gap: p
             np.where(known_session, "no trace of the session at or before the event within the gap", "session_id not found among traces of the linking window"),
         )
     linked_mask = pos >= 0
-    linked = events[linked_mask].copy()
+    linked = events[linked_mask]  # a new frame: adding columns leaves `events` as it is
     target = spans.iloc[pos[linked_mask]]
     for column, source in (("trace_id", "trace_id"), ("span_id", "span_id"), ("trace_date", "partition_date"), ("trace_timestamp", "timestamp")):
         linked[column] = target[source].array
     linked["link_method"] = method[linked_mask]
-    orphans = events[~linked_mask].copy()
+    orphans = events[~linked_mask]
     orphans["orphan_reason"] = pd.Series(reason[~linked_mask], index=orphans.index, dtype="string").fillna(
         "no trace_id, span_id or session_id to link by"
     )
@@ -107,6 +107,14 @@ def link_feedback(events: pd.DataFrame, traces: pd.DataFrame, session_max_gap: p
         linked=conform(linked, LINK_COLUMNS).reset_index(drop=True),
         orphans=conform(orphans, ORPHAN_COLUMNS).reset_index(drop=True),
     )
+
+
+def _lookup(index: pd.Index, keys: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """Position of each key in `index`, looked up only where `rows` is set (-1 elsewhere and when absent)."""
+    out = np.full(len(keys), -1)
+    if rows.any():
+        out[rows] = index.get_indexer(keys[rows])
+    return out
 
 
 def _latest_at_or_before(
