@@ -34,7 +34,7 @@ from feedback_loop.lib.error_modes.rules import (
 )
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
-from feedback_loop.lib.text import per_distinct, sha256_hex
+from feedback_loop.lib.text import is_in, per_distinct, sha256_hex
 
 BRIEF_MAX_WORDS = 60
 DETAILED_MIN_WORDS = 80
@@ -200,7 +200,7 @@ def suite_candidates(error_modes: pd.DataFrame, negatives: pd.DataFrame, signals
     negative = error_modes[["trace_id", "mode", "mode_id", "confidence", "evidence"]].merge(
         negatives[text + ["edit_text"]], on="trace_id", how="inner"
     ).rename(columns={"edit_text": "reference_output"})
-    regenerated = signals.loc[signals["regenerated_by"].notna() & ~signals["trace_id"].isin(negative["trace_id"]), ["trace_id"]]
+    regenerated = signals.loc[signals["regenerated_by"].notna().to_numpy() & ~is_in(signals["trace_id"], negative["trace_id"]), ["trace_id"]]
     regenerated = regenerated.merge(traces.drop_duplicates("trace_id", keep="last")[text], on="trace_id").assign(
         mode="other", mode_id="EM-999", confidence=REGENERATED_CONFIDENCE, evidence="regenerated away", reference_output=None
     )
