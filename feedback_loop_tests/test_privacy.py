@@ -83,3 +83,8 @@ def test_many_texts_are_scrubbed_in_worker_processes_with_the_same_result(monkey
     monkeypatch.setattr(privacy, "PARALLEL_MIN_TEXTS", 10)
     assert privacy.scrub_texts(texts) == serial
     assert serial[0][0] == "mail <EMAIL_ADDRESS> or call <PHONE_NUMBER>"
+
+
+def test_canadian_numbers_are_found_without_a_ca_pass():
+    clean, found = scrub_text("Vancouver office (604) 688-5522, Toronto +1 416-979-2000.")
+    assert clean == "Vancouver office <PHONE_NUMBER>, Toronto <PHONE_NUMBER>." and found == {"PHONE_NUMBER": 2}

@@ -18,6 +18,7 @@ from feedback_loop.lib.datasets.privacy import find_pii, might_contain_pii, stri
 from feedback_loop.lib.datasets.regression import suite_candidates
 from feedback_loop.lib.datasets.store import DatasetStore
 from feedback_loop.lib.preview import markdown_table
+from feedback_loop.lib.text import lines_of
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
 from feedback_loop.resources.settings import FeedbackLoopSettings
 
@@ -139,9 +140,9 @@ def pii_hits(store: DatasetStore, dataset: str) -> dict[str, int]:
     hits = {}
     for name in store.manifest(dataset, latest)["files"]:
         if name.endswith(".jsonl"):
-            lines = pa.array(store.read_bytes(dataset, latest, name).split(b"\n"), type=pa.large_binary()).cast(pa.large_string())
+            lines = lines_of(store.read_bytes(dataset, latest, name))
             flagged = lines.filter(pa.array(might_contain_pii(pd.Series(lines, dtype="string")))).to_pylist()
-            texts = pd.Series([text for line in flagged if line for text in strings_in(json.loads(line))], dtype="string")
+            texts = pd.Series([text for line in flagged if line.strip() for text in strings_in(json.loads(line))], dtype="string")
             found = [kind for text in texts[might_contain_pii(texts)] for _, _, kind in find_pii(text)]
             if found:
                 hits[name] = len(found)

@@ -56,9 +56,14 @@ PREFILTER = (
 )
 
 
+# Presidio's default phone regions less CA: Canada shares the +1 numbering plan, and the US pass
+# already finds (and validates) Canadian numbers, so a CA pass only repeats it.
+PHONE_REGIONS = tuple(region for region in PhoneRecognizer.DEFAULT_SUPPORTED_REGIONS if region != "CA")
+
+
 @cache
 def _recognizers() -> tuple:
-    return (EmailRecognizer(), PhoneRecognizer(), CreditCardRecognizer(), IpRecognizer())
+    return (EmailRecognizer(), PhoneRecognizer(supported_regions=PHONE_REGIONS), CreditCardRecognizer(), IpRecognizer())
 
 
 @cache
