@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import gc
-
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
@@ -47,7 +44,6 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             self._write(self.path_for(context.asset_key, key), groups.get(key, obj.iloc[0:0]))
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        release_freed_memory()  # what earlier steps of this process freed, before this one loads
         columns = (context.definition_metadata or {}).get("columns")
         if not context.has_asset_partitions:
             path = self.path_for(context.asset_key)
@@ -80,13 +76,3 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             table = parquet.read(columns=None if columns is None else [c for c in columns if c in names])
             return table.combine_chunks().to_pandas()  # one chunk per column: takes on many chunks are ~10x slower
 
-
-def release_freed_memory() -> None:
-    """Hand memory that is free but still held back to the operating system: Arrow's allocator keeps
-    freed blocks for reuse (gigabytes after a step over a million traces), and so does glibc's malloc."""
-    gc.collect()
-    pa.default_memory_pool().release_unused()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass

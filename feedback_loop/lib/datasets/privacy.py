@@ -147,6 +147,10 @@ def might_contain_pii(texts: pd.Series) -> np.ndarray:
     return pc.match_substring_regex(text, PREFILTER, ignore_case=True).to_numpy(zero_copy_only=False).astype(bool)
 
 
+NOTHING: Counter = Counter()
+PARALLEL_MIN_TEXTS = 2_000  # below this, starting worker processes costs more than it saves
+
+
 def scrub_frame(frame: pd.DataFrame, columns: list[str], json_columns: tuple[str, ...] = ()) -> tuple[pd.DataFrame, Counter]:
     """Scrub text columns; only rows the pre-filter flags are scanned. `json_columns` hold JSON text
     (e.g. chat messages): their flagged rows are parsed, scrubbed value by value, and serialized again."""
@@ -186,10 +190,6 @@ def scrub_frames(frames: list[tuple[pd.DataFrame, list[str]]], json_columns: tup
             total.update(found)  # update copies the counts: the shared counters stay intact
         outs[index][column] = replaced(outs[index][column], rows, cleaned_values)
     return outs, total
-
-
-NOTHING: Counter = Counter()
-PARALLEL_MIN_TEXTS = 2_000  # below this, starting worker processes costs more than it saves
 
 
 def scrub_texts(texts: list[str]) -> list[tuple[str, Counter]]:
