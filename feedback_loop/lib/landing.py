@@ -107,7 +107,7 @@ def read_landing_day(root: str, kind: Kind, day: str) -> pd.DataFrame:
     ordered = sorted((f if _in_file_order(f) else _file_order(f) for f in frames if len(f)), key=lambda f: f["_source"].iloc[0])
     if not ordered:
         return pd.concat(frames, ignore_index=True)
-    out = one_chunk(pd.concat(ordered, ignore_index=True)) if len(ordered) > 1 else ordered[0]
+    out = one_chunk(pd.concat(ordered, ignore_index=True) if len(ordered) > 1 else ordered[0])  # one chunk: fast takes
     return out if _in_file_order(out) else _file_order(out)
 
 
@@ -299,4 +299,4 @@ def _empty_records(kind: Kind) -> pd.DataFrame:
 
 def _frame(con: duckdb.DuckDBPyConnection, query: str, params: list) -> pd.DataFrame:
     """A query result as pandas with Arrow-backed strings (no Python object per value)."""
-    return con.sql(query, params=params).to_arrow_table().combine_chunks().to_pandas()  # one chunk: fast takes
+    return con.sql(query, params=params).to_arrow_table().to_pandas()

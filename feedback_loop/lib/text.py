@@ -35,9 +35,9 @@ def lowered(values: pd.Series) -> pa.Array:
     return pc.utf8_lower(pa.array(values.astype("string").fillna(""), type=pa.large_string()))
 
 
-def matches(text: pa.Array, pattern: str) -> np.ndarray:
+def matches(text: pa.Array, pattern: str, ignore_case: bool = False) -> np.ndarray:
     """Whether each text contains a match of the RE2 `pattern`."""
-    return pc.match_substring_regex(text, pattern).to_numpy(zero_copy_only=False).astype(bool)
+    return pc.match_substring_regex(text, pattern, ignore_case=ignore_case).to_numpy(zero_copy_only=False).astype(bool)
 
 
 def per_distinct(values: pd.Series, transform: Callable[[pd.Series], pd.Series | pa.Array]) -> pd.Series:

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from feedback_loop.lib.datasets.near_duplicates import near_duplicate_of
-from feedback_loop.lib.datasets.regression import messages_of, prompt_hashes
+from feedback_loop.lib.datasets.regression import last_per_trace, messages_of, prompt_hashes
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
 from feedback_loop.lib.text import is_in
@@ -136,12 +136,6 @@ def kto_examples(traces: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
         },
         columns=KTO_COLUMNS,
     )
-
-
-def last_per_trace(traces: pd.DataFrame) -> pd.DataFrame:
-    """One row per trace_id, its last span (the response); the frame itself when ids are unique."""
-    last = ~traces["trace_id"].duplicated(keep="last").to_numpy()
-    return traces if last.all() else traces[last]
 
 
 def with_messages(frame: pd.DataFrame) -> pd.DataFrame:

@@ -22,7 +22,6 @@ from functools import cache, lru_cache
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import tldextract
 from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 from presidio_analyzer.predefined_recognizers import (
@@ -32,7 +31,7 @@ from presidio_analyzer.predefined_recognizers import (
     PhoneRecognizer,
 )
 
-from feedback_loop.lib.text import per_distinct, replaced
+from feedback_loop.lib.text import matches, per_distinct, replaced
 
 # Presidio validates e-mail domains with tldextract; use its bundled suffix list, never the network.
 tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
@@ -143,8 +142,7 @@ def scrub_text(text: str) -> tuple[str, Counter]:
 
 def might_contain_pii(texts: pd.Series) -> np.ndarray:
     """Rows the detectors must scan (see PREFILTER); vectorized over the column."""
-    text = pa.array(texts.astype("string").fillna(""), type=pa.large_string())
-    return pc.match_substring_regex(text, PREFILTER, ignore_case=True).to_numpy(zero_copy_only=False).astype(bool)
+    return matches(pa.array(texts.astype("string").fillna(""), type=pa.large_string()), PREFILTER, ignore_case=True)
 
 
 NOTHING: Counter = Counter()

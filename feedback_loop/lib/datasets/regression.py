@@ -45,6 +45,12 @@ def prompt_hashes(prompts: pd.Series) -> pd.Series:
     return per_distinct(prompts, lambda distinct: sha256_hex(normalize_prompt(distinct), digits=16))
 
 
+def last_per_trace(traces: pd.DataFrame) -> pd.DataFrame:
+    """One row per trace_id, its last span (the response); the frame itself when ids are unique."""
+    last = ~traces["trace_id"].duplicated(keep="last").to_numpy()
+    return traces if last.all() else traces[last]
+
+
 def case_id(prompt: str) -> str:
     """A case's id: the hash of its prompt, so the same prompt is the same case."""
     return "case-" + prompt_hashes(pd.Series([prompt], dtype="string")).iloc[0]
@@ -201,7 +207,7 @@ def suite_candidates(error_modes: pd.DataFrame, negatives: pd.DataFrame, signals
         negatives[text + ["edit_text"]], on="trace_id", how="inner"
     ).rename(columns={"edit_text": "reference_output"})
     regenerated = signals.loc[signals["regenerated_by"].notna().to_numpy() & ~is_in(signals["trace_id"], negative["trace_id"]), ["trace_id"]]
-    regenerated = regenerated.merge(traces.drop_duplicates("trace_id", keep="last")[text], on="trace_id").assign(
+    regenerated = regenerated.merge(last_per_trace(traces)[text], on="trace_id").assign(
         mode="other", mode_id="EM-999", confidence=REGENERATED_CONFIDENCE, evidence="regenerated away", reference_output=None
     )
     return pd.concat([negative, regenerated], ignore_index=True)
