@@ -6,7 +6,7 @@ import pytest
 
 from feedback_loop.lib.linking import link_feedback
 from feedback_loop.lib.params import SignalParams
-from feedback_loop.lib.signals import classify_edits, implicit_signals
+from feedback_loop.lib.signals import classify_edits, implicit_signals, normalize_prompt
 from feedback_loop_tests.frames import at, events, traces
 
 PARAMS = SignalParams()
@@ -23,6 +23,8 @@ def signals(tr, ev=None, horizon=None):
     [
         ("The answer is 42.", "the answer is 42", "trivial"),
         ("The answer is 42.", "The answer is 42.", "trivial"),  # identical
+        ("\u201cHello\u201d \u2014 World\u2026 [ok]", "hello world ok", "trivial"),  # Unicode punctuation, brackets
+        ("a+b=c", "a+b=d", "minor"),  # not only punctuation differs
         ("The capital of Australia is Sydney, a large city.", "The capital of Australia is Canberra, a large city.", "minor"),
         ("The capital of Australia is Sydney. It has many beaches and a famous opera house.", "The capital of Australia is Canberra.", "major"),
         ("I cannot help with that.", "Paris is the capital of France and its largest city.", "rewrite"),
@@ -144,3 +146,12 @@ def test_empty_inputs_give_empty_signals():
 def test_regenerations_are_recognized_whatever_the_surrounding_white_space():
     tr = traces({"trace_id": "r1", "t": 0, "prompt": "Capital of Australia?"}, {"trace_id": "r2", "t": 30, "prompt": "  capital of australia?\n"})
     assert signals(tr).loc["r2", "chain_id"] == "r1"
+
+
+def test_prompt_key_collapses_every_kind_of_white_space_like_a_split_and_join():
+    prompts = pd.Series(
+        ["Capital  of\tAustralia?", " lead", "trail ", "no\u00a0break\u2003em\u3000wide", "line\r\nbreaks\n\n", "Plain Text", "", None, "\u2028"],
+        dtype="string",
+    )
+    expected = [" ".join(p.lower().split()) if p is not None else "" for p in prompts.astype(object).where(prompts.notna(), None)]
+    assert normalize_prompt(prompts).tolist() == expected

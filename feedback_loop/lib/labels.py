@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from feedback_loop.lib.contract import TRACE_IDENTITY
 from feedback_loop.lib.params import LabelWeights
 from feedback_loop.lib.signals import events_on
+from feedback_loop.lib.text import is_in, positions, sort_order
 
 LABEL_COLUMNS: dict[str, str] = {
     **TRACE_IDENTITY,
@@ -51,26 +52,26 @@ def label_traces(signals: pd.DataFrame, linked: pd.DataFrame, weights: LabelWeig
 
     explicit_sum = np.zeros(n)
     explicit_n = np.zeros(n)
-    pieces: list[pd.Series] = []
-    thumbs = ev[ev["type"].isin(["thumbs_up", "thumbs_down"])].sort_values("timestamp", kind="stable")
+    pieces: list[pa.Array] = []  # evidence texts, null where a row has none
+    thumbs = ev[is_in(ev["type"], ["thumbs_up", "thumbs_down"])]
+    thumbs = thumbs.iloc[sort_order(thumbs, ["timestamp"])]
     latest_thumbs = thumbs.drop_duplicates(["_code", "user_id"], keep="last")  # a user may change their mind
     for kind, weight in (("thumbs_up", weights.thumbs_up), ("thumbs_down", weights.thumbs_down)):
         rows = latest_thumbs[latest_thumbs["type"] == kind]
         k = np.bincount(rows["_code"], minlength=n)
         explicit_sum += k * weight
         explicit_n += k
-        tag = rows.groupby("_code")["reason"].last()
-        text = pd.Series(np.where(k > 0, kind, ""), dtype="string")
-        with_tag = tag.dropna()
-        text[with_tag.index] = kind + "(" + with_tag.astype("string") + ")"
-        pieces.append(text)
+        tag = rows[rows["reason"].notna()].drop_duplicates("_code", keep="last")  # the latest reason given
+        tags = _spread(n, tag["_code"].to_numpy(), pa.array(tag["reason"], type=pa.large_string()))
+        pieces.append(pc.coalesce(_concat(kind + "(", tags, ")"), _flag(k > 0, kind)))
     ratings = ev[ev["type"] == "rating"]
     rating_values = (ratings["value_num"].to_numpy(dtype=float) - 3.0) / 2.0 * weights.rating_1_to_5
     explicit_sum += np.bincount(ratings["_code"], weights=rating_values, minlength=n)
     k = np.bincount(ratings["_code"], minlength=n)
     explicit_n += k
-    mean_rating = s["rating_mean"].round(1).astype("string")
-    pieces.append(pd.Series(np.where(k > 0, "rating:" + mean_rating.fillna(""), ""), dtype="string"))
+    rated = np.flatnonzero(k > 0)
+    mean_rating = pa.array(s["rating_mean"].iloc[rated].round(1).astype("string"), type=pa.large_string())
+    pieces.append(_spread(n, rated, _concat("rating:", mean_rating)))
     corrected = (s["edit_type"] == "correction").fillna(False).to_numpy()
     explicit_sum += corrected * weights.correction
     explicit_n += corrected
@@ -78,17 +79,17 @@ def label_traces(signals: pd.DataFrame, linked: pd.DataFrame, weights: LabelWeig
     with np.errstate(invalid="ignore", divide="ignore"):
         explicit = np.where(explicit_n > 0, explicit_sum / np.maximum(explicit_n, 1), np.nan)
 
-    edit_weight = s["edit_class"].map({"minor": weights.edit_minor, "major": weights.edit_major, "rewrite": weights.edit_rewrite}).astype("float64").fillna(0.0).to_numpy()
+    edit_weight = _weight_of(s["edit_class"], {"minor": weights.edit_minor, "major": weights.edit_major, "rewrite": weights.edit_rewrite})
     edit_weight = np.where(corrected, 0.0, edit_weight)  # a correction already counted as explicit
-    copy_weight = s["copy_kind"].map({"full": weights.copy_full, "snippet": weights.copy_snippet}).astype("float64").fillna(0.0).to_numpy()
+    copy_weight = _weight_of(s["copy_kind"], {"full": weights.copy_full, "snippet": weights.copy_snippet})
     regenerated = (s["regenerate_count"].to_numpy() > 0) | s["regenerated_by"].notna().to_numpy()
     rephrased = s["rephrased"].to_numpy(dtype=bool)
     explicit_abandon = (s["abandon_source"] == "explicit").fillna(False).to_numpy()
     inferred_abandon = (s["abandon_source"] == "inferred").fillna(False).to_numpy()
     accepted = ((s["chain_length"] > 1) & s["regenerated_by"].isna() & s["chain_accepted"].fillna(False)).to_numpy()
     implicit_items = [
-        (edit_weight, pd.Series(np.where(edit_weight != 0, "edit:" + s["edit_class"].fillna(""), ""), dtype="string")),
-        (copy_weight, pd.Series(np.where(copy_weight != 0, "copy:" + s["copy_kind"].fillna(""), ""), dtype="string")),
+        (edit_weight, _where(edit_weight != 0, _concat("edit:", pa.array(s["edit_class"], type=pa.large_string())))),
+        (copy_weight, _where(copy_weight != 0, _concat("copy:", pa.array(s["copy_kind"], type=pa.large_string())))),
         (regenerated * weights.regenerated, _flag(regenerated, "regenerated")),
         (rephrased * weights.rephrased, _flag(rephrased, "rephrased")),
         (explicit_abandon * weights.abandoned_explicit, _flag(explicit_abandon, "abandoned")),
@@ -116,8 +117,8 @@ def label_traces(signals: pd.DataFrame, linked: pd.DataFrame, weights: LabelWeig
         ["unlabeled", "positive", "negative"],
         default="neutral",
     )
-    reasons = ev.dropna(subset=["reason"]).groupby("_code")["reason"].agg(lambda r: ",".join(sorted(set(r))))
-    comments = ev.dropna(subset=["comment"]).groupby("_code")["comment"].agg(" | ".join)
+    reasons = ev.loc[ev["reason"].notna(), ["_code", "reason"]].drop_duplicates()
+    reasons = reasons.iloc[sort_order(reasons, ["_code", "reason"])]
     out = pd.DataFrame(
         {
             **{c: s[c] for c in TRACE_IDENTITY},
@@ -128,8 +129,8 @@ def label_traces(signals: pd.DataFrame, linked: pd.DataFrame, weights: LabelWeig
             "implicit_score": implicit,
             "disagreement": disagreement,
             "evidence": _join(pieces, n),
-            "reason_tags": pd.Series(reasons, index=range(n), dtype="string") if len(reasons) else pd.Series(pd.NA, index=range(n), dtype="string"),
-            "comments": pd.Series(comments, index=range(n), dtype="string") if len(comments) else pd.Series(pd.NA, index=range(n), dtype="string"),
+            "reason_tags": pd.Series(_joined_per_code(n, reasons, "reason", ","), dtype="string"),
+            "comments": pd.Series(_joined_per_code(n, ev[ev["comment"].notna()], "comment", " | "), dtype="string"),
             "edit_text": s["edit_text"],
             "edit_class": s["edit_class"],
             "partition_date": s["partition_date"],
@@ -148,16 +149,46 @@ def agreement_rate(labels: pd.DataFrame) -> tuple[float | None, int]:
     return float(agree.mean()), len(both)
 
 
-def _flag(mask: np.ndarray, text: str) -> pd.Series:
-    return pd.Series(np.where(mask, text, ""), dtype="string")
+def _weight_of(values: pd.Series, weights: dict[str, float]) -> np.ndarray:
+    """The weight of each value (0 for others and missing values)."""
+    return np.append(np.array(list(weights.values()), dtype=float), 0.0)[positions(values, np.array(list(weights), dtype=object))]
 
 
-def _join(pieces: list[pd.Series], n: int) -> pd.Series:
-    """`; `-join the non-empty evidence strings of each row (one Arrow pass)."""
+def _flag(mask: np.ndarray, text: str) -> pa.Array:
+    """`text` where `mask` is set, else null."""
+    return _where(mask, pa.scalar(text, type=pa.large_string()))
+
+
+def _where(mask: np.ndarray, values: pa.Array | pa.Scalar) -> pa.Array:
+    return pc.if_else(pa.array(mask, type=pa.bool_()), values, pa.scalar(None, type=pa.large_string()))
+
+
+def _concat(*parts: str | pa.Array) -> pa.Array:
+    """Element-wise concatenation; null where any part is null."""
+    values = [pa.scalar(p, type=pa.large_string()) if isinstance(p, str) else p for p in parts]
+    return pc.binary_join_element_wise(*values, pa.scalar("", type=pa.large_string()))
+
+
+def _spread(n: int, codes: np.ndarray, values: pa.Array) -> pa.Array:
+    """A length-`n` array holding `values[i]` at row `codes[i]`, null elsewhere."""
+    at = np.full(n, -1)
+    at[codes] = np.arange(len(codes))
+    return values.take(pa.array(at, mask=at < 0))
+
+
+def _joined_per_code(n: int, ev: pd.DataFrame, column: str, separator: str) -> pa.Array:
+    """Per trace row, the `separator`-join of `column` over its events, in event order (null: none)."""
+    table = pa.table({"code": ev["_code"].to_numpy(), "v": pa.array(ev[column], type=pa.large_string())})
+    groups = table.group_by("code", use_threads=False).aggregate([("v", "list")])  # ordered within a group
+    joined = pc.binary_join(groups["v_list"], pa.scalar(separator, type=pa.large_string()))
+    return _spread(n, groups["code"].to_numpy(), joined)
+
+
+def _join(pieces: list[pa.Array], n: int) -> pd.Series:
+    """`; `-join the evidence strings of each row, skipping nulls (one Arrow pass)."""
     if not n:
         return pd.Series([], dtype="string")
-    columns = [pa.array(piece.reset_index(drop=True).replace("", pd.NA).astype("string"), type=pa.large_string()) for piece in pieces]
     # A leading empty column: pyarrow drops the rows whose values are all null when skipping nulls.
     lead = pa.array(np.full(n, ""), type=pa.large_string())
-    joined = pc.binary_join_element_wise(lead, *columns, pa.array(np.full(n, "; "), type=pa.large_string()), null_handling="skip")
+    joined = pc.binary_join_element_wise(lead, *pieces, pa.scalar("; ", type=pa.large_string()), null_handling="skip")
     return pd.Series(pc.utf8_slice_codeunits(joined, 2), dtype="string")

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from feedback_loop.lib.contract import FEEDBACK_COLUMNS, conform, utc_array
+from feedback_loop.lib.text import positions
 
 TRACE_KEY_TYPES: dict[str, str] = {
     "trace_id": "string",
@@ -50,23 +51,21 @@ def link_feedback(events: pd.DataFrame, traces: pd.DataFrame, session_max_gap: p
     events = conform(events, FEEDBACK_COLUMNS).reset_index(drop=True)
     spans = conform(traces, TRACE_KEY_TYPES)[TRACE_KEYS].sort_values("timestamp", kind="stable")
     spans = spans.drop_duplicates("span_id", keep="last").reset_index(drop=True)
-    span_index = pd.Index(spans["span_id"])
     last_span = spans.drop_duplicates("trace_id", keep="last")
-    trace_to_span = pd.Series(last_span.index.to_numpy(), index=pd.Index(last_span["trace_id"]))
     n = len(events)
     pos = np.full(n, -1)  # the linked span's row in `spans`
     method = np.full(n, None, dtype=object)
     reason = np.full(n, None, dtype=object)
 
     has_span = events["span_id"].notna().to_numpy()
-    by_span = _lookup(span_index, events["span_id"], has_span)
+    by_span = _lookup(spans["span_id"], events["span_id"], has_span)
     pos[by_span >= 0] = by_span[by_span >= 0]
     method[by_span >= 0] = "by_span"
 
     has_trace = events["trace_id"].notna().to_numpy() & (pos < 0)
-    by_trace = _lookup(trace_to_span.index, events["trace_id"], has_trace)
+    by_trace = _lookup(last_span["trace_id"], events["trace_id"], has_trace)
     hit = by_trace >= 0
-    pos[hit] = trace_to_span.to_numpy()[by_trace[hit]]
+    pos[hit] = last_span.index.to_numpy()[by_trace[hit]]
     method[hit] = "by_trace"
     reason[has_trace & ~hit] = "trace_id not found among traces of the linking window"
     reason[has_span & (pos < 0) & events["trace_id"].isna().to_numpy()] = "span_id not found among traces of the linking window"
@@ -87,7 +86,7 @@ def link_feedback(events: pd.DataFrame, traces: pd.DataFrame, session_max_gap: p
         pos[rows[~ok]] = -1
         method[rows[ok]] = np.where(regen_forward[rows[ok]], "by_trace_regenerate_previous", "by_session_time")
         missed = rows[~ok]
-        known_session = pd.Index(spans["session_id"].dropna().unique()).get_indexer(pd.Series(session[missed], dtype="string")) >= 0
+        known_session = positions(session[missed], spans["session_id"].dropna().unique()) >= 0
         reason[missed] = np.where(
             regen_forward[missed],
             "regenerate with no earlier trace in the session",
@@ -109,11 +108,11 @@ def link_feedback(events: pd.DataFrame, traces: pd.DataFrame, session_max_gap: p
     )
 
 
-def _lookup(index: pd.Index, keys: pd.Series, rows: np.ndarray) -> np.ndarray:
-    """Position of each key in `index`, looked up only where `rows` is set (-1 elsewhere and when absent)."""
+def _lookup(index: pd.Series, keys: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """Position of each key among the values of `index`, looked up only where `rows` is set (-1 elsewhere and when absent)."""
     out = np.full(len(keys), -1)
     if rows.any():
-        out[rows] = index.get_indexer(keys[rows])
+        out[rows] = positions(keys[rows], index)
     return out
 
 
@@ -121,10 +120,10 @@ def _latest_at_or_before(
     session: np.ndarray, event_ts: np.ndarray, spans: pd.DataFrame, span_ts: np.ndarray, max_gap: pd.Timedelta
 ) -> np.ndarray:
     """For each (session, time), the row in `spans` of the session's latest span at or before it (-1: none)."""
-    sessions = pd.Index(spans["session_id"].dropna().unique())
-    left = pd.DataFrame({"_row": np.arange(len(session)), "_s": sessions.get_indexer(pd.Series(session, dtype="string")), "_t": event_ts})
+    sessions = spans["session_id"].dropna().unique()
+    left = pd.DataFrame({"_row": np.arange(len(session)), "_s": positions(session, sessions), "_t": event_ts})
     left = left[left["_s"] >= 0].sort_values("_t", kind="stable")
-    right = pd.DataFrame({"_s": sessions.get_indexer(spans["session_id"]), "_t": span_ts, "_pos": np.arange(len(spans))})
+    right = pd.DataFrame({"_s": positions(spans["session_id"], sessions), "_t": span_ts, "_pos": np.arange(len(spans))})
     right = right[right["_s"] >= 0].sort_values("_t", kind="stable")
     merged = pd.merge_asof(left, right, on="_t", by="_s", direction="backward", tolerance=max_gap // pd.Timedelta(microseconds=1), allow_exact_matches=True)
     out = np.full(len(session), -1)

@@ -38,11 +38,14 @@ from rapidfuzz.distance import Indel
 
 from feedback_loop.lib.contract import TRACE_IDENTITY, utc_array
 from feedback_loop.lib.params import SignalParams
-from feedback_loop.lib.text import lowered, replaced
+from feedback_loop.lib.text import lowered, matches, positions, replaced, sort_order, text_length
 
 # Characters a `trivial` edit may change: white space and punctuation (ASCII and common Unicode).
 _IGNORED = string.whitespace + string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00a0\u00b7\u2022"
 TRIVIAL_TABLE = str.maketrans("", "", _IGNORED)
+# White space that is not a single inner space: Unicode White_Space other than U+0020, or a space
+# that is doubled, leading or trailing (RE2 has no White_Space class).
+IRREGULAR_SPACE = r"[\t\n\v\f\r\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}]|  |^ | $"
 
 SIGNAL_COLUMNS: dict[str, str] = {
     **TRACE_IDENTITY,
@@ -104,7 +107,7 @@ def implicit_signals(
 
 def events_on(trace_ids: pd.Series, linked: pd.DataFrame) -> pd.DataFrame:
     """The linked events about these traces, with `_code`: the row of their trace in `trace_ids`."""
-    code = pd.Index(trace_ids).get_indexer(linked["trace_id"]) if len(linked) else np.array([], dtype=int)
+    code = positions(linked["trace_id"], trace_ids)
     return linked.assign(_code=code)[code >= 0]
 
 
@@ -113,6 +116,7 @@ def classify_edits(outputs: pd.Series, edits: pd.Series, params: SignalParams) -
     outputs = outputs.fillna("").astype(str).reset_index(drop=True)
     edits = edits.fillna("").astype(str).reset_index(drop=True)
     distance = process.cpdist(outputs.tolist(), edits.tolist(), scorer=Indel.normalized_distance, workers=-1) if len(outputs) else np.array([])
+    # A loop over the edits only (~5 % of traces): faster than an RE2 replace of the ignored characters.
     trivial = np.array([o.lower().translate(TRIVIAL_TABLE) == e.lower().translate(TRIVIAL_TABLE) for o, e in zip(outputs, edits, strict=True)], dtype=bool)
     edit_class = np.select(
         [trivial, distance <= params.edit_minor_max, distance <= params.edit_major_max],
@@ -127,8 +131,12 @@ def classify_edits(outputs: pd.Series, edits: pd.Series, params: SignalParams) -
 
 def normalize_prompt(prompt: pd.Series) -> pd.Series:
     """Case- and white-space-insensitive prompt key (regenerations repeat the prompt); missing: ""."""
-    words = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(lowered(prompt)))  # trimmed: no empty edge words
-    return pd.Series(pc.binary_join(words, pa.scalar(" ", pa.large_string())), index=prompt.index, dtype="string")
+    key = lowered(prompt)
+    irregular = matches(key, IRREGULAR_SPACE)  # splitting every text on white space costs ~4x a scan
+    if irregular.any():
+        words = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(key.filter(pa.array(irregular))))  # trimmed: no empty edge words
+        key = pc.replace_with_mask(key, pa.array(irregular), pc.binary_join(words, pa.scalar(" ", pa.large_string())))
+    return pd.Series(key, index=prompt.index, dtype="string")
 
 
 SIGNAL_EVENT_COLUMNS = ["trace_id", "timestamp", "type", "value", "value_num"]  # what the signals read of linked feedback
@@ -138,9 +146,9 @@ RESPONSE_COLUMNS = ["trace_id", "span_id", "session_id", "user_id", "timestamp",
 def _responses(traces: pd.DataFrame) -> pd.DataFrame:
     """One row per trace (its last span), in session order. Sorts on the keys, copies the text once."""
     keys = traces[["trace_id", "session_id", "timestamp"]].reset_index(drop=True)
-    keys = keys.sort_values("timestamp", kind="stable").drop_duplicates("trace_id", keep="last")
+    keys = keys.iloc[sort_order(keys, ["timestamp"])].drop_duplicates("trace_id", keep="last")
     keys["_session"] = keys["session_id"].fillna("__no_session__" + keys["trace_id"])
-    keys = keys.sort_values(["_session", "timestamp", "trace_id"], kind="stable")
+    keys = keys.iloc[sort_order(keys, ["_session", "timestamp", "trace_id"])]
     t = traces[RESPONSE_COLUMNS].iloc[keys.index.to_numpy()].reset_index(drop=True)
     t["_session"] = keys["_session"].to_numpy()
     latency = pd.to_timedelta(t["latency_ms"].fillna(0.0), unit="ms")
@@ -174,8 +182,8 @@ def _edits(out: pd.DataFrame, t: pd.DataFrame, ev: pd.DataFrame, params: SignalP
 
 def _copies(out: pd.DataFrame, t: pd.DataFrame, ev: pd.DataFrame, copy_count: np.ndarray, params: SignalParams) -> None:
     copies = ev[ev["type"] == "copy"]
-    out_len = t["output"].fillna("").str.len().to_numpy(dtype=float)
-    copied_len = copies["value"].str.len().to_numpy(dtype=float, na_value=np.nan)
+    out_len = text_length(t["output"]).fillna(0).to_numpy(dtype=float)
+    copied_len = text_length(copies["value"]).to_numpy(dtype=float, na_value=np.nan)
     codes = copies["_code"].to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(np.isnan(copied_len), 1.0, np.minimum(copied_len / np.maximum(out_len[codes], 1), 1.0))
@@ -214,13 +222,14 @@ def _rephrases(out: pd.DataFrame, t: pd.DataFrame, params: SignalParams) -> None
     candidates = np.flatnonzero((nxt >= 0))
     similarity = np.full(len(t), np.nan)
     if len(candidates):
-        this_p = t["_prompt_key"].to_numpy()[candidates]
-        next_p = t["_prompt_key"].to_numpy()[nxt[candidates]]
-        differs = this_p != next_p
-        cand = candidates[differs]
+        keys = pa.array(t["_prompt_key"], type=pa.large_string())
+        this_p, next_p = keys.take(candidates), keys.take(nxt[candidates])
+        differs = pa.array(pc.not_equal(this_p, next_p).to_numpy(zero_copy_only=False).astype(bool))
+        cand = candidates[differs.to_numpy(zero_copy_only=False)]
         if len(cand):
             cutoff = params.rephrase_min_similarity * 100
-            scores = process.cpdist(this_p[differs].tolist(), next_p[differs].tolist(), scorer=fuzz.partial_ratio, score_cutoff=cutoff, workers=-1)
+            pairs = (this_p.filter(differs).to_pylist(), next_p.filter(differs).to_pylist())
+            scores = process.cpdist(*pairs, scorer=fuzz.partial_ratio, score_cutoff=cutoff, workers=-1)
             similarity[cand] = scores / 100.0
     out["rephrase_similarity"] = similarity
     out["rephrased"] = np.nan_to_num(similarity, nan=0.0) >= params.rephrase_min_similarity

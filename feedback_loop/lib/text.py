@@ -35,6 +35,11 @@ def lowered(values: pd.Series) -> pa.Array:
     return pc.utf8_lower(pa.array(values.astype("string").fillna(""), type=pa.large_string()))
 
 
+def text_length(values: pd.Series) -> pd.Series:
+    """Characters per text (missing stays missing), counted by Arrow."""
+    return pd.Series(pc.utf8_length(pa.array(values.astype("string"), type=pa.large_string())), index=values.index, dtype="Int64")
+
+
 def matches(text: pa.Array, pattern: str, ignore_case: bool = False) -> np.ndarray:
     """Whether each text contains a match of the RE2 `pattern`."""
     return pc.match_substring_regex(text, pattern, ignore_case=ignore_case).to_numpy(zero_copy_only=False).astype(bool)
@@ -63,6 +68,26 @@ def is_in(values: pd.Series, allowed: Iterable) -> np.ndarray:
     value_set = pa.array(pd.Series(list(allowed) if not isinstance(allowed, pd.Series) else allowed, dtype="string"), type=pa.large_string())
     column = pa.array(values.astype("string"), type=pa.large_string())
     return pc.is_in(column, value_set=value_set).to_numpy(zero_copy_only=False).astype(bool)
+
+
+def positions(keys: pd.Series | np.ndarray, index: pd.Series | np.ndarray) -> np.ndarray:
+    """The position of each key among the (unique) values of `index`, -1 when absent or missing;
+    hashed in Arrow (pandas' `Index.get_indexer` on Arrow strings is ~7x slower)."""
+    if not len(keys) or not len(index):
+        return np.full(len(keys), -1)
+    found = pc.index_in(_large_text(keys), value_set=_large_text(index), skip_nulls=True)
+    return found.fill_null(-1).to_numpy().astype(np.int64, copy=False)
+
+
+def _large_text(values: pd.Series | np.ndarray) -> pa.Array:
+    return pa.array(pd.Series(values, dtype="string") if not isinstance(values, pd.Series) else values.astype("string"), type=pa.large_string())
+
+
+def sort_order(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Row positions that sort `frame` by `columns` ascending (nulls last, ties in row order);
+    sorted by Arrow (~4x faster than pandas on text keys)."""
+    table = pa.Table.from_pandas(frame[columns], preserve_index=False)
+    return pc.sort_indices(table, sort_keys=[(c, "ascending", "at_end") for c in columns]).to_numpy()
 
 
 def sha256_hex(texts: pd.Series, digits: int = 64) -> pd.Series:
