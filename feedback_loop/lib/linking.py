@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from feedback_loop.lib.contract import FEEDBACK_COLUMNS, conform, utc_array
-from feedback_loop.lib.text import positions
+from feedback_loop.lib.text import positions, sort_order
 
 TRACE_KEY_TYPES: dict[str, str] = {
     "trace_id": "string",
@@ -49,8 +49,8 @@ class Linked:
 def link_feedback(events: pd.DataFrame, traces: pd.DataFrame, session_max_gap: pd.Timedelta) -> Linked:
     """Resolve each event to a trace; see the module docstring for the rules."""
     events = conform(events, FEEDBACK_COLUMNS).reset_index(drop=True)
-    spans = conform(traces, TRACE_KEY_TYPES)[TRACE_KEYS].sort_values("timestamp", kind="stable")
-    spans = spans.drop_duplicates("span_id", keep="last").reset_index(drop=True)
+    spans = conform(traces, TRACE_KEY_TYPES)[TRACE_KEYS]
+    spans = spans.iloc[sort_order(spans, ["timestamp"])].drop_duplicates("span_id", keep="last").reset_index(drop=True)
     last_span = spans.drop_duplicates("trace_id", keep="last")
     n = len(events)
     pos = np.full(n, -1)  # the linked span's row in `spans`
@@ -77,16 +77,17 @@ def link_feedback(events: pd.DataFrame, traces: pd.DataFrame, session_max_gap: p
     regen_forward &= span_ts[np.maximum(pos, 0)] > event_ts
     by_time = ((pos < 0) & (reason == None) & events["session_id"].notna().to_numpy()) | regen_forward  # noqa: E711
     if by_time.any():
-        session = events["session_id"].to_numpy(dtype=object, na_value=None).copy()
-        session[regen_forward] = spans["session_id"].to_numpy(dtype=object, na_value=None)[pos[regen_forward]]
-        found = _latest_at_or_before(session[by_time], event_ts[by_time], spans, span_ts, session_max_gap)
         rows = np.flatnonzero(by_time)
+        session = events["session_id"].iloc[rows].to_numpy(dtype=object, na_value=None)
+        regen_rows = regen_forward[rows]
+        session[regen_rows] = spans["session_id"].iloc[pos[rows[regen_rows]]].to_numpy(dtype=object, na_value=None)
+        found = _latest_at_or_before(session, event_ts[rows], spans, span_ts, session_max_gap)
         ok = found >= 0
         pos[rows[ok]] = found[ok]
         pos[rows[~ok]] = -1
         method[rows[ok]] = np.where(regen_forward[rows[ok]], "by_trace_regenerate_previous", "by_session_time")
         missed = rows[~ok]
-        known_session = positions(session[missed], spans["session_id"].dropna().unique()) >= 0
+        known_session = positions(session[~ok], spans["session_id"].dropna().unique()) >= 0
         reason[missed] = np.where(
             regen_forward[missed],
             "regenerate with no earlier trace in the session",
@@ -94,7 +95,7 @@ def link_feedback(events: pd.DataFrame, traces: pd.DataFrame, session_max_gap: p
         )
     linked_mask = pos >= 0
     linked = events[linked_mask]  # a new frame: adding columns leaves `events` as it is
-    target = spans.iloc[pos[linked_mask]]
+    target = spans[["trace_id", "span_id", "partition_date", "timestamp"]].iloc[pos[linked_mask]]
     for column, source in (("trace_id", "trace_id"), ("span_id", "span_id"), ("trace_date", "partition_date"), ("trace_timestamp", "timestamp")):
         linked[column] = target[source].array
     linked["link_method"] = method[linked_mask]

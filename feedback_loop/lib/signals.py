@@ -38,7 +38,7 @@ from rapidfuzz.distance import Indel
 
 from feedback_loop.lib.contract import TRACE_IDENTITY, utc_array
 from feedback_loop.lib.params import SignalParams
-from feedback_loop.lib.text import lowered, matches, positions, replaced, sort_order, text_length
+from feedback_loop.lib.text import is_in, lowered, matches, positions, replaced, sort_order, text_length
 
 # Characters a `trivial` edit may change: white space and punctuation (ASCII and common Unicode).
 _IGNORED = string.whitespace + string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00a0\u00b7\u2022"
@@ -87,7 +87,7 @@ def implicit_signals(
     t = _responses(traces)
     ev = events_on(t["trace_id"], linked)
     n = len(t)
-    out = t[list(TRACE_IDENTITY)].copy()
+    out = t[list(TRACE_IDENTITY)]  # a new frame (copy-on-write): adding columns leaves `t` as it is
     counts = {etype: np.bincount(ev.loc[ev["type"] == etype, "_code"], minlength=n) for etype in ("copy", "regenerate", "thumbs_up", "thumbs_down", "abandon")}
     out["thumbs_up"] = counts["thumbs_up"]
     out["thumbs_down"] = counts["thumbs_down"]
@@ -163,7 +163,7 @@ def _responses(traces: pd.DataFrame) -> pd.DataFrame:
 
 
 def _edits(out: pd.DataFrame, t: pd.DataFrame, ev: pd.DataFrame, params: SignalParams) -> None:
-    edits = ev[ev["type"].isin(["edit", "correction"]) & ev["value"].notna()]
+    edits = ev.loc[is_in(ev["type"], ["edit", "correction"]) & ev["value"].notna().to_numpy(), ["_code", "type", "value", "timestamp"]]
     latest = edits.sort_values("timestamp", kind="stable").drop_duplicates("_code", keep="last")
     out["edit_type"] = pd.Series(pd.NA, index=out.index, dtype="string")
     out["edit_text"] = pd.Series(pd.NA, index=out.index, dtype="string")
@@ -181,7 +181,7 @@ def _edits(out: pd.DataFrame, t: pd.DataFrame, ev: pd.DataFrame, params: SignalP
 
 
 def _copies(out: pd.DataFrame, t: pd.DataFrame, ev: pd.DataFrame, copy_count: np.ndarray, params: SignalParams) -> None:
-    copies = ev[ev["type"] == "copy"]
+    copies = ev.loc[(ev["type"] == "copy").to_numpy(), ["_code", "value"]]
     out_len = text_length(t["output"]).fillna(0).to_numpy(dtype=float)
     copied_len = text_length(copies["value"]).to_numpy(dtype=float, na_value=np.nan)
     codes = copies["_code"].to_numpy()
