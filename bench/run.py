@@ -9,7 +9,9 @@ For N traces (default 1,000,000) and about 3N feedback events in one daily parti
    per asset and in total;
 3. runs a DuckDB SQL reference of ingest + dedupe + link + per-trace signal aggregation over the
    same files, and reports our ingest + link + signals time as a ratio to it;
-4. times error-mode assignment on 100,000 negative traces.
+4. times linking + signals + labels as plain functions on the run's ingested partition (in memory,
+   without the Parquet reads and writes of the Dagster steps);
+5. times error-mode assignment on 100,000 negative traces.
 `--scaling` runs 100k, 300k and 1M and prints how time grows. Results go to
 bench/results/<timestamp>.json; the last line printed is a one-line summary.
 """
@@ -33,6 +35,7 @@ CACHE = HERE / "cache"
 RESULTS = HERE / "results"
 DAY = dt.date(2026, 11, 20)
 INGEST_LINK_SIGNALS = ("raw_traces", "raw_feedback_events", "linked_feedback", "implicit_signals")
+LINK_SIGNALS_LABELS = ("linked_feedback", "implicit_signals", "trace_labels")
 
 
 def main() -> None:
@@ -52,6 +55,8 @@ def main() -> None:
         return reference_stage(Path(args.landing))
     if args.stage == "error_modes":
         return error_modes_stage(Path(args.workdir))
+    if args.stage == "link_signals_labels":
+        return link_signals_labels_stage(Path(args.workdir))
     sizes = [100_000, 300_000, 1_000_000] if args.scaling else [args.traces]
     results = [run_size(n, args.keep) for n in sizes]
     RESULTS.mkdir(exist_ok=True)
@@ -65,6 +70,7 @@ def main() -> None:
         f"\nSUMMARY traces={last['traces']:,} events={last['events']:,} total={last['total_seconds']:.1f}s "
         f"peak_rss={last['peak_rss_mb']:,.0f}MB ingest+link+signals={last['ingest_link_signals_seconds']:.1f}s "
         f"duckdb={last['duckdb_reference_seconds']:.1f}s ratio={last['ratio_to_duckdb']:.2f} "
+        f"link+signals+labels={last['link_signals_labels_seconds']:.1f}s (in memory; {last['link_signals_labels_dag_seconds']:.1f}s as steps) "
         f"error_modes_100k={last['error_modes_100k_seconds']:.1f}s -> bench/results/{stamp}.json"
     )
 
@@ -82,6 +88,8 @@ def run_size(traces: int, keep: bool) -> dict:
     pipeline = json.loads(stage("pipeline", "--landing", str(landing), "--workdir", str(workdir)))
     print("running the DuckDB reference ...", flush=True)
     reference = json.loads(stage("reference", "--landing", str(landing)))
+    print("timing linking + signals + labels in memory ...", flush=True)
+    core = json.loads(stage("link_signals_labels", "--workdir", str(workdir)))
     print("timing error-mode assignment on 100k negatives ...", flush=True)
     modes = json.loads(stage("error_modes", "--workdir", str(workdir)))
     if not keep:
@@ -93,6 +101,9 @@ def run_size(traces: int, keep: bool) -> dict:
         "duckdb_reference_seconds": reference["seconds"],
         "duckdb_reference": reference,
         "ratio_to_duckdb": round(ils / reference["seconds"], 2),
+        "link_signals_labels_seconds": core["seconds"],
+        "link_signals_labels": core,
+        "link_signals_labels_dag_seconds": round(sum(pipeline["per_asset"][a]["seconds"] for a in LINK_SIGNALS_LABELS if a in pipeline["per_asset"]), 2),
         "error_modes_seconds": pipeline["per_asset"].get("error_modes", {}).get("seconds"),
         "error_modes_100k_seconds": modes["seconds"],
         "error_modes_100k": modes,
@@ -254,6 +265,31 @@ def reference_stage(landing: Path) -> None:
     print(json.dumps({"seconds": round(seconds, 2), "traces_with_signals": signals, "linked_events": linked[0], "events": linked[1]}))
 
 
+def link_signals_labels_stage(workdir: Path) -> None:
+    """Linking, implicit signals and labels of the run's partition, as the plain functions, in memory."""
+    import pandas as pd
+
+    from feedback_loop.lib.labels import label_traces
+    from feedback_loop.lib.linking import TRACE_KEYS, link_feedback
+    from feedback_loop.lib.params import LabelWeights, LinkingParams, SignalParams
+    from feedback_loop.lib.signals import RESPONSE_COLUMNS, implicit_signals
+    from feedback_loop.lib.text import one_chunk
+
+    day = DAY.isoformat()
+    events = one_chunk(pd.read_parquet(workdir / "warehouse" / "raw_feedback_events" / f"{day}.parquet"))
+    traces = one_chunk(pd.read_parquet(workdir / "warehouse" / "raw_traces" / f"{day}.parquet", columns=RESPONSE_COLUMNS))
+    seconds = {}
+    start = time.perf_counter()
+    linked = link_feedback(events, traces[TRACE_KEYS], pd.Timedelta(minutes=LinkingParams().session_max_gap_minutes)).linked
+    seconds["link"] = time.perf_counter() - start
+    signals = implicit_signals(traces, linked, SignalParams())
+    seconds["signals"] = time.perf_counter() - start - seconds["link"]
+    labels = label_traces(signals, linked, LabelWeights())
+    total = time.perf_counter() - start
+    seconds["labels"] = total - seconds["link"] - seconds["signals"]
+    print(json.dumps({"seconds": round(total, 2), **{k: round(v, 2) for k, v in seconds.items()}, "traces": len(traces), "events": len(events), "labelled": int((labels["label"] != "unlabeled").sum())}))
+
+
 def error_modes_stage(workdir: Path) -> None:
     """Error-mode assignment on 100,000 negative traces drawn from the run's negatives."""
     import pandas as pd
@@ -276,6 +312,11 @@ def print_run(result: dict) -> None:
         print(f"{asset:<28}{figures['seconds']:>10.2f}{figures['peak_rss_mb']:>14,.0f}")
     print(f"{'total (2 runs, wall)':<28}{result['total_seconds']:>10.2f}{result['peak_rss_mb']:>14,.0f}")
     print(f"ingest + link + signals: {result['ingest_link_signals_seconds']:.2f}s; DuckDB reference: {result['duckdb_reference_seconds']:.2f}s; ratio {result['ratio_to_duckdb']:.2f}")
+    core = result["link_signals_labels"]
+    print(
+        f"link + signals + labels: {result['link_signals_labels_seconds']:.2f}s in memory (link {core['link']:.2f}, signals {core['signals']:.2f}, "
+        f"labels {core['labels']:.2f}); {result['link_signals_labels_dag_seconds']:.2f}s as Dagster steps (with their Parquet reads and writes)"
+    )
     print(f"error modes: {result['error_modes_seconds']}s in the DAG ({result['negatives']:,} negatives); {result['error_modes_100k_seconds']:.2f}s for 100,000 negatives")
 
 

@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import math
+import os
 import string
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -69,7 +71,22 @@ def near_duplicate_of(texts: pd.Series, references: list[str], threshold: float)
     if not n or not references:
         return np.zeros(n, dtype=bool)
     ref_doc, ref_key = _distinct(*_shingles(pd.Series(references, dtype="string")))
-    doc, key = _shingles(texts.astype("string"))
+    texts = texts.astype("string").reset_index(drop=True)
+    chunks = [texts.iloc[start : start + CHUNK_TEXTS].reset_index(drop=True) for start in range(0, n, CHUNK_TEXTS)]
+    # Chunks of texts, on a thread per core: Arrow, NumPy and SciPy release the GIL, and small
+    # chunks keep the working arrays in cache (450k prompts: 18.6 s in one chunk, 4.7 s in 20k chunks).
+    with ThreadPoolExecutor(max_workers=min(len(chunks), os.cpu_count() or 1)) as pool:
+        found = pool.map(lambda chunk: _near_duplicates_in(chunk, len(references), ref_doc, ref_key, threshold), chunks)
+        return np.concatenate(list(found))
+
+
+CHUNK_TEXTS = 20_000
+
+
+def _near_duplicates_in(texts: pd.Series, references: int, ref_doc: np.ndarray, ref_key: np.ndarray, threshold: float) -> np.ndarray:
+    """`near_duplicate_of` for one chunk of texts, given the references' distinct shingles."""
+    n = len(texts)
+    doc, key = _shingles(texts)
     vocab = np.unique(ref_key)  # every shingle of a reference
     at = np.minimum(np.searchsorted(vocab, key), len(vocab) - 1)
     known = vocab[at] == key
@@ -77,7 +94,7 @@ def near_duplicate_of(texts: pd.Series, references: list[str], threshold: float)
     frequency = np.bincount(word, minlength=len(vocab))
     ref_word = np.searchsorted(vocab, ref_key)
     order = np.lexsort((ref_word, frequency[ref_word], ref_doc))  # per reference, rarest first
-    ref_size = np.bincount(ref_doc, minlength=len(references))
+    ref_size = np.bincount(ref_doc, minlength=references)
     rank = np.arange(len(order)) - np.searchsorted(ref_doc[order], ref_doc[order])
     prefix = ref_size - np.ceil(threshold * ref_size - 1e-9).astype(int) + 1
     probe = np.zeros(len(vocab), dtype=bool)
@@ -95,7 +112,7 @@ def near_duplicate_of(texts: pd.Series, references: list[str], threshold: float)
     a.sum_duplicates()
     a.data[:] = 1
     sizes = np.diff(a.indptr) + np.bincount(_distinct(doc[~known], key[~known])[0], minlength=n)
-    b = sparse.csr_matrix((np.ones(len(ref_doc), dtype=np.float32), (ref_doc, ref_word)), shape=(len(references), len(vocab)))
+    b = sparse.csr_matrix((np.ones(len(ref_doc), dtype=np.float32), (ref_doc, ref_word)), shape=(references, len(vocab)))
     # Size filter: J >= t needs t |B| <= |A| <= |B| / t, so texts meet only references of a similar
     # size, in bands of reference sizes over texts sorted by size.
     by_size = np.argsort(sizes, kind="stable")
