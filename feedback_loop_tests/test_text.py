@@ -1,0 +1,36 @@
+"""Column helpers on Arrow: each agrees with the plain pandas / Python definition."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from feedback_loop.lib import text
+from feedback_loop.lib.text import matches, positions, sort_order, text_length
+
+
+def test_positions_are_get_indexer_with_missing_keys_never_found():
+    index = pd.Series(["b", "a", None, "c"], dtype="string")
+    keys = pd.Series(["a", "zz", None, "c", "b", "a"], dtype="string")
+    assert positions(keys, index).tolist() == [1, -1, -1, 3, 0, 1]
+    assert positions(keys, pd.Series([], dtype="string")).tolist() == [-1] * 6
+    assert positions(np.array(["c"], dtype=object), index).tolist() == [3]
+
+
+def test_sort_order_is_a_stable_multi_column_sort_with_missing_values_last():
+    frame = pd.DataFrame({"s": pd.Series(["b", "a", None, "a", "b"], dtype="string"), "t": [2, 1, 0, 1, 1]})
+    expected = frame.sort_values(["s", "t"], kind="stable", na_position="last").index.to_numpy()
+    assert sort_order(frame, ["s", "t"]).tolist() == expected.tolist() == [1, 3, 4, 0, 2]
+
+
+def test_matches_scans_in_slices_on_threads_with_the_same_answer(monkeypatch):
+    values = [f"row {i} " + ("call 555-0100" if i % 7 == 0 else "nothing") for i in range(1_000)]
+    expected = [bool(re.search(r"\d{3}-\d{4}", v)) for v in values]
+    monkeypatch.setattr(text, "SLICE_ROWS", 64)
+    assert matches(pa.array(values), r"\d{3}-\d{4}").tolist() == expected
+    assert matches(pa.chunked_array([values[:500], values[500:]]), r"\d{3}-\d{4}").tolist() == expected
+
+
+def test_text_length_counts_characters_and_keeps_missing():
+    assert text_length(pd.Series(["héllo", "", None], dtype="string")).tolist() == [5, 0, pd.NA]
