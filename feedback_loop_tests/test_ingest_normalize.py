@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -204,3 +205,12 @@ def test_only_short_values_are_read_as_numbers(tmp_path):
     )
     values = result.clean.set_index("event_id")["value_num"]
     assert values["r"] == 4.0 and pd.isna(values["e"])
+
+
+def test_numbers_are_decimal_numbers_only():
+    from feedback_loop.lib.normalize import NUMBER_MAX_CHARS, numbers_in
+
+    values = pd.Series(["4", " 4.5 ", "-1", "+2e3", ".5", "5.", "four", "4 stars", "", None, "nan", "inf", "1" * (NUMBER_MAX_CHARS + 1)], dtype="string")
+    got = numbers_in(values).tolist()
+    assert got[:6] == [4.0, 4.5, -1.0, 2000.0, 0.5, 5.0]
+    assert all(np.isnan(v) for v in got[6:])

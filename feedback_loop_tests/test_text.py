@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow as pa
 
 from feedback_loop.lib import text
-from feedback_loop.lib.text import matches, positions, sort_order, text_length
+from feedback_loop.lib.text import matches, positions, repeats, sort_order, text_length
 
 
 def test_positions_are_get_indexer_with_missing_keys_never_found():
@@ -34,3 +34,15 @@ def test_matches_scans_in_slices_on_threads_with_the_same_answer(monkeypatch):
 
 def test_text_length_counts_characters_and_keeps_missing():
     assert text_length(pd.Series(["héllo", "", None], dtype="string")).tolist() == [5, 0, pd.NA]
+
+
+def test_repeats_is_pandas_duplicated_over_several_columns_with_missing_values():
+    frame = pd.DataFrame(
+        {
+            "a": pd.Series(["x", "x", "y", None, None, "x", "y"], dtype="string"),
+            "b": pd.Series(["1", "2", "1", "1", "1", "1", None], dtype="string"),
+        }
+    )
+    assert repeats(frame).tolist() == frame.duplicated(keep="first").tolist() == [False, False, False, False, True, True, False]
+    assert repeats(frame[["a"]]).tolist() == frame.duplicated(subset=["a"]).tolist()
+    assert repeats(frame.iloc[0:0]).tolist() == []

@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 from upath import UPath
 
-from feedback_loop.lib.text import one_chunk
 
 Kind = Literal["traces", "feedback"]
 
@@ -91,6 +90,7 @@ def read_landing_day(root: str, kind: Kind, day: str) -> pd.DataFrame:
     files = list_landing_files(root, kind)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET arrow_large_buffer_size = true")  # 64-bit offsets: one batch may hold more than 2 GB of text
     _register_filesystem(con, root)
     hints = pd.DataFrame({"_source": [f.path for f in files], "_hint": [f.date_hint for f in files]})
     con.register("file_hints", hints)
@@ -107,7 +107,8 @@ def read_landing_day(root: str, kind: Kind, day: str) -> pd.DataFrame:
     ordered = sorted((f if _in_file_order(f) else _file_order(f) for f in frames if len(f)), key=lambda f: f["_source"].iloc[0])
     if not ordered:
         return pd.concat(frames, ignore_index=True)
-    out = one_chunk(pd.concat(ordered, ignore_index=True) if len(ordered) > 1 else ordered[0])  # one chunk: fast takes
+    # Columns stay in one chunk per file: normalizing takes the rows it keeps once, which joins them.
+    out = pd.concat(ordered, ignore_index=True) if len(ordered) > 1 else ordered[0]
     return out if _in_file_order(out) else _file_order(out)
 
 
@@ -298,5 +299,9 @@ def _empty_records(kind: Kind) -> pd.DataFrame:
 
 
 def _frame(con: duckdb.DuckDBPyConnection, query: str, params: list) -> pd.DataFrame:
-    """A query result as pandas with Arrow-backed strings (no Python object per value)."""
-    return con.sql(query, params=params).to_arrow_table().to_pandas()
+    """A query result as pandas with Arrow-backed strings (no Python object per value), each column
+    in one chunk: DuckDB's batches would otherwise be concatenated later, a copy of every column."""
+    return con.sql(query, params=params).to_arrow_table(batch_size=ONE_BATCH).to_pandas()
+
+
+ONE_BATCH = 1 << 40  # rows per Arrow batch: all of them

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
+import pyarrow.compute as pc
 
 from feedback_loop.lib.contract import (
     EVENT_TYPES,
@@ -22,6 +24,7 @@ from feedback_loop.lib.contract import (
     conform,
     empty_frame,
 )
+from feedback_loop.lib.text import repeats
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ def normalize_traces(records: pd.DataFrame, day: str) -> Normalized:
     reason = reason.mask(reason.isna() & bad_input, "input is neither text nor a list of messages")
     numbers = {}
     for column, label in (("latency_ms", "latency_ms"), ("input_tokens", "input_tokens"), ("output_tokens", "output_tokens")):
-        numbers[column] = pd.to_numeric(df[column], errors="coerce")
+        numbers[column] = numbers_in(df[column])
         unreadable = df[column].notna() & numbers[column].isna()
         reason = reason.mask(reason.isna() & unreadable, f"{label} is not a number")
         negative = numbers[column] < 0
@@ -126,12 +129,19 @@ NUMBER_MAX_CHARS = 64
 
 
 def numbers_in(values: pd.Series) -> pd.Series:
-    """Each value as a number where it reads as one (`pd.to_numeric`); values longer than
-    NUMBER_MAX_CHARS (edited and copied texts) are not parsed: NaN."""
-    out = pd.Series(np.nan, index=values.index, dtype="float64")
-    short = (values.str.len() <= NUMBER_MAX_CHARS).fillna(False).to_numpy(dtype=bool)
-    out[short] = pd.to_numeric(values[short], errors="coerce").astype("float64").to_numpy()
-    return out
+    """Each value as a number where it is a decimal number (signed, with a fraction or exponent,
+    white space around it allowed), else NaN; values longer than NUMBER_MAX_CHARS (edited and
+    copied texts) are not parsed."""
+    text = pyarrow.array(values.astype("string"), type=pyarrow.large_string())
+    short = np.flatnonzero(pc.fill_null(pc.less_equal(pc.utf8_length(text), NUMBER_MAX_CHARS), False).to_numpy(zero_copy_only=False))
+    candidates = pc.utf8_trim_whitespace(text.take(short))
+    number = pc.match_substring_regex(candidates, DECIMAL)
+    out = np.full(len(values), np.nan)
+    out[short] = pc.cast(pc.if_else(number, candidates, pyarrow.scalar(None, pyarrow.large_string())), pyarrow.float64()).to_numpy(zero_copy_only=False)
+    return pd.Series(out, index=values.index, dtype="float64")
+
+
+DECIMAL = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 
 
 def _base_reasons(df: pd.DataFrame, id_column: str) -> pd.Series:
@@ -175,11 +185,11 @@ def _finish(
 ) -> Normalized:
     day = clean["partition_date"].iloc[0] if len(clean) else ""
     ok = reason.isna().to_numpy()
-    good = conform(clean if ok.all() else clean[ok], columns)
-    repeated = good.duplicated(subset=key, keep="first").to_numpy()
+    rows = np.flatnonzero(ok)
+    repeated = repeats(clean[key].iloc[rows])  # among the readable rows: the first one of an id is kept
     duplicates = int(repeated.sum())
-    if duplicates:
-        good = good[~repeated]
+    rows = rows[~repeated]
+    good = conform(clean if len(rows) == len(clean) else clean.iloc[rows], columns)  # one take of every column
     failures = _schema_failures(good, schema)
     if len(failures):
         reason = reason.copy()

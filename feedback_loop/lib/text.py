@@ -97,6 +97,22 @@ def _large_text(values: pd.Series | np.ndarray) -> pa.Array:
     return pa.array(pd.Series(values, dtype="string") if not isinstance(values, pd.Series) else values.astype("string"), type=pa.large_string())
 
 
+def repeats(frame: pd.DataFrame) -> np.ndarray:
+    """Whether each row's values (all columns; missing equals missing) repeat an earlier row's:
+    `frame.duplicated(keep="first")`, hashed in Arrow."""
+    if not len(frame):
+        return np.zeros(0, dtype=bool)
+    code = np.zeros(len(frame), dtype=np.int64)
+    for k, column in enumerate(frame.columns):
+        encoded = pc.dictionary_encode(pa.array(frame[column]), null_encoding="encode")
+        code = code * len(encoded.dictionary) + encoded.indices.to_numpy().astype(np.int64)
+        if k < len(frame.columns) - 1:
+            code = np.unique(code, return_inverse=True)[1]  # dense again: the next product stays small
+    first = np.zeros(len(frame), dtype=bool)
+    first[np.unique(code, return_index=True)[1]] = True
+    return ~first
+
+
 def sort_order(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """Row positions that sort `frame` by `columns` ascending (nulls last, ties in row order);
     sorted by Arrow (~4x faster than pandas on text keys)."""
