@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from feedback_loop.lib.error_modes.refusal import refusal_evidence
-from feedback_loop.lib.text import lowered, matches
+from feedback_loop.lib.text import in_chunks, lowered, matches
 
 REASON_TO_MODE = {
     "not_factual": "hallucination",
@@ -197,7 +197,11 @@ def response_mode(
 def languages(texts: pd.Series) -> np.ndarray:
     """The language whose function words each text uses most, when it clearly uses one (else None).
 
-    Column-wise: function words are counted with Arrow, per text."""
+    Column-wise: function words are counted with Arrow, per text, in slices on a thread per core."""
+    return in_chunks(texts, _languages)
+
+
+def _languages(texts: pd.Series) -> np.ndarray:
     tokens = pc.utf8_split_whitespace(lowered(texts))
     tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
     owner = pc.list_parent_indices(tokens).to_numpy()
@@ -206,7 +210,13 @@ def languages(texts: pd.Series) -> np.ndarray:
     n = len(texts)
     total = np.bincount(owner[is_word], minlength=n)
     names = list(FUNCTION_WORDS)
-    hits = np.stack([np.bincount(owner, weights=pc.is_in(words, value_set=pa.array(sorted(FUNCTION_WORDS[name]))).to_numpy(zero_copy_only=False), minlength=n) for name in names], axis=1) if n else np.zeros((0, len(names)))
+    vocabulary = sorted(set().union(*FUNCTION_WORDS.values()))
+    # word x language: whether the word is one of the language's function words (a word may be several's)
+    member = np.array([[word in FUNCTION_WORDS[name] for name in names] for word in vocabulary], dtype=float)
+    found = pc.index_in(words, value_set=pa.array(vocabulary)).to_numpy(zero_copy_only=False)
+    at = np.flatnonzero(~np.isnan(found.astype(float)))  # one hash lookup per word, for every language at once
+    owners, word_rows = owner[at], found[at].astype(int)
+    hits = np.stack([np.bincount(owners, weights=member[word_rows, k], minlength=n) for k in range(len(names))], axis=1) if n else np.zeros((0, len(names)))
     ordered = np.sort(hits, axis=1)
     best, second = (ordered[:, -1], ordered[:, -2]) if n else (np.zeros(0), np.zeros(0))
     clear = (best >= MIN_LANGUAGE_HITS) & (best >= MIN_LANGUAGE_SHARE * total) & (best >= 1.5 * second)
