@@ -25,6 +25,7 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
+from threadpoolctl import threadpool_limits
 
 MIN_GROUP_SIZE = 10
 MAX_K = 8
@@ -32,6 +33,7 @@ MIN_SILHOUETTE = 0.1
 MATCH_MIN_SIMILARITY = 0.5
 CENTROID_TERMS = 40
 TEXT_CHARS = 400
+FIT_SAMPLE = 10_000  # rows k-means is fitted on per k (a larger group is assigned to the fitted centroids)
 
 
 @dataclass
@@ -96,15 +98,24 @@ def _cluster_group(text: pd.Series, trace_ids: pd.Series, seed: int) -> tuple[np
 
 
 def _best_k(embedded: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    best = (MIN_SILHOUETTE, np.zeros(len(embedded), dtype=int), embedded.mean(axis=0, keepdims=True))
-    for k in range(2, min(MAX_K, len(embedded) // 5) + 1):
-        model = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=2048).fit(embedded)
-        if len(set(model.labels_)) < 2:
-            continue
-        score = silhouette_score(embedded, model.labels_, sample_size=min(2000, len(embedded)), random_state=seed)
-        if score > best[0]:
-            best = (score, model.labels_, model.cluster_centers_)
-    return best[1], best[2]
+    """Labels and centroids of the k with the best silhouette. Each k is fitted on at most
+    `FIT_SAMPLE` rows (a seeded sample); every row then goes to its nearest centroid of the best."""
+    sample = embedded
+    if len(embedded) > FIT_SAMPLE:
+        sample = embedded[np.sort(np.random.default_rng(seed).choice(len(embedded), FIT_SAMPLE, replace=False))]
+    best = (MIN_SILHOUETTE, None, embedded.mean(axis=0, keepdims=True))
+    # One thread: each mini-batch step is small, and waking OpenMP threads for it costs ~6x the step.
+    with threadpool_limits(limits=1):
+        for k in range(2, min(MAX_K, len(sample) // 5) + 1):
+            model = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=2048).fit(sample)
+            if len(set(model.labels_)) < 2:
+                continue
+            score = silhouette_score(sample, model.labels_, sample_size=min(2000, len(sample)), random_state=seed)
+            if score > best[0]:
+                best = (score, model, model.cluster_centers_)
+    model = best[1]
+    labels = np.zeros(len(embedded), dtype=int) if model is None else (model.labels_ if sample is embedded else model.predict(embedded))
+    return labels, best[2]
 
 
 def _summary(tfidf, terms: np.ndarray, labels: np.ndarray, k: int, text: pd.Series, trace_ids: pd.Series, geometry) -> dict:
