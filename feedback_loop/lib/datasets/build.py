@@ -28,7 +28,7 @@ from feedback_loop.lib.datasets.privacy import pseudonymize, scrub_frame, scrub_
 from feedback_loop.lib.datasets.regression import build_cases, merge_suite, prompt_hashes, shortlist
 from feedback_loop.lib.datasets.store import content_hash
 from feedback_loop.lib.params import DatasetParams
-from feedback_loop.lib.text import is_in
+from feedback_loop.lib.text import is_in, positions
 
 CASES_FILE = "cases.jsonl"
 
@@ -104,11 +104,13 @@ def preference_release(
     overlapping = prompts[contaminated(prompts, suite_prompts, params.near_duplicate_threshold, hashes)]
     pair_overlap, example_overlap = is_in(pairs["prompt"], overlapping), is_in(examples["prompt"], overlapping)
     pairs_removed, examples_removed = int(pair_overlap.sum()), int(example_overlap.sum())
-    pairs, examples = pairs[~pair_overlap].reset_index(drop=True), examples[~example_overlap].reset_index(drop=True)
-    prompt_index = pd.Index(prompts)
+    if pairs_removed:
+        pairs = pairs[~pair_overlap].reset_index(drop=True)
+    if examples_removed:  # a take of every text column: only when there is something to remove
+        examples = examples[~example_overlap].reset_index(drop=True)
     for frame in (pairs, examples):
         frame["user_id"] = pseudonymize(frame["user_id"], hash_key)
-        frame["split"] = split_of_hashes(hashes.iloc[prompt_index.get_indexer(frame["prompt"])], params.test_percent).to_numpy()
+        frame["split"] = split_of_hashes(hashes.iloc[positions(frame["prompt"], prompts)], params.test_percent).to_numpy()
     files: dict[str, bytes] = {}
     for split in ("train", "test"):
         # Only the columns the exports write: a split of the KTO set with every column is gigabytes.

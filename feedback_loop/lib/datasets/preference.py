@@ -27,7 +27,7 @@ from feedback_loop.lib.datasets.near_duplicates import near_duplicate_of
 from feedback_loop.lib.datasets.regression import last_per_trace, messages_of, prompt_hashes
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
-from feedback_loop.lib.text import is_in
+from feedback_loop.lib.text import is_in, positions
 
 PAIR_COLUMNS = ["pair_id", "source", "prompt", "input", "chosen", "rejected", "chosen_trace_id", "rejected_trace_id", "user_id", "model", "source_date"]
 KTO_COLUMNS = ["example_id", "prompt", "input", "completion", "label", "trace_id", "user_id", "model", "source_date"]
@@ -115,9 +115,9 @@ def _pairs(t: pd.DataFrame, rejected_ids, chosen_ids, source, chosen_text: pd.Se
 
 def kto_examples(traces: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """Every positive or negative response as an unpaired example."""
-    labelled = labels[labels["label"].isin(["positive", "negative"])]
+    labelled = labels[is_in(labels["label"], ["positive", "negative"])]
     t = last_per_trace(traces)
-    at = pd.Index(t["trace_id"]).get_indexer(labelled["trace_id"])
+    at = positions(labelled["trace_id"], t["trace_id"])
     found = np.flatnonzero(at >= 0)
     found = found[pc.sort_indices(pa.array(labelled["trace_id"].iloc[found].astype("string"))).to_numpy()]  # by example_id
     rows = t.iloc[at[found]].reset_index(drop=True)
