@@ -11,8 +11,8 @@ from feedback_loop.defs.jobs import relabel_tags
 
 @dataclass(frozen=True)
 class RunSummary:
-    """What a finished run reported. `execute_in_process` results hold every output value in memory;
-    keeping only this lets a run's DataFrames go before the next run starts."""
+    """What a finished run reported (an `execute_in_process` result holds every output value;
+    keeping only this lets a run's DataFrames go before the next run starts)."""
 
     run_id: str
     success: bool
@@ -20,7 +20,7 @@ class RunSummary:
     failed_checks: list[str]
 
     @classmethod
-    def of(cls, result: dg.ExecuteInProcessResult) -> RunSummary:
+    def of(cls, result: dg.ExecuteInProcessResult | dg.JobExecutionResult) -> RunSummary:
         return cls(
             run_id=result.run_id,
             success=result.success,
@@ -49,13 +49,42 @@ class NightlyReport:
 
 
 def run_nightly(day: str, instance: dg.DagsterInstance, defs: dg.Definitions | None = None) -> NightlyReport:
-    """The ingest run for `day`, then (as the sensor does) the relabel run over the late-feedback window."""
-    if defs is None:
-        from feedback_loop.definitions import defs
+    """The ingest run for `day`, then (as the sensor does) the relabel run over the late-feedback window.
+
+    With the code location's own definitions (`defs` None) each run goes through `execute_job`, as
+    a launched run does: no output is kept in memory (in-process execution holds every step's
+    output until the run ends, ~5 GB at 1M traces). Definitions built elsewhere (tests, the
+    evaluation) cannot be reconstructed in another process and run with `execute_in_process`."""
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    ingest = defs.resolve_job_def("ingest_job")
-    runs = [RunSummary.of(ingest.execute_in_process(partition_key=day, instance=instance, run_config=quiet, raise_on_error=False))]
-    relabel = defs.resolve_job_def("relabel_job")
-    if runs[0].success and relabel.asset_layer.executable_asset_keys:
-        runs.append(RunSummary.of(relabel.execute_in_process(instance=instance, tags=relabel_tags(day), run_config=quiet, raise_on_error=False)))
+
+    def execute(job_name: str, tags: dict[str, str]) -> RunSummary:
+        if defs is None:
+            job = dg.reconstructable(ingest_job if job_name == "ingest_job" else relabel_job)
+            with dg.execute_job(job, instance=instance, run_config=quiet, tags=tags) as result:
+                return RunSummary.of(result)
+        job_def = defs.resolve_job_def(job_name)
+        return RunSummary.of(job_def.execute_in_process(instance=instance, tags=tags, run_config=quiet, raise_on_error=False))
+
+    runs = [execute("ingest_job", {"dagster/partition": day})]
+    if runs[0].success and _has_relabel_assets(defs):
+        runs.append(execute("relabel_job", relabel_tags(day)))
     return NightlyReport(day=day, runs=runs)
+
+
+def ingest_job() -> dg.JobDefinition:
+    """The code location's ingest job (a module-level function, so that runs can reconstruct it)."""
+    from feedback_loop.definitions import defs
+
+    return defs.resolve_job_def("ingest_job")
+
+
+def relabel_job() -> dg.JobDefinition:
+    """The code location's relabel job (a module-level function, so that runs can reconstruct it)."""
+    from feedback_loop.definitions import defs
+
+    return defs.resolve_job_def("relabel_job")
+
+
+def _has_relabel_assets(defs: dg.Definitions | None) -> bool:
+    job = defs.resolve_job_def("relabel_job") if defs is not None else relabel_job()
+    return bool(job.asset_layer.executable_asset_keys)
