@@ -13,7 +13,7 @@ from feedback_loop.lib.datasets.build import (
     preference_release,
     regression_release,
 )
-from feedback_loop.lib.datasets.preference import contaminated
+from feedback_loop.lib.datasets.preference import SIGNAL_COLUMNS, contaminated
 from feedback_loop.lib.datasets.privacy import find_pii, might_contain_pii, strings_in
 from feedback_loop.lib.datasets.regression import suite_candidates
 from feedback_loop.lib.datasets.store import DatasetStore
@@ -92,7 +92,7 @@ def regression_suite(
     deps=[REGRESSION_SUITE],
     ins={
         "raw_traces": dg.AssetIn(metadata={"columns": TEXT_COLUMNS}),
-        "implicit_signals": dg.AssetIn(),
+        "implicit_signals": dg.AssetIn(metadata={"columns": SIGNAL_COLUMNS}),
         "trace_labels": dg.AssetIn(metadata={"columns": ["trace_id", "label", "evidence"]}),
     },
 )

@@ -113,13 +113,12 @@ def preference_release(
         frame["split"] = split_of_hashes(hashes.iloc[positions(frame["prompt"], prompts)], params.test_percent).to_numpy()
     files: dict[str, bytes] = {}
     for split in ("train", "test"):
-        # Only the columns the exports write: a split of the KTO set with every column is gigabytes.
+        # Only the columns the exports write: a split of a set with every column is gigabytes.
         p = pairs.loc[(pairs["split"] == split).to_numpy(), ["prompt", "messages", "chosen", "rejected"]]
-        k = examples.loc[(examples["split"] == split).to_numpy(), ["prompt", "completion", "label"]]
         files[f"dpo_standard_{split}.jsonl"] = exports.jsonl(exports.dpo_standard(p))
         files[f"dpo_conversational_{split}.jsonl"] = exports.jsonl(exports.dpo_conversational(p))
         files[f"openai_preference_{split}.jsonl"] = exports.jsonl(exports.openai_preference(p))
-        files[f"kto_{split}.jsonl"] = exports.kto_jsonl(k)
+        files[f"kto_{split}.jsonl"] = exports.kto_jsonl(examples, split)
     files["dpo.parquet"] = _parquet(pairs)
     files["kto.parquet"] = _parquet(examples)
     manifest = {

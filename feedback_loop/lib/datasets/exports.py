@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
+from collections.abc import Iterable, Iterator
 
 import duckdb
 import orjson
@@ -22,9 +24,13 @@ JS_MAX_WORDS = "output.trim().split(/\\s+/).filter(Boolean).length <= {n}"
 JS_MIN_WORDS = "output.trim().split(/\\s+/).filter(Boolean).length >= {n}"
 
 
-def jsonl(rows: list[dict]) -> bytes:
-    """JSON lines, keys sorted, UTF-8 as is (orjson: compact separators)."""
-    return b"".join(orjson.dumps(r, option=ORJSON_OPTIONS) for r in rows)
+def jsonl(rows: Iterable[dict]) -> bytes:
+    """JSON lines, keys sorted, UTF-8 as is (orjson: compact separators). Rows may come one at a
+    time (a generator): only the file's bytes are held, not every row as Python objects."""
+    out = io.BytesIO()
+    for row in rows:
+        out.write(orjson.dumps(row, option=ORJSON_OPTIONS))
+    return out.getvalue()
 
 
 ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
@@ -87,22 +93,22 @@ def assistant(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
-def dpo_standard(pairs: pd.DataFrame) -> list[dict]:
+def dpo_standard(pairs: pd.DataFrame) -> Iterator[dict]:
     """TRL standard preference format: prompt, chosen, rejected as text."""
-    return [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in _columns(pairs, "prompt", "chosen", "rejected")]
+    return ({"prompt": p, "chosen": c, "rejected": r} for p, c, r in _columns(pairs, "prompt", "chosen", "rejected"))
 
 
-def dpo_conversational(pairs: pd.DataFrame) -> list[dict]:
+def dpo_conversational(pairs: pd.DataFrame) -> Iterator[dict]:
     """TRL conversational preference format: the prompt as messages, each completion one assistant turn."""
-    return [{"prompt": m, "chosen": assistant(c), "rejected": assistant(r)} for m, c, r in _columns(pairs, "messages", "chosen", "rejected")]
+    return ({"prompt": m, "chosen": assistant(c), "rejected": assistant(r)} for m, c, r in _columns(pairs, "messages", "chosen", "rejected"))
 
 
-def openai_preference(pairs: pd.DataFrame) -> list[dict]:
+def openai_preference(pairs: pd.DataFrame) -> Iterator[dict]:
     """OpenAI preference fine-tuning (DPO) format."""
-    return [
+    return (
         {"input": {"messages": m}, "preferred_output": assistant(c), "non_preferred_output": assistant(r)}
         for m, c, r in _columns(pairs, "messages", "chosen", "rejected")
-    ]
+    )
 
 
 def kto(examples: pd.DataFrame) -> list[dict]:
@@ -110,21 +116,27 @@ def kto(examples: pd.DataFrame) -> list[dict]:
     return [{"prompt": p, "completion": c, "label": bool(label)} for p, c, label in _columns(examples, "prompt", "completion", "label")]
 
 
-def _columns(frame: pd.DataFrame, *names: str):
-    """Rows of the named columns as tuples (reads only those columns)."""
-    return zip(*(frame[name].tolist() for name in names), strict=True)
+def _columns(frame: pd.DataFrame, *names: str, rows: int = 10_000) -> Iterator[tuple]:
+    """Rows of the named columns as tuples (reads only those columns), converted to Python
+    objects `rows` at a time."""
+    for start in range(0, len(frame), rows):
+        part = frame.iloc[start : start + rows]
+        yield from zip(*(part[name].tolist() for name in names), strict=True)
 
 
-def kto_jsonl(examples: pd.DataFrame) -> bytes:
-    """`kto(examples)` as JSON lines, written by DuckDB from Arrow (the KTO set is the large one)."""
+def kto_jsonl(examples: pd.DataFrame, split: str | None = None) -> bytes:
+    """`kto(examples)` (of one `split`, when given) as JSON lines, written by DuckDB from Arrow
+    (the KTO set is the large one: DuckDB filters it without a copy in pandas)."""
     if examples.empty:
         return b""
-    table = pa.Table.from_pandas(examples[["completion", "label", "prompt"]].astype({"label": bool}), preserve_index=False)
+    columns = ["completion", "label", "prompt"] + (["split"] if split is not None else [])
+    table = pa.Table.from_pandas(examples[columns].astype({"label": bool}), preserve_index=False)
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/kto.jsonl"
         con = duckdb.connect()
         con.register("kto", table)
-        con.execute(f"COPY (SELECT completion, label, prompt FROM kto) TO '{path}' (FORMAT json)")
+        where = "WHERE split = ?" if split is not None else ""
+        con.execute(f"COPY (SELECT completion, label, prompt FROM kto {where}) TO '{path}' (FORMAT json)", [split] if split is not None else [])
         con.close()
         with open(path, "rb") as fh:
             return fh.read()

@@ -30,6 +30,7 @@ from feedback_loop.lib.signals import normalize_prompt
 from feedback_loop.lib.text import is_in, positions
 
 PAIR_COLUMNS = ["pair_id", "source", "prompt", "input", "chosen", "rejected", "chosen_trace_id", "rejected_trace_id", "user_id", "model", "source_date"]
+SIGNAL_COLUMNS = ["trace_id", "edit_type", "edit_text", "edit_distance", "edit_class", "chain_id", "chain_length", "regenerated_by", "chain_accepted"]  # what the pairs read
 KTO_COLUMNS = ["example_id", "prompt", "input", "completion", "label", "trace_id", "user_id", "model", "source_date"]
 
 
