@@ -88,3 +88,13 @@ def test_many_texts_are_scrubbed_in_worker_processes_with_the_same_result(monkey
 def test_canadian_numbers_are_found_without_a_ca_pass():
     clean, found = scrub_text("Vancouver office (604) 688-5522, Toronto +1 416-979-2000.")
     assert clean == "Vancouver office <PHONE_NUMBER>, Toronto <PHONE_NUMBER>." and found == {"PHONE_NUMBER": 2}
+
+
+def test_scrub_frames_leaves_the_given_frames_alone_unless_in_place():
+    from feedback_loop.lib.datasets.privacy import scrub_frames
+
+    frame = pd.DataFrame({"prompt": pd.Series(["mail me at leak@example.com", "nothing here"], dtype="string")})
+    (copy,), _ = scrub_frames([(frame, ["prompt"])])
+    assert frame["prompt"].iloc[0] == "mail me at leak@example.com" and copy["prompt"].iloc[0] == "mail me at <EMAIL_ADDRESS>"
+    (same,), found = scrub_frames([(frame, ["prompt"])], in_place=True)
+    assert same is frame and frame["prompt"].tolist() == ["mail me at <EMAIL_ADDRESS>", "nothing here"] and found["EMAIL_ADDRESS"] == 1

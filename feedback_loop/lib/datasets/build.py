@@ -96,7 +96,7 @@ def preference_release(
         signals = signals[is_in(signals["trace_id"], traces["trace_id"])]
     pairs, gates = dpo_pairs(traces, signals, labels, params)
     examples = kto_examples(traces, labels)
-    (pairs, examples), pii = scrub_frames([(pairs, ["prompt", "input", "chosen", "rejected"]), (examples, ["prompt", "input", "completion"])], json_columns=("input",))
+    (pairs, examples), pii = scrub_frames([(pairs, ["prompt", "input", "chosen", "rejected"]), (examples, ["prompt", "input", "completion"])], json_columns=("input",), in_place=True)
     pairs = with_messages(pairs)  # the KTO formats take the prompt as text; its Parquet keeps `input`
     # The suite's prompts are scrubbed: compare scrubbed with scrubbed, each distinct prompt once.
     prompts = pd.concat([pairs["prompt"], examples["prompt"]]).drop_duplicates().reset_index(drop=True)
@@ -108,9 +108,10 @@ def preference_release(
         pairs = pairs[~pair_overlap].reset_index(drop=True)
     if examples_removed:  # a take of every text column: only when there is something to remove
         examples = examples[~example_overlap].reset_index(drop=True)
+    split_of_prompt = split_of_hashes(hashes, params.test_percent).to_numpy()  # once per distinct prompt
     for frame in (pairs, examples):
         frame["user_id"] = pseudonymize(frame["user_id"], hash_key)
-        frame["split"] = split_of_hashes(hashes.iloc[positions(frame["prompt"], prompts)], params.test_percent).to_numpy()
+        frame["split"] = split_of_prompt[positions(frame["prompt"], prompts)]
     files: dict[str, bytes] = {}
     for split in ("train", "test"):
         # Only the columns the exports write: a split of a set with every column is gigabytes.

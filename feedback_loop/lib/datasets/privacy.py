@@ -156,8 +156,12 @@ def scrub_frame(frame: pd.DataFrame, columns: list[str], json_columns: tuple[str
     return out, found
 
 
-def scrub_frames(frames: list[tuple[pd.DataFrame, list[str]]], json_columns: tuple[str, ...] = ()) -> tuple[list[pd.DataFrame], Counter]:
-    """`scrub_frame` of several frames, each distinct flagged text scanned once (see `scrub_texts`)."""
+def scrub_frames(
+    frames: list[tuple[pd.DataFrame, list[str]]], json_columns: tuple[str, ...] = (), in_place: bool = False
+) -> tuple[list[pd.DataFrame], Counter]:
+    """`scrub_frame` of several frames, each distinct flagged text scanned once (see `scrub_texts`).
+    `in_place`: replace the columns of the given frames themselves (for frames the caller owns: each
+    unscrubbed column is freed as its scrubbed one replaces it, instead of both living to the end)."""
     flagged, parsed, texts = [], {}, set()
     for index, (frame, columns) in enumerate(frames):
         for column in columns:
@@ -173,7 +177,7 @@ def scrub_frames(frames: list[tuple[pd.DataFrame, list[str]]], json_columns: tup
     candidates = candidates[might_contain_pii(candidates)].tolist()
     scrubbed = dict(zip(candidates, scrub_texts(candidates), strict=True))
     total: Counter = Counter()
-    outs = [frame.copy(deep=False) for frame, _ in frames]  # scrubbed columns are replaced, never written into
+    outs = [frame if in_place else frame.copy(deep=False) for frame, _ in frames]  # scrubbed columns are replaced, never written into
     for index, column, values, rows in flagged:
         if not len(rows):
             continue
