@@ -1,5 +1,6 @@
 """Regression suite and preference dataset: building, formats for their consumers, publishing."""
 
+import io
 import json
 
 import dagster as dg
@@ -175,6 +176,20 @@ def test_decontamination_finds_suite_duplicates_and_near_duplicates():
     suite = ["what is the capital city of australia today?", "Completely different suite prompt here."]
     assert contaminated(prompts, suite, 0.8).tolist() == [True, False, True]
     assert not contaminated(prompts, [], 0.8).any()
+
+
+def test_preference_release_removes_suite_prompts_and_keeps_the_other_rows_whole():
+    from feedback_loop.lib.datasets.build import preference_release
+
+    traces, signals, labels = preference_frames()
+    release = preference_release(traces, signals, labels, ["Fix this", "Same question?"], DatasetParams(), "key", set(), ["2026-11-20"])
+    kto = pd.read_parquet(io.BytesIO(release.files["kto.parquet"]))
+    assert sorted(kto["trace_id"]) == ["e3", "r1", "r2"]  # e1, up and down asked a suite prompt
+    assert kto.set_index("trace_id")["completion"].to_dict() == {"e3": "abc", "r1": "first try", "r2": "second try"}
+    decontamination = release.manifest["decontamination"]
+    assert decontamination["kto_examples_removed"] == 3 and decontamination["dpo_pairs_removed"] == 2
+    lines = [json.loads(line) for name in ("kto_train.jsonl", "kto_test.jsonl") for line in release.files[name].splitlines()]
+    assert sorted(line["completion"] for line in lines) == ["abc", "first try", "second try"]
 
 
 def test_trl_and_openai_formats_have_their_documented_shapes():
