@@ -214,3 +214,20 @@ def test_numbers_are_decimal_numbers_only():
     got = numbers_in(values).tolist()
     assert got[:6] == [4.0, 4.5, -1.0, 2000.0, 0.5, 5.0]
     assert all(np.isnan(v) for v in got[6:])
+
+
+def test_line_numbers_of_a_large_file_follow_the_file_whatever_the_reader_threads_do(tmp_path):
+    """A file large enough to be read in parallel chunks: every record keeps its own line number."""
+    rows: list = []
+    for i in range(30_000):
+        if i % 997 == 5:
+            rows.append(b"{broken " + str(i).encode())
+        elif i % 5 == 3:
+            rows.append(b'{"event_id": "e' + str(i).encode() + b'", "comment": "caf\xe9"}')  # not UTF-8
+        else:
+            rows.append({"event_id": f"e{i}", "trace_id": f"t{i}", "timestamp": TS, "type": "copy", "comment": "x" * (i % 200)})
+    write_jsonl(tmp_path / "feedback" / "feedback-2026-11-20.jsonl", rows)
+    records = read_landing_day(str(tmp_path), "feedback", "2026-11-20")
+    number = records["_raw"].astype("string").str.extract(r"(?:e|broken )(\d+)")[0].astype("Int64").fillna(records["event_id"].str[1:].astype("Int64"))
+    assert len(records) == 30_000
+    assert (records["_line"].astype("Int64") == number + 1).all()

@@ -166,13 +166,15 @@ def _read_jsonl(con: duckdb.DuckDBPyConnection, kind: Kind, paths: list[str], da
     known_sql = ", ".join(f"'{k}'" for k in known)
     file_list = ", ".join(f"'{p}'" for p in paths)
     lines = f"""
-        SELECT filename AS _source, line,
-               row_number() OVER (PARTITION BY filename) AS _line
+        SELECT filename AS _source, line
         FROM read_csv([{file_list}], columns={{'line': 'VARCHAR'}}, delim='\\x1f', quote='', escape='',
                       header=false, auto_detect=false, filename=true, store_rejects=true,
                       strict_mode=false, new_line='\\n')
     """
-    con.execute(f"CREATE OR REPLACE TEMP TABLE lines AS {lines}")
+    # The table keeps the files' order (insertion order is preserved); lines are numbered by it.
+    # A window without ORDER BY numbers them in whatever order the parallel reader hands them over.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE file_lines AS {lines}")
+    con.execute("CREATE OR REPLACE TEMP TABLE lines AS SELECT _source, line, row_number() OVER (PARTITION BY _source ORDER BY rowid) AS _line FROM file_lines")
     # Each stage only hands valid JSON on: DuckDB evaluates CASE branches eagerly.
     query = f"""
         WITH valid AS (
