@@ -1,4 +1,5 @@
-"""Column-wise text helpers on Arrow (RE2 regular expressions, no Python loop per row)."""
+"""Column helpers on Arrow, no Python loop per row: text (RE2 regular expressions, lengths, hashes),
+key lookups, sorts and duplicate checks, and column work in slices on a thread per core."""
 
 from __future__ import annotations
 
