@@ -142,7 +142,7 @@ def scrub_text(text: str) -> tuple[str, Counter]:
 
 def might_contain_pii(texts: pd.Series) -> np.ndarray:
     """Rows the detectors must scan (see PREFILTER); vectorized over the column."""
-    return matches(pa.array(texts.astype("string").fillna(""), type=pa.large_string()), PREFILTER, ignore_case=True)
+    return matches(pa.array(texts.astype("string"), type=pa.large_string()), PREFILTER, ignore_case=True)  # missing: False
 
 
 NOTHING: Counter = Counter()
@@ -191,6 +191,8 @@ def scrub_frames(
                 cleaned_values.append(cleaned)
             total.update(found)  # update copies the counts: the shared counters stay intact
         outs[index][column] = replaced(outs[index][column], rows, cleaned_values)
+        if in_place:
+            pa.default_memory_pool().release_unused()  # the replaced column's buffers, before the next column's
     return outs, total
 
 
