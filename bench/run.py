@@ -277,16 +277,15 @@ def link_signals_labels_stage(workdir: Path) -> None:
     day = DAY.isoformat()
     events = one_chunk(pd.read_parquet(workdir / "warehouse" / "raw_feedback_events" / f"{day}.parquet"))
     traces = one_chunk(pd.read_parquet(workdir / "warehouse" / "raw_traces" / f"{day}.parquet", columns=RESPONSE_COLUMNS))
-    seconds = {}
-    start = time.perf_counter()
+    marks = [time.perf_counter()]
     linked = link_feedback(events, traces[TRACE_KEYS], pd.Timedelta(minutes=LinkingParams().session_max_gap_minutes)).linked
-    seconds["link"] = time.perf_counter() - start
+    marks.append(time.perf_counter())
     signals = implicit_signals(traces, linked, SignalParams())
-    seconds["signals"] = time.perf_counter() - start - seconds["link"]
+    marks.append(time.perf_counter())
     labels = label_traces(signals, linked, LabelWeights())
-    total = time.perf_counter() - start
-    seconds["labels"] = total - seconds["link"] - seconds["signals"]
-    print(json.dumps({"seconds": round(total, 2), **{k: round(v, 2) for k, v in seconds.items()}, "traces": len(traces), "events": len(events), "labelled": int((labels["label"] != "unlabeled").sum())}))
+    marks.append(time.perf_counter())
+    seconds = {name: round(end - start, 2) for name, start, end in zip(("link", "signals", "labels"), marks[:-1], marks[1:], strict=True)}
+    print(json.dumps({"seconds": round(marks[-1] - marks[0], 2), **seconds, "traces": len(traces), "events": len(events), "labelled": int((labels["label"] != "unlabeled").sum())}))
 
 
 def error_modes_stage(workdir: Path) -> None:

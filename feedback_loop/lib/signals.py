@@ -224,7 +224,7 @@ def _rephrases(out: pd.DataFrame, t: pd.DataFrame, params: SignalParams) -> None
     if len(candidates):
         keys = pa.array(t["_prompt_key"], type=pa.large_string())
         this_p, next_p = keys.take(candidates), keys.take(nxt[candidates])
-        differs = pa.array(pc.not_equal(this_p, next_p).to_numpy(zero_copy_only=False).astype(bool))
+        differs = pc.fill_null(pc.not_equal(this_p, next_p), False)
         cand = candidates[differs.to_numpy(zero_copy_only=False)]
         if len(cand):
             cutoff = params.rephrase_min_similarity * 100

@@ -14,12 +14,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
-def in_chunks(values: pd.Series, compute: Callable[[pd.Series], np.ndarray], rows: int = 20_000) -> np.ndarray:
-    """`compute` over slices of `rows` values, on a thread per core, concatenated. For column-wise
-    work in Arrow and NumPy (they release the GIL): small slices also keep the working arrays in cache."""
+def in_chunks(values: pd.Series | pa.Array | pa.ChunkedArray, compute: Callable, rows: int = 20_000) -> np.ndarray:
+    """`compute` over slices of `rows` values (a Series or an Arrow array), on a thread per core,
+    concatenated. For column-wise work in Arrow and NumPy (they release the GIL; one Arrow call uses
+    one core): small slices also keep the working arrays in cache."""
     if len(values) <= rows:
         return compute(values)
-    slices = [values.iloc[start : start + rows] for start in range(0, len(values), rows)]
+    cut = (lambda start: values.iloc[start : start + rows]) if isinstance(values, pd.Series) else (lambda start: values.slice(start, rows))
+    slices = [cut(start) for start in range(0, len(values), rows)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         return np.concatenate(list(pool.map(compute, slices)))
 
@@ -54,17 +56,12 @@ def text_length(values: pd.Series) -> pd.Series:
 
 
 def matches(text: pa.Array, pattern: str, ignore_case: bool = False) -> np.ndarray:
-    """Whether each text contains a match of the RE2 `pattern`; slices of the column are scanned
-    on a thread per core (Arrow releases the GIL; one call uses one core)."""
+    """Whether each text contains a match of the RE2 `pattern`, scanned `in_chunks` of SLICE_ROWS."""
 
-    def scan(start: int) -> np.ndarray:
-        part = text.slice(start, SLICE_ROWS)
+    def scan(part: pa.Array) -> np.ndarray:
         return pc.match_substring_regex(part, pattern, ignore_case=ignore_case).to_numpy(zero_copy_only=False).astype(bool)
 
-    if len(text) <= SLICE_ROWS:
-        return scan(0)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return np.concatenate(list(pool.map(scan, range(0, len(text), SLICE_ROWS))))
+    return in_chunks(text, scan, rows=SLICE_ROWS)
 
 
 SLICE_ROWS = 100_000

@@ -59,6 +59,9 @@ FUNCTION_WORDS: dict[str, frozenset[str]] = {
     "it": frozenset("il lo la gli che di non per una un con del della sono come ma anche questo".split()),
     "pt": frozenset("os as que de não para uma um com do da em por mas se mais como".split()),
 }
+FUNCTION_VOCABULARY = pa.array(sorted(set().union(*FUNCTION_WORDS.values())))
+# word x language: whether the word is one of the language's function words (a word may be several's)
+FUNCTION_WORD_OF = np.array([[word in FUNCTION_WORDS[name] for name in FUNCTION_WORDS] for word in FUNCTION_VOCABULARY.to_pylist()], dtype=float)
 MIN_LANGUAGE_HITS = 4
 MIN_LANGUAGE_SHARE = 0.15
 ASKS_CODE = r"\b(?:write|give me|show me|implement)\b[^.?!]{0,40}\b(?:function|code|script|class|snippet|program|query)\b"
@@ -210,13 +213,10 @@ def _languages(texts: pd.Series) -> np.ndarray:
     n = len(texts)
     total = np.bincount(owner[is_word], minlength=n)
     names = list(FUNCTION_WORDS)
-    vocabulary = sorted(set().union(*FUNCTION_WORDS.values()))
-    # word x language: whether the word is one of the language's function words (a word may be several's)
-    member = np.array([[word in FUNCTION_WORDS[name] for name in names] for word in vocabulary], dtype=float)
-    found = pc.index_in(words, value_set=pa.array(vocabulary)).to_numpy(zero_copy_only=False)
+    found = pc.index_in(words, value_set=FUNCTION_VOCABULARY).to_numpy(zero_copy_only=False)
     at = np.flatnonzero(~np.isnan(found.astype(float)))  # one hash lookup per word, for every language at once
     owners, word_rows = owner[at], found[at].astype(int)
-    hits = np.stack([np.bincount(owners, weights=member[word_rows, k], minlength=n) for k in range(len(names))], axis=1) if n else np.zeros((0, len(names)))
+    hits = np.stack([np.bincount(owners, weights=FUNCTION_WORD_OF[word_rows, k], minlength=n) for k in range(len(names))], axis=1) if n else np.zeros((0, len(names)))
     ordered = np.sort(hits, axis=1)
     best, second = (ordered[:, -1], ordered[:, -2]) if n else (np.zeros(0), np.zeros(0))
     clear = (best >= MIN_LANGUAGE_HITS) & (best >= MIN_LANGUAGE_SHARE * total) & (best >= 1.5 * second)
