@@ -98,3 +98,49 @@ def test_scrub_frames_leaves_the_given_frames_alone_unless_in_place():
     assert frame["prompt"].iloc[0] == "mail me at leak@example.com" and copy["prompt"].iloc[0] == "mail me at <EMAIL_ADDRESS>"
     (same,), found = scrub_frames([(frame, ["prompt"])], in_place=True)
     assert same is frame and frame["prompt"].tolist() == ["mail me at <EMAIL_ADDRESS>", "nothing here"] and found["EMAIL_ADDRESS"] == 1
+
+
+SECRET_SAMPLES = {
+    "ArtifactoryDetector": ["token AKCp1234567890 here", "key APB12345678 ok"],
+    "AWSKeyDetector": ["key AKIAIOSFODNN7EXAMPLE", 'aws_secret_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"'],
+    "AzureStorageKeyDetector": ["AccountKey=" + "a" * 86 + "=="],
+    "BasicAuthDetector": ["https://user:hunter2@example.com/x"],
+    "CloudantDetector": ['cloudant_password = "abcdefghijklmnopqrstuvwx"'],
+    "DiscordBotTokenDetector": ["MTk4NjIyNDgzNDcxOTI1MjQ4.Cl2FMQ.ZnCjm1XVW7vRze4b7Cq4se7kKWs"],
+    "GitHubTokenDetector": ["ghp_abcdefghijklmnopqrstuvwxyz0123456789"],
+    "GitLabTokenDetector": ["glpat-abcdefghij0123456789"],
+    "IbmCloudIamDetector": ['ibm_cloud_iam_api_key = "' + "a" * 44 + '"'],
+    "IbmCosHmacDetector": ['secret_access_key = "' + "0123456789abcdef" * 3 + '"'],
+    "JwtTokenDetector": ["eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc"],
+    "MailchimpDetector": ["0123456789abcdef0123456789abcdef-us12"],
+    "NpmDetector": ["//registry.npmjs.org/:_authToken=npm_abc"],
+    "OpenAIDetector": ["sk-abcdefghij0123456789T3BlbkFJabcdefghij0123456789"],
+    "PrivateKeyDetector": ["-----BEGIN RSA PRIVATE KEY-----"],
+    "PypiTokenDetector": ["pypi-AgEIcHlwaS5vcmc" + "A" * 70],
+    "SendGridDetector": ["SG." + "a" * 22 + "." + "b" * 43],
+    "SlackDetector": ["xoxb-123456789012-abcdefghijklmnop"],
+    "SoftlayerDetector": ['softlayer_api_key = "' + "a" * 64 + '"'],
+    "SquareOAuthDetector": ["sq0csp-" + "a" * 43],
+    "StripeDetector": ["sk_live_abcdefghijklmnopqrstuvwx"],
+    "TelegramBotTokenDetector": ["110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawq"],
+    "TwilioKeyDetector": ["AC" + "0123456789abcdef" * 2],
+}
+
+
+def test_every_secret_plugin_is_found_and_passes_the_prefilter():
+    from feedback_loop.lib.datasets.privacy import SECRET_PLUGINS, might_contain_pii
+
+    assert sorted(SECRET_SAMPLES) == sorted(SECRET_PLUGINS)
+    texts = [f"see {sample} please" if not sample.startswith(("-", "110")) else sample for samples in SECRET_SAMPLES.values() for sample in samples]
+    assert might_contain_pii(pd.Series(texts)).all()
+    for text in texts:
+        clean, found = scrub_text(text)
+        assert sum(found.values()) == 1 and clean != text, text
+
+
+def test_placeholders_left_by_scrubbing_flag_nothing():
+    from feedback_loop.lib.datasets.privacy import might_contain_pii
+
+    clean, _ = scrub_text("mail jane@example.com, key ghp_abcdefghijklmnopqrstuvwxyz0123456789, my password is secret")
+    assert clean == "mail <EMAIL_ADDRESS>, key <SECRET>, my password is secret"
+    assert not might_contain_pii(pd.Series([clean]))[0]

@@ -47,12 +47,13 @@ MIN_SCORE = 0.4
 
 # What every enabled detector needs to find anything: an "@" (e-mail, basic auth), a run of digits
 # with separators (phone, card, IPv4), two colons in hex groups (IPv6), an unbroken run of 20+ token
-# characters (every token format above), or a keyword the keyword-based detectors require. Texts
-# without any of these skip the (slow) detectors: this pre-filter only decides what to scan.
-PREFILTER = (
-    r"@|\d[\d\s().+/-]{5,}\d|[0-9a-f]{0,4}:[0-9a-f]{0,4}:[0-9a-f]|[a-z0-9_+/=.-]{20,}"
-    r"|begin|private key|accountkey|_authtoken|cloudant|softlayer|ibm|password|secret"
-)
+# characters (every token format above but two), an Artifactory token's prefix (AKC + 10, AP + 9:
+# shorter than 20), or a key marker ("BEGIN … PRIVATE KEY", npm's "_authToken"). Keywords such as
+# "password" or "secret" are not needed: the detectors that look for them also need a value of 24+
+# token characters. Texts without any of these skip the (slow) detectors: this pre-filter only
+# decides what to scan. (So the placeholders `<SECRET>`, `<EMAIL_ADDRESS>` … flag nothing.)
+SECRET_NEEDS = r"[a-z0-9_+/=.-]{20,}|akc[a-z0-9]{10}|ap[0-9a-f][a-z0-9]{8}|begin|private key|_authtoken"
+PREFILTER = r"@|\d[\d\s().+/-]{5,}\d|[0-9a-f]{0,4}:[0-9a-f]{0,4}:[0-9a-f]|" + SECRET_NEEDS
 
 
 # Presidio's default phone regions less CA: Canada shares the +1 numbering plan, and the US pass
@@ -78,7 +79,7 @@ _NEEDS = {
     "CreditCardRecognizer": re.compile(r"\d[\d\s().+/-]{5,}\d"),
     "IpRecognizer": re.compile(r"\d[\d\s().+/-]{5,}\d|[0-9a-f]{0,4}:[0-9a-f]{0,4}:[0-9a-f]", re.IGNORECASE),
 }
-_NEEDS_SECRETS = re.compile(r"@|[a-z0-9_+/=.-]{20,}|begin|private key|accountkey|_authtoken|cloudant|softlayer|ibm|password|secret", re.IGNORECASE)
+_NEEDS_SECRETS = re.compile(r"@|" + SECRET_NEEDS, re.IGNORECASE)
 
 
 WINDOW = 48  # characters of context kept around a detector's prerequisite when scanning
