@@ -46,3 +46,5 @@ def test_repeats_is_pandas_duplicated_over_several_columns_with_missing_values()
     assert repeats(frame).tolist() == frame.duplicated(keep="first").tolist() == [False, False, False, False, True, True, False]
     assert repeats(frame[["a"]]).tolist() == frame.duplicated(subset=["a"]).tolist()
     assert repeats(frame.iloc[0:0]).tolist() == []
+    chunked = pd.concat([pd.Series(["x", "y"], dtype="string[pyarrow]"), pd.Series(["y"], dtype="string[pyarrow]")], ignore_index=True)
+    assert repeats(pd.DataFrame({"a": chunked})).tolist() == [False, False, True]  # a column of several Arrow chunks

@@ -112,7 +112,9 @@ def repeats(frame: pd.DataFrame) -> np.ndarray:
         return np.zeros(0, dtype=bool)
     code = np.zeros(len(frame), dtype=np.int64)
     for k, column in enumerate(frame.columns):
-        encoded = pc.dictionary_encode(pa.array(frame[column]), null_encoding="encode")
+        values = pa.array(frame[column])
+        values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        encoded = pc.dictionary_encode(values, null_encoding="encode")
         code = code * len(encoded.dictionary) + encoded.indices.to_numpy().astype(np.int64)
         if k < len(frame.columns) - 1:
             code = np.unique(code, return_inverse=True)[1]  # dense again: the next product stays small

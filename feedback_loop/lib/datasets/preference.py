@@ -27,7 +27,7 @@ from feedback_loop.lib.datasets.near_duplicates import near_duplicate_of
 from feedback_loop.lib.datasets.regression import last_per_trace, messages_of, prompt_hashes
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
-from feedback_loop.lib.text import is_in, positions
+from feedback_loop.lib.text import is_in, positions, repeats, sort_order
 
 PAIR_COLUMNS = ["pair_id", "source", "prompt", "input", "chosen", "rejected", "chosen_trace_id", "rejected_trace_id", "user_id", "model", "source_date"]
 SIGNAL_COLUMNS = ["trace_id", "edit_type", "edit_text", "edit_distance", "edit_class", "chain_id", "chain_length", "regenerated_by", "chain_accepted"]  # what the pairs read
@@ -36,11 +36,10 @@ KTO_COLUMNS = ["example_id", "prompt", "input", "completion", "label", "trace_id
 
 def dpo_pairs(traces: pd.DataFrame, signals: pd.DataFrame, labels: pd.DataFrame, params: DatasetParams) -> tuple[pd.DataFrame, dict]:
     """All DPO pairs of the window, and how many candidates each quality gate dropped."""
-    t = last_per_trace(traces).set_index("trace_id")
-    s = signals.set_index("trace_id")
+    t = last_per_trace(traces).reset_index(drop=True)
     frames, dropped = [], {}
 
-    edits = s[s["edit_text"].notna()]
+    edits = signals[signals["edit_text"].notna().to_numpy()]
     gates = {
         "trivial_edit": edits["edit_class"] == "trivial",
         "edit_too_small": (edits["edit_class"] != "trivial") & (edits["edit_distance"] < params.min_edit_distance),
@@ -48,70 +47,93 @@ def dpo_pairs(traces: pd.DataFrame, signals: pd.DataFrame, labels: pd.DataFrame,
     }
     keep = ~(gates["trivial_edit"] | gates["edit_too_small"] | gates["edit_too_total"])
     dropped |= {name: int(mask.sum()) for name, mask in gates.items()}
-    good = edits[keep]
-    frames.append(_pairs(t, good.index, good.index, good["edit_type"].fillna("edit"), chosen_text=good["edit_text"]))
+    good = edits[keep.to_numpy()]
+    frames.append(_pairs(t, good["trace_id"], good["trace_id"], good["edit_type"].fillna("edit"), chosen_text=good["edit_text"]))
 
-    chains = s[s["chain_length"] > 1]
-    finals = chains[chains["regenerated_by"].isna() & chains["chain_accepted"].fillna(False)]
-    final_of_chain = pd.Series(finals.index, index=finals["chain_id"])
-    rejected = chains[chains["regenerated_by"].notna() & chains["chain_id"].isin(final_of_chain.index)]
-    frames.append(_pairs(t, rejected.index, final_of_chain.reindex(rejected["chain_id"]).to_numpy(), "regenerate"))
+    chains = signals[(signals["chain_length"] > 1).to_numpy()]
+    finals = chains[(chains["regenerated_by"].isna() & chains["chain_accepted"].fillna(False)).to_numpy()]
+    rejected = chains[chains["regenerated_by"].notna().to_numpy()]
+    final_at = positions(rejected["chain_id"], finals["chain_id"])
+    rejected, final_at = rejected[final_at >= 0], final_at[final_at >= 0]
+    frames.append(_pairs(t, rejected["trace_id"], finals["trace_id"].to_numpy()[final_at], "regenerate"))
 
     frames.append(_thumbs_pairs(t, labels))
     pairs = pd.concat(frames, ignore_index=True)
-    same = pairs["chosen"] == pairs["rejected"]
+    same = (pairs["chosen"] == pairs["rejected"]).to_numpy(dtype=bool, na_value=False)
     dropped["identical_texts"] = int(same.sum())
-    pairs = pairs[~same].drop_duplicates("pair_id").sort_values("pair_id", ignore_index=True)
-    return pairs, dropped
+    pairs = pairs[~same]
+    pairs = pairs[~repeats(pairs[["pair_id"]])]
+    return pairs.iloc[sort_order(pairs, ["pair_id"])].reset_index(drop=True), dropped
 
 
 def _thumbs_pairs(t: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """Thumbed-down vs thumbed-up responses to the same normalized prompt, each down paired once."""
-    evidence = labels.set_index("trace_id")["evidence"].reindex(t.index).fillna("")
-    up = evidence.str.contains("thumbs_up") & ~evidence.str.contains("thumbs_down")
-    down = evidence.str.contains("thumbs_down") & ~evidence.str.contains("thumbs_up")
-    up, down = up.to_numpy(), down.to_numpy()
-    involved = up | down
-    key = normalize_prompt(t["prompt"].iloc[np.flatnonzero(involved)]).to_numpy()
-    ups = pd.DataFrame({"trace_id": t.index[up], "key": key[up[involved]]}).sort_values(["key", "trace_id"])
-    downs = pd.DataFrame({"trace_id": t.index[down], "key": key[down[involved]]}).sort_values(["key", "trace_id"])
+    """Thumbed-down vs thumbed-up responses to the same normalized prompt, each down paired once:
+    the k-th down of a prompt (by trace id) with its (k mod #ups)-th up."""
+    at = positions(t["trace_id"], labels["trace_id"])
+    evidence = pa.array(labels["evidence"].astype("string").fillna(""), type=pa.large_string()).take(pa.array(np.maximum(at, 0)))
+    has_up = pc.match_substring(evidence, "thumbs_up").to_numpy(zero_copy_only=False) & (at >= 0)
+    has_down = pc.match_substring(evidence, "thumbs_down").to_numpy(zero_copy_only=False) & (at >= 0)
+    up, down = has_up & ~has_down, has_down & ~has_up
+    involved = np.flatnonzero(up | down)
+    codes = np.full(len(t), -1)
+    codes[involved] = pd.factorize(normalize_prompt(t["prompt"].iloc[involved]), use_na_sentinel=False)[0]
+    ups, downs = _by_prompt(t, codes, up), _by_prompt(t, codes, down)
     if ups.empty or downs.empty:
         return pd.DataFrame(columns=PAIR_COLUMNS)
-    downs["rank"] = downs.groupby("key").cumcount()
-    ups["rank"] = ups.groupby("key").cumcount()
-    ups["count"] = ups.groupby("key")["trace_id"].transform("size")
-    counts = ups.drop_duplicates("key").set_index("key")["count"]
-    downs = downs[downs["key"].isin(counts.index)]
-    downs["rank"] = downs["rank"] % counts.reindex(downs["key"]).to_numpy()
-    matched = downs.merge(ups[["key", "rank", "trace_id"]], on=["key", "rank"], suffixes=("_down", "_up"))
-    return _pairs(t, matched["trace_id_down"].to_numpy(), matched["trace_id_up"].to_numpy(), "thumbs")
+    up_count = np.bincount(ups["code"], minlength=codes.max() + 1)
+    downs = downs[up_count[downs["code"].to_numpy()] > 0]
+    first_up = np.searchsorted(ups["code"].to_numpy(), np.arange(len(up_count)))
+    code = downs["code"].to_numpy()
+    partner = first_up[code] + _rank_within(code) % up_count[code]
+    return _pairs(t, downs["trace_id"], ups["trace_id"].to_numpy()[partner], "thumbs")
 
 
-def _pairs(t: pd.DataFrame, rejected_ids, chosen_ids, source, chosen_text: pd.Series | None = None) -> pd.DataFrame:
-    rejected_ids = pd.Index(rejected_ids)
+def _by_prompt(t: pd.DataFrame, codes: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
+    """(prompt code, trace id) of the selected traces, sorted by both."""
+    frame = pd.DataFrame({"code": codes[rows], "trace_id": t["trace_id"].to_numpy()[rows]})
+    return frame.iloc[sort_order(frame, ["code", "trace_id"])].reset_index(drop=True)
+
+
+def _rank_within(sorted_codes: np.ndarray) -> np.ndarray:
+    """0, 1, 2, … within each run of equal codes."""
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    return np.arange(len(sorted_codes)) - np.repeat(starts, np.diff(np.r_[starts, len(sorted_codes)]))
+
+
+def _pairs(t: pd.DataFrame, rejected_ids: pd.Series, chosen_ids, source, chosen_text: pd.Series | None = None) -> pd.DataFrame:
+    """Pairs of (rejected trace's output, chosen text: `chosen_text`, else the chosen trace's output);
+    columns taken in Arrow, without a Python object per text."""
     if not len(rejected_ids):
         return pd.DataFrame(columns=PAIR_COLUMNS)
-    rows = t.loc[rejected_ids]
-    chosen = chosen_text.to_numpy() if chosen_text is not None else t.loc[pd.Index(chosen_ids), "output"].to_numpy()
-    source = pd.Series(source, index=rejected_ids).astype(str).to_numpy() if not isinstance(source, str) else np.full(len(rejected_ids), source)
-    chosen_key = [str(c) for c in chosen_ids]
+    rows = t.iloc[_rows_of(t, rejected_ids)]
+    chosen = chosen_text.array if chosen_text is not None else t["output"].iloc[_rows_of(t, chosen_ids)].array
+    source = np.asarray(source.astype(str)) if not isinstance(source, str) else np.full(len(rejected_ids), source)
+    rejected_key, chosen_key = [str(r) for r in rejected_ids], [str(c) for c in chosen_ids]
     return pd.DataFrame(
         {
             "pair_id": [
-                "pair-" + hashlib.sha256(f"{r}|{c}|{s}".encode()).hexdigest()[:16] for r, c, s in zip(rejected_ids, chosen_key, source, strict=True)
+                "pair-" + hashlib.sha256(f"{r}|{c}|{s}".encode()).hexdigest()[:16] for r, c, s in zip(rejected_key, chosen_key, source, strict=True)
             ],
             "source": source,
-            "prompt": rows["prompt"].fillna("").to_numpy(),
-            "input": rows["input"].to_numpy(),
+            "prompt": rows["prompt"].fillna("").array,
+            "input": rows["input"].array,
             "chosen": chosen,
-            "rejected": rows["output"].fillna("").to_numpy(),
+            "rejected": rows["output"].fillna("").array,
             "chosen_trace_id": chosen_key,
-            "rejected_trace_id": rejected_ids.to_numpy(),
-            "user_id": rows["user_id"].to_numpy(),
-            "model": rows["model"].to_numpy(),
-            "source_date": rows["partition_date"].to_numpy(),
+            "rejected_trace_id": rejected_key,
+            "user_id": rows["user_id"].array,
+            "model": rows["model"].array,
+            "source_date": rows["partition_date"].array,
         }
     )
+
+
+def _rows_of(t: pd.DataFrame, trace_ids) -> np.ndarray:
+    """Positions of `trace_ids` in `t`; every id must be there (as `t.loc` would require)."""
+    at = positions(trace_ids if isinstance(trace_ids, pd.Series) else pd.Series(trace_ids, dtype="string"), t["trace_id"])
+    if (at < 0).any():
+        raise KeyError(f"trace ids not among the traces: {list(np.asarray(trace_ids)[at < 0][:5])}")
+    return at
 
 
 def kto_examples(traces: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
@@ -121,7 +143,7 @@ def kto_examples(traces: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     at = positions(labelled["trace_id"], t["trace_id"])
     found = np.flatnonzero(at >= 0)
     found = found[pc.sort_indices(pa.array(labelled["trace_id"].iloc[found].astype("string"))).to_numpy()]  # by example_id
-    rows = t.iloc[at[found]].reset_index(drop=True)
+    rows = t[["trace_id", "prompt", "input", "output", "user_id", "model", "partition_date"]].iloc[at[found]].reset_index(drop=True)
     rows["label"] = labelled["label"].to_numpy()[found]
     return pd.DataFrame(
         {
