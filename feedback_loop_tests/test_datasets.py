@@ -20,6 +20,7 @@ from feedback_loop.lib.datasets.regression import (
     build_cases,
     case_id,
     merge_suite,
+    prompt_hashes,
 )
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.pipeline import run_nightly
@@ -176,6 +177,9 @@ def test_decontamination_finds_suite_duplicates_and_near_duplicates():
     suite = ["what is the capital city of australia today?", "Completely different suite prompt here."]
     assert contaminated(prompts, suite, 0.8).tolist() == [True, False, True]
     assert not contaminated(prompts, [], 0.8).any()
+    wordless = pd.Series(["?!", "  ?! ", "…"])  # no words, no shingles: only the exact match finds them
+    assert contaminated(wordless, ["?!"], 0.8).tolist() == [True, True, False]
+    assert contaminated(wordless, ["?!"], 0.8, prompt_hashes(wordless)).tolist() == [True, True, False]
 
 
 def test_preference_release_removes_suite_prompts_and_keeps_the_other_rows_whole():

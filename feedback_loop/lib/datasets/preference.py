@@ -184,6 +184,7 @@ def contaminated(prompts: pd.Series, suite_prompts: list[str], threshold: float,
     `hashes`: the prompts' `prompt_hashes`, when the caller has them."""
     if prompts.empty or not suite_prompts:
         return np.zeros(len(prompts), dtype=bool)
-    exact = prompt_hashes(pd.Series(suite_prompts, dtype="string"))
-    same = is_in(prompt_hashes(prompts) if hashes is None else hashes, exact)
+    suite = pd.Series(suite_prompts, dtype="string")
+    # Same normalized prompt: by the hashes when given, else by the keys themselves (no hashing needed).
+    same = is_in(hashes, prompt_hashes(suite)) if hashes is not None else is_in(normalize_prompt(prompts), normalize_prompt(suite))
     return same | near_duplicate_of(prompts, suite_prompts, threshold)
