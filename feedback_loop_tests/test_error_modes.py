@@ -152,6 +152,19 @@ def test_classifier_labels_unexplained_negatives_deterministically():
     assert set(first["mode_id"]) <= set(TAXONOMY_V1.ids().values())
 
 
+def test_worker_processes_give_the_same_classifier_and_edit_evidence(monkeypatch):
+    from feedback_loop.lib.error_modes import classifier, rules
+
+    frame = negatives_frame(120)
+    frame["edit_text"] = [None if i % 3 else f"Edited answer number {i} with the year {1900 + i}." for i in range(len(frame))]
+    serial, serial_validation = assign_error_modes(frame, seed=3)
+    monkeypatch.setattr(classifier, "HASH_SLICE", 7)
+    monkeypatch.setattr(rules, "PARALLEL_MIN_EDITS", 2)
+    parallel, parallel_validation = assign_error_modes(frame, seed=3)
+    pd.testing.assert_frame_equal(serial, parallel)
+    assert serial_validation == parallel_validation and (serial["evidence_source"] == "edit").any()
+
+
 def test_no_evidence_and_no_classifier_means_other():
     frame = negatives_frame(4).assign(reason_tags=None, output="fine text")
     modes, validation = assign_error_modes(frame)

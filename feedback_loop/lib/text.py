@@ -1,11 +1,13 @@
 """Column helpers on Arrow, no Python loop per row: text (RE2 regular expressions, lengths, hashes),
-key lookups, sorts and duplicate checks, and column work in slices on a thread per core."""
+key lookups, sorts and duplicate checks; column work in slices on a thread per core, and
+pure-Python work on a process per core."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import duckdb
 import numpy as np
@@ -24,6 +26,17 @@ def in_chunks(values: pd.Series | pa.Array | pa.ChunkedArray, compute: Callable,
     slices = [cut(start) for start in range(0, len(values), rows)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         return np.concatenate(list(pool.map(compute, slices)))
+
+
+def in_processes(function: Callable, items: list, min_items: int = 2) -> list:
+    """`[function(item) for item in items]` on forked worker processes, one per core, for pure-Python
+    work (threads would not run it in parallel). `function` must be picklable: a module-level
+    function or a bound method. Below `min_items`, starting workers costs more than it saves."""
+    cores = os.cpu_count() or 1
+    if len(items) < min_items or cores < 2:
+        return [function(item) for item in items]
+    with ProcessPoolExecutor(max_workers=cores, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(function, items, chunksize=max(1, len(items) // (cores * 8))))
 
 
 def one_chunk(frame: pd.DataFrame) -> pd.DataFrame:

@@ -12,11 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import multiprocessing
-import os
 import re
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from functools import cache, lru_cache
 
 import numpy as np
@@ -31,7 +28,7 @@ from presidio_analyzer.predefined_recognizers import (
     PhoneRecognizer,
 )
 
-from feedback_loop.lib.text import matches, per_distinct, replaced
+from feedback_loop.lib.text import in_processes, matches, per_distinct, replaced
 
 # Presidio validates e-mail domains with tldextract; use its bundled suffix list, never the network.
 tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
@@ -198,13 +195,9 @@ def scrub_frames(
 
 
 def scrub_texts(texts: list[str]) -> list[tuple[str, Counter]]:
-    """`scrub_text` of each text. Many texts are shared out over forked worker processes, one per
-    core (the detectors are pure Python, so threads would not run them in parallel)."""
-    cores = os.cpu_count() or 1
-    if len(texts) < PARALLEL_MIN_TEXTS or cores < 2:
-        return [scrub_text(t) for t in texts]
-    with ProcessPoolExecutor(max_workers=cores, mp_context=multiprocessing.get_context("fork")) as pool:
-        return list(pool.map(scrub_text, texts, chunksize=max(1, len(texts) // (cores * 8))))
+    """`scrub_text` of each text; many texts are shared out over a process per core (the detectors
+    are pure Python)."""
+    return in_processes(scrub_text, texts, PARALLEL_MIN_TEXTS)
 
 
 def strings_in(value) -> list[str]:

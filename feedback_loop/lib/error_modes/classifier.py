@@ -14,14 +14,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 
+from feedback_loop.lib.text import in_processes
+
 OUTPUT_CHARS = 500
 MIN_TRAINING_ROWS = 20
 MAX_TRAINING_ROWS = 20_000
+HASH_SLICE = 5_000  # texts per worker task when hashing n-grams
 
 
 @dataclass
@@ -56,7 +60,7 @@ def fit_and_predict(train_text: pd.Series, train_labels: pd.Series, predict_text
         train_text, train_labels = train_text[sample.index], train_labels[sample.index]
         counts = train_labels.value_counts()
     vectorizer = HashingVectorizer(n_features=2**18, ngram_range=(1, 2), alternate_sign=False, norm="l2")
-    x = vectorizer.transform(train_text.tolist())
+    x = _hashed(vectorizer, train_text.tolist())
     y = train_labels.to_numpy(dtype=str)
     validation = Validation(trained=True, train_rows=len(y), classes=sorted(counts.index))
     stratify = y if counts.min() >= 2 else None
@@ -68,9 +72,18 @@ def fit_and_predict(train_text: pd.Series, train_labels: pd.Series, predict_text
     validation.accuracy = round(float(accuracy_score(y_test, held_out)), 4)
     if not len(predict_text):
         return empty, np.zeros(0), validation
-    proba = model.predict_proba(vectorizer.transform(predict_text.tolist()))
+    proba = model.predict_proba(_hashed(vectorizer, predict_text.tolist()))
     best = proba.argmax(axis=1)
     return pd.Series(model.classes_[best], index=predict_text.index, dtype="string"), proba.max(axis=1), validation
+
+
+def _hashed(vectorizer: HashingVectorizer, texts: list[str]) -> sparse.csr_matrix:
+    """`vectorizer.transform(texts)`, in slices on a process per core (sklearn's analyzer is pure Python;
+    the vectorizer is stateless, so the rows are the same)."""
+    if len(texts) <= HASH_SLICE:
+        return vectorizer.transform(texts)
+    slices = [texts[start : start + HASH_SLICE] for start in range(0, len(texts), HASH_SLICE)]
+    return sparse.vstack(in_processes(vectorizer.transform, slices), format="csr")
 
 
 def _model(seed: int) -> SGDClassifier:

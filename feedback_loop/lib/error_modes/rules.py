@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from feedback_loop.lib.error_modes.refusal import refusal_evidence
-from feedback_loop.lib.text import in_chunks, lowered, matches
+from feedback_loop.lib.text import in_chunks, in_processes, lowered, matches
 
 REASON_TO_MODE = {
     "not_factual": "hallucination",
@@ -95,13 +95,20 @@ def edit_mode(outputs: pd.Series, edits: pd.Series) -> tuple[pd.Series, pd.Serie
     """What the user's edit changed: structure (format), a large cut (length), facts (hallucination)."""
     modes = pd.Series(pd.NA, index=outputs.index, dtype="string")
     evidence = pd.Series(pd.NA, index=outputs.index, dtype="string")
-    rows = edits.index[edits.notna()]
-    found = [(idx, _edit_evidence(str(outputs.get(idx) or ""), str(edits[idx]))) for idx in rows]
-    found = [(idx, f) for idx, f in found if f]
+    rows = edits.index[edits.notna().to_numpy()]
+    texts = list(zip(outputs.reindex(rows).astype("string").fillna("").tolist(), edits[rows].astype(str).tolist(), strict=True))
+    found = [(idx, f) for idx, f in zip(rows, in_processes(_edit_evidence_of, texts, PARALLEL_MIN_EDITS), strict=True) if f]
     if found:
         modes[[idx for idx, _ in found]] = [f[0] for _, f in found]
         evidence[[idx for idx, _ in found]] = [f[1] for _, f in found]
     return modes, evidence
+
+
+PARALLEL_MIN_EDITS = 5_000  # below this, starting worker processes costs more than it saves
+
+
+def _edit_evidence_of(texts: tuple[str, str]) -> tuple[str, str] | None:
+    return _edit_evidence(*texts)
 
 
 def _edit_evidence(output: str, edit: str) -> tuple[str, str] | None:
