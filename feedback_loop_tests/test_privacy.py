@@ -144,3 +144,13 @@ def test_placeholders_left_by_scrubbing_flag_nothing():
     clean, _ = scrub_text("mail jane@example.com, key ghp_abcdefghijklmnopqrstuvwxyz0123456789, my password is secret")
     assert clean == "mail <EMAIL_ADDRESS>, key <SECRET>, my password is secret"
     assert not might_contain_pii(pd.Series([clean]))[0]
+
+
+def test_jsonl_strings_are_every_string_value_of_the_lines():
+    from feedback_loop.lib.datasets.privacy import jsonl_strings
+
+    nested = ['{"a": "x", "b": [{"c": "y", "d": 1}], "long_key_name_of_twenty_plus": true}\n', '{"a": null, "b": []}\n', "\n"]
+    assert jsonl_strings(nested).tolist() == ["x", "y"]
+    mixed = ['{"a": "x"}\n', '{"a": ["y", "z"]}']  # no common schema: parsed line by line
+    assert sorted(jsonl_strings(mixed).tolist()) == ["x", "y", "z"]
+    assert jsonl_strings([]).tolist() == []

@@ -14,7 +14,7 @@ from feedback_loop.lib.datasets.build import (
     regression_release,
 )
 from feedback_loop.lib.datasets.preference import SIGNAL_COLUMNS, contaminated
-from feedback_loop.lib.datasets.privacy import find_pii, might_contain_pii, strings_in
+from feedback_loop.lib.datasets.privacy import find_pii, jsonl_strings, might_contain_pii
 from feedback_loop.lib.datasets.regression import suite_candidates
 from feedback_loop.lib.datasets.store import DatasetStore
 from feedback_loop.lib.preview import markdown_table
@@ -142,7 +142,7 @@ def pii_hits(store: DatasetStore, dataset: str) -> dict[str, int]:
         if name.endswith(".jsonl"):
             lines = lines_of(store.read_bytes(dataset, latest, name))
             flagged = lines.filter(pa.array(might_contain_pii(pd.Series(lines, dtype="string")))).to_pylist()
-            texts = pd.Series([text for line in flagged if line.strip() for text in strings_in(json.loads(line))], dtype="string")
+            texts = jsonl_strings(flagged)
             found = [kind for text in texts[might_contain_pii(texts)] for _, _, kind in find_pii(text)]
             if found:
                 hits[name] = len(found)

@@ -19,6 +19,7 @@ from functools import cache, lru_cache
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.json as pa_json
 import tldextract
 from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 from presidio_analyzer.predefined_recognizers import (
@@ -208,6 +209,30 @@ def strings_in(value) -> list[str]:
         return [s for v in value.values() for s in strings_in(v)]
     if isinstance(value, list):
         return [s for v in value for s in strings_in(v)]
+    return []
+
+
+def jsonl_strings(lines: list[str]) -> pd.Series:
+    """Every string value (not key) in JSON lines: parsed by Arrow's JSON reader into columns, or line
+    by line (`strings_in`) when the lines do not share one schema."""
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        return pd.Series([], dtype="string")
+    try:
+        table = pa_json.read_json(pa.BufferReader("".join(line if line.endswith("\n") else line + "\n" for line in lines).encode()))
+    except pa.ArrowInvalid:
+        return pd.Series([text for line in lines for text in strings_in(json.loads(line))], dtype="string")
+    leaves = [leaf for column in table.columns for chunk in column.chunks for leaf in _string_leaves(chunk)]
+    return pd.Series(pa.concat_arrays(leaves) if leaves else pa.array([], type=pa.string()), dtype="string").dropna().reset_index(drop=True)
+
+
+def _string_leaves(values: pa.Array) -> list[pa.Array]:
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        return [values.cast(pa.string())]
+    if pa.types.is_struct(values.type):
+        return [leaf for child in values.flatten() for leaf in _string_leaves(child)]
+    if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+        return _string_leaves(values.flatten())
     return []
 
 
