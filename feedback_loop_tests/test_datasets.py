@@ -196,6 +196,17 @@ def test_preference_release_removes_suite_prompts_and_keeps_the_other_rows_whole
     assert sorted(line["completion"] for line in lines) == ["abc", "first try", "second try"]
 
 
+def test_a_release_that_consumes_its_inputs_is_the_same_and_leaves_them_empty():
+    from feedback_loop.lib.datasets.build import preference_release
+
+    args = (["Fix this"], DatasetParams(), "key", {"u-nobody"}, ["2026-11-20"])
+    kept = preference_release(*preference_frames(), *args)
+    inputs = preference_frames()
+    consumed = preference_release(*inputs, *args, consume_inputs=True)
+    assert consumed.files == kept.files and consumed.content_hash == kept.content_hash
+    assert all(frame.columns.empty for frame in inputs)
+
+
 def test_trl_and_openai_formats_have_their_documented_shapes():
     pairs, _ = dpo_pairs(*preference_frames(), DatasetParams())
     pairs = with_messages(pairs)

@@ -91,13 +91,25 @@ def preference_release(
     hash_key: str,
     opted_out: set[str],
     source_partitions: list[str],
+    consume_inputs: bool = False,
 ) -> Release:
-    """DPO pairs and KTO examples of the window, split, decontaminated against the suite, scrubbed."""
+    """DPO pairs and KTO examples of the window, split, decontaminated against the suite, scrubbed.
+
+    `consume_inputs`: empty the given frames once the pairs and examples are built (for inputs loaded
+    for this call alone, as the asset's are: at 1M traces the traces hold ~1.5 GB that nothing needs
+    after that, and the caller's references would keep them to the end)."""
+    inputs = (traces, signals, labels)
     if opted_out:
         traces = traces[~is_in(traces["user_id"], opted_out)]
         signals = signals[is_in(signals["trace_id"], traces["trace_id"])]
     pairs, gates = dpo_pairs(traces, signals, labels, params)
     examples = kto_examples(traces, labels)
+    if consume_inputs:
+        del traces, signals, labels
+        for frame in inputs:
+            for column in list(frame.columns):
+                del frame[column]
+        pa.default_memory_pool().release_unused()
     (pairs, examples), pii = scrub_frames([(pairs, ["prompt", "input", "chosen", "rejected"]), (examples, ["prompt", "input", "completion"])], json_columns=("input",), in_place=True)
     pairs = with_messages(pairs)  # the KTO formats take the prompt as text; its Parquet keeps `input`
     # The suite's prompts are scrubbed: compare scrubbed with scrubbed, each distinct prompt once.
