@@ -1,6 +1,6 @@
 """Benchmark the nightly pipeline at production scale.
 
-    python bench/run.py [--traces N] [--scaling] [--keep]
+    python bench/run.py [--traces N] [--scaling] [--repeat R] [--keep]
 
 For N traces (default 1,000,000) and about 3N feedback events in one daily partition:
 1. generates the landing files with the project's generator (seeded, cached in bench/cache/);
@@ -12,7 +12,8 @@ For N traces (default 1,000,000) and about 3N feedback events in one daily parti
 4. times linking + signals + labels as plain functions on the run's ingested partition (in memory,
    without the Parquet reads and writes of the Dagster steps);
 5. times error-mode assignment on 100,000 negative traces.
-`--scaling` runs 100k, 300k and 1M and prints how time grows. Results go to
+`--scaling` runs 100k, 300k and 1M and prints how time grows; `--repeat R` runs the DAG and the
+DuckDB reference R times and reports medians (on a noisy machine). Results go to
 bench/results/<timestamp>.json; the last line printed is a one-line summary.
 """
 
@@ -24,6 +25,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -43,6 +45,7 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=1_000_000)
     parser.add_argument("--scaling", action="store_true", help="run 100k, 300k and 1M traces")
     parser.add_argument("--keep", action="store_true", help="keep the run's warehouse and datasets")
+    parser.add_argument("--repeat", type=int, default=1, help="run the DAG and the DuckDB reference N times; report medians")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--landing", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -58,7 +61,7 @@ def main() -> None:
     if args.stage == "link_signals_labels":
         return link_signals_labels_stage(Path(args.workdir))
     sizes = [100_000, 300_000, 1_000_000] if args.scaling else [args.traces]
-    results = [run_size(n, args.keep) for n in sizes]
+    results = [run_size(n, args.keep, args.repeat) for n in sizes]
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
     payload = results[-1] if len(results) == 1 else {**results[-1], "scaling": scaling(results)}
@@ -75,19 +78,23 @@ def main() -> None:
     )
 
 
-def run_size(traces: int, keep: bool) -> dict:
+def run_size(traces: int, keep: bool, repeat: int = 1) -> dict:
     landing = CACHE / f"landing-{traces}"
     if not (landing / "ground_truth" / "summary.json").exists():
         print(f"generating {traces:,} traces into {landing} (cached for later runs) ...", flush=True)
         shutil.rmtree(landing, ignore_errors=True)
         stage("generate", "--traces", str(traces), "--landing", str(landing))
     workdir = CACHE / f"run-{traces}"
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
-    print(f"running the nightly DAG on {traces:,} traces ...", flush=True)
-    pipeline = json.loads(stage("pipeline", "--landing", str(landing), "--workdir", str(workdir)))
-    print("running the DuckDB reference ...", flush=True)
-    reference = json.loads(stage("reference", "--landing", str(landing)))
+    runs, references = [], []
+    for n in range(repeat):
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        print(f"running the nightly DAG on {traces:,} traces ({n + 1}/{repeat}) ...", flush=True)
+        runs.append(json.loads(stage("pipeline", "--landing", str(landing), "--workdir", str(workdir))))
+        print(f"running the DuckDB reference ({n + 1}/{repeat}) ...", flush=True)
+        references.append(json.loads(stage("reference", "--landing", str(landing))))
+    pipeline = median_run(runs)
+    reference = {**references[0], "seconds": statistics.median(r["seconds"] for r in references), "runs_seconds": [r["seconds"] for r in references]}
     print("timing linking + signals + labels in memory ...", flush=True)
     core = json.loads(stage("link_signals_labels", "--workdir", str(workdir)))
     print("timing error-mode assignment on 100k negatives ...", flush=True)
@@ -111,6 +118,29 @@ def run_size(traces: int, keep: bool) -> dict:
     }
     print_run(result)
     return result
+
+
+def median_run(runs: list[dict]) -> dict:
+    """One DAG result from repeated runs: the median seconds (total and per step), the largest peak
+    RSS; each run's own figures are kept under `dag_runs`. (This machine's runs of the same code
+    differ by up to a sixth in total and a third per step.)"""
+    if len(runs) == 1:
+        return runs[0]
+    per_asset = {
+        asset: {
+            "seconds": statistics.median(r["per_asset"][asset]["seconds"] for r in runs),
+            "peak_rss_mb": max(r["per_asset"][asset]["peak_rss_mb"] for r in runs),
+        }
+        for asset in runs[0]["per_asset"]
+    }
+    return {
+        **runs[0],
+        "success": all(r["success"] for r in runs),
+        "total_seconds": statistics.median(r["total_seconds"] for r in runs),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "per_asset": per_asset,
+        "dag_runs": runs,
+    }
 
 
 def stage(name: str, *args: str) -> str:
@@ -309,6 +339,9 @@ def print_run(result: dict) -> None:
     for asset, figures in result["per_asset"].items():
         print(f"{asset:<28}{figures['seconds']:>10.2f}{figures['peak_rss_mb']:>14,.0f}")
     print(f"{'total (2 runs, wall)':<28}{result['total_seconds']:>10.2f}{result['peak_rss_mb']:>14,.0f}")
+    if "dag_runs" in result:
+        totals = ", ".join(f"{r['total_seconds']:.1f}" for r in result["dag_runs"])
+        print(f"(medians of {len(result['dag_runs'])} DAG runs, whose totals were {totals} s)")
     print(f"ingest + link + signals: {result['ingest_link_signals_seconds']:.2f}s; DuckDB reference: {result['duckdb_reference_seconds']:.2f}s; ratio {result['ratio_to_duckdb']:.2f}")
     core = result["link_signals_labels"]
     print(

@@ -121,7 +121,7 @@ def preference_dataset(
         privacy.user_hash_key,
         privacy.opted_out(),
         context.partition_keys,
-        consume_inputs=True,  # the inputs were loaded for this step alone
+        consume_inputs=True,  # the warehouse IO manager loaded these frames for this step alone
     )
     return publish(store, PREFERENCE_DATASET, release, context.partition_key_range.end)
 
