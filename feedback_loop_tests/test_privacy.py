@@ -154,3 +154,4 @@ def test_jsonl_strings_are_every_string_value_of_the_lines():
     mixed = ['{"a": "x"}\n', '{"a": ["y", "z"]}']  # no common schema: parsed line by line
     assert sorted(jsonl_strings(mixed).tolist()) == ["x", "y", "z"]
     assert jsonl_strings([]).tolist() == []
+    assert jsonl_strings(['{"day": "2026-11-20", "text": "hi"}\n']).tolist() == ["hi"]  # read as a timestamp

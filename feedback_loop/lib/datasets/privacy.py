@@ -214,7 +214,8 @@ def strings_in(value) -> list[str]:
 
 def jsonl_strings(lines: list[str]) -> pd.Series:
     """Every string value (not key) in JSON lines: parsed by Arrow's JSON reader into columns, or line
-    by line (`strings_in`) when the lines do not share one schema."""
+    by line (`strings_in`) when the lines do not share one schema. Arrow reads a field whose values
+    are all ISO-8601 dates or times as timestamps: those hold no PII and are left out."""
     lines = [line for line in lines if line.strip()]
     if not lines:
         return pd.Series([], dtype="string")
