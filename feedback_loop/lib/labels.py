@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from feedback_loop.lib.contract import TRACE_IDENTITY
 from feedback_loop.lib.params import LabelWeights
 from feedback_loop.lib.signals import events_on
-from feedback_loop.lib.text import is_in, positions, sort_order
+from feedback_loop.lib.text import is_in, large_text, positions, sort_order
 
 LABEL_COLUMNS: dict[str, str] = {
     **TRACE_IDENTITY,
@@ -70,7 +70,7 @@ def label_traces(signals: pd.DataFrame, linked: pd.DataFrame, weights: LabelWeig
     k = np.bincount(ratings["_code"], minlength=n)
     explicit_n += k
     rated = np.flatnonzero(k > 0)
-    mean_rating = pa.array(s["rating_mean"].iloc[rated].round(1).astype("string"), type=pa.large_string())
+    mean_rating = large_text(s["rating_mean"].iloc[rated].round(1))
     pieces.append(_spread(n, rated, _concat("rating:", mean_rating)))
     corrected = (s["edit_type"] == "correction").fillna(False).to_numpy()
     explicit_sum += corrected * weights.correction

@@ -24,7 +24,7 @@ from feedback_loop.lib.contract import (
     conform,
     empty_frame,
 )
-from feedback_loop.lib.text import repeats
+from feedback_loop.lib.text import large_text, repeats
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def numbers_in(values: pd.Series) -> pd.Series:
     """Each value as a number where it is a decimal number (signed, with a fraction or exponent,
     white space around it allowed), else NaN; values longer than NUMBER_MAX_CHARS (edited and
     copied texts) are not parsed."""
-    text = pyarrow.array(values.astype("string"), type=pyarrow.large_string())
+    text = large_text(values)
     short = np.flatnonzero(pc.fill_null(pc.less_equal(pc.utf8_length(text), NUMBER_MAX_CHARS), False).to_numpy(zero_copy_only=False))
     candidates = pc.utf8_trim_whitespace(text.take(short))
     number = pc.match_substring_regex(candidates, DECIMAL)

@@ -65,7 +65,7 @@ def lowered(values: pd.Series) -> pa.Array:
 
 def text_length(values: pd.Series) -> pd.Series:
     """Characters per text (missing stays missing), counted by Arrow."""
-    return pd.Series(pc.utf8_length(pa.array(values.astype("string"), type=pa.large_string())), index=values.index, dtype="Int64")
+    return pd.Series(pc.utf8_length(large_text(values)), index=values.index, dtype="Int64")
 
 
 def matches(text: pa.Array, pattern: str, ignore_case: bool = False) -> np.ndarray:
@@ -90,19 +90,17 @@ def per_distinct(values: pd.Series, transform: Callable[[pd.Series], pd.Series |
 
 def replaced(values: pd.Series, rows: np.ndarray, new: list[str] | pd.Series) -> pd.Series:
     """The text column with the values at positions `rows` (ascending) replaced by `new`, in one Arrow pass."""
-    column = pa.array(values.astype("string"), type=pa.large_string())
+    column = large_text(values)
     mask = np.zeros(len(column), dtype=bool)
     mask[rows] = True
-    new = pa.array(new.astype("string") if isinstance(new, pd.Series) else new, type=pa.large_string())
-    out = pc.replace_with_mask(column, pa.array(mask), new)
+    out = pc.replace_with_mask(column, pa.array(mask), large_text(new))
     return pd.Series(out, index=values.index, dtype="string")
 
 
 def is_in(values: pd.Series, allowed: Iterable) -> np.ndarray:
     """`values.isin(allowed)` for text columns, hashed in Arrow (pandas loops in Python on Arrow strings)."""
-    value_set = pa.array(pd.Series(list(allowed) if not isinstance(allowed, pd.Series) else allowed, dtype="string"), type=pa.large_string())
-    column = pa.array(values.astype("string"), type=pa.large_string())
-    return pc.is_in(column, value_set=value_set).to_numpy(zero_copy_only=False).astype(bool)
+    value_set = large_text(allowed if isinstance(allowed, pd.Series) else list(allowed))
+    return pc.is_in(large_text(values), value_set=value_set).to_numpy(zero_copy_only=False).astype(bool)
 
 
 def positions(keys: pd.Series | np.ndarray, index: pd.Series | np.ndarray) -> np.ndarray:
@@ -110,11 +108,12 @@ def positions(keys: pd.Series | np.ndarray, index: pd.Series | np.ndarray) -> np
     hashed in Arrow (pandas' `Index.get_indexer` on Arrow strings is ~7x slower)."""
     if not len(keys) or not len(index):
         return np.full(len(keys), -1)
-    found = pc.index_in(_large_text(keys), value_set=_large_text(index), skip_nulls=True)
+    found = pc.index_in(large_text(keys), value_set=large_text(index), skip_nulls=True)
     return found.fill_null(-1).to_numpy().astype(np.int64, copy=False)
 
 
-def _large_text(values: pd.Series | np.ndarray) -> pa.Array:
+def large_text(values: pd.Series | np.ndarray | list) -> pa.Array:
+    """The values as one Arrow `large_string` array (missing values null)."""
     return pa.array(pd.Series(values, dtype="string") if not isinstance(values, pd.Series) else values.astype("string"), type=pa.large_string())
 
 

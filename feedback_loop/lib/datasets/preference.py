@@ -130,7 +130,7 @@ def _pairs(t: pd.DataFrame, rejected_ids: pd.Series, chosen_ids, source, chosen_
 
 def _rows_of(t: pd.DataFrame, trace_ids) -> np.ndarray:
     """Positions of `trace_ids` in `t`; every id must be there (as `t.loc` would require)."""
-    at = positions(trace_ids if isinstance(trace_ids, pd.Series) else pd.Series(trace_ids, dtype="string"), t["trace_id"])
+    at = positions(trace_ids, t["trace_id"])
     if (at < 0).any():
         raise KeyError(f"trace ids not among the traces: {list(np.asarray(trace_ids)[at < 0][:5])}")
     return at

@@ -29,7 +29,7 @@ from presidio_analyzer.predefined_recognizers import (
     PhoneRecognizer,
 )
 
-from feedback_loop.lib.text import in_processes, matches, per_distinct, replaced
+from feedback_loop.lib.text import in_processes, large_text, matches, per_distinct, replaced
 
 # Presidio validates e-mail domains with tldextract; use its bundled suffix list, never the network.
 tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
@@ -141,7 +141,7 @@ def scrub_text(text: str) -> tuple[str, Counter]:
 
 def might_contain_pii(texts: pd.Series) -> np.ndarray:
     """Rows the detectors must scan (see PREFILTER); vectorized over the column."""
-    return matches(pa.array(texts.astype("string"), type=pa.large_string()), PREFILTER, ignore_case=True)  # missing: False
+    return matches(large_text(texts), PREFILTER, ignore_case=True)  # missing: False
 
 
 NOTHING: Counter = Counter()
