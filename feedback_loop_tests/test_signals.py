@@ -155,3 +155,25 @@ def test_prompt_key_collapses_every_kind_of_white_space_like_a_split_and_join():
     )
     expected = [" ".join(p.lower().split()) if p is not None else "" for p in prompts.astype(object).where(prompts.notna(), None)]
     assert normalize_prompt(prompts).tolist() == expected
+
+
+def test_signals_do_not_depend_on_the_row_order_of_the_traces():
+    """Texts are looked up by each trace's row in the input (its last span), wherever that row is."""
+    tr = traces(
+        {"trace_id": "a", "span_id": "a1", "t": 0, "prompt": "What is the capital of Australia?", "output": "draft"},
+        {"trace_id": "a", "span_id": "a2", "t": 1, "prompt": "What is the capital of Australia?", "output": "Sydney is the capital."},
+        {"trace_id": "b", "t": 60, "prompt": "No, what exactly is the capital of Australia?", "output": "y" * 50},
+        {"trace_id": "c", "t": 0, "session_id": "s2", "prompt": "hi", "output": "z" * 80},
+    )
+    ev = events(
+        {"trace_id": "a", "type": "edit", "value": "Canberra is the capital.", "t": 30},
+        {"trace_id": "b", "type": "copy", "value": "y" * 10, "t": 90},
+        {"trace_id": "c", "type": "copy", "value": "z" * 20, "t": 10},
+    )
+    expected = signals(tr, ev)
+    shuffled = tr.iloc[[3, 1, 2, 0]].set_index(pd.Index([10, 11, 12, 13]))
+    got = signals(shuffled, ev)
+    pd.testing.assert_frame_equal(got.loc[expected.index], expected)
+    assert expected.loc["a", "edit_length_ratio"] == pytest.approx(len("Canberra is the capital.") / len("Sydney is the capital."))
+    assert expected.loc["b", "copied_share"] == 0.2 and expected.loc["c", "copied_share"] == 0.25
+    assert expected.loc["a", "rephrased"]

@@ -96,8 +96,8 @@ def implicit_signals(
     rating_n = np.bincount(ratings["_code"], minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         out["rating_mean"] = np.where(rating_n > 0, rating_sum / np.maximum(rating_n, 1), np.nan)
-    _edits(out, t, ev, params)
-    _copies(out, t, ev, counts["copy"], params)
+    _edits(out, traces, t, ev, params)
+    _copies(out, traces, t, ev, counts["copy"], params)
     _chains(out, t, counts["regenerate"], counts["thumbs_down"])
     _rephrases(out, t, params)
     _dwell_and_abandon(out, t, ev, counts, params, horizon if horizon is not None else _latest(t, ev))
@@ -144,12 +144,15 @@ RESPONSE_COLUMNS = ["trace_id", "span_id", "session_id", "user_id", "timestamp",
 
 
 def _responses(traces: pd.DataFrame) -> pd.DataFrame:
-    """One row per trace (its last span), in session order. Sorts on the keys, copies the text once."""
+    """One row per trace (its last span), in session order, without the texts: `_row` is the trace's
+    row in `traces`, where `_text` finds its prompt or output (only the few rows that need one)."""
     keys = traces[["trace_id", "session_id", "timestamp"]].reset_index(drop=True)
     keys = keys.iloc[sort_order(keys, ["timestamp"])].drop_duplicates("trace_id", keep="last")
     keys["_session"] = keys["session_id"].fillna("__no_session__" + keys["trace_id"])
     keys = keys.iloc[sort_order(keys, ["_session", "timestamp", "trace_id"])]
-    t = traces[RESPONSE_COLUMNS].iloc[keys.index.to_numpy()].reset_index(drop=True)
+    rows_in_traces = keys.index.to_numpy()
+    t = traces[[c for c in RESPONSE_COLUMNS if c not in TEXT_COLUMNS]].iloc[rows_in_traces].reset_index(drop=True)
+    t["_row"] = rows_in_traces
     t["_session"] = keys["_session"].to_numpy()
     latency = pd.to_timedelta(t["latency_ms"].fillna(0.0), unit="ms")
     t["_end"] = t["timestamp"] + latency
@@ -158,11 +161,20 @@ def _responses(traces: pd.DataFrame) -> pd.DataFrame:
     # Prompt keys matter only where a session continues: compute them there.
     involved = same_session_next | np.roll(same_session_next, 1) if len(t) else same_session_next
     rows = np.flatnonzero(involved)
-    t["_prompt_key"] = replaced(pd.Series(pd.NA, index=t.index, dtype="string"), rows, normalize_prompt(t["prompt"].iloc[rows]))
+    prompts = _text(traces, "prompt", t, rows)
+    t["_prompt_key"] = replaced(pd.Series(pd.NA, index=t.index, dtype="string"), rows, normalize_prompt(prompts))
     return t
 
 
-def _edits(out: pd.DataFrame, t: pd.DataFrame, ev: pd.DataFrame, params: SignalParams) -> None:
+TEXT_COLUMNS = ("prompt", "output")
+
+
+def _text(traces: pd.DataFrame, column: str, t: pd.DataFrame, rows: np.ndarray) -> pd.Series:
+    """`column` of the responses at positions `rows` of `t`, taken from `traces`."""
+    return traces[column].iloc[t["_row"].to_numpy()[rows]].reset_index(drop=True)
+
+
+def _edits(out: pd.DataFrame, traces: pd.DataFrame, t: pd.DataFrame, ev: pd.DataFrame, params: SignalParams) -> None:
     edits = ev.loc[is_in(ev["type"], ["edit", "correction"]) & ev["value"].notna().to_numpy(), ["_code", "type", "value", "timestamp"]]
     latest = edits.sort_values("timestamp", kind="stable").drop_duplicates("_code", keep="last")
     out["edit_type"] = pd.Series(pd.NA, index=out.index, dtype="string")
@@ -173,20 +185,22 @@ def _edits(out: pd.DataFrame, t: pd.DataFrame, ev: pd.DataFrame, params: SignalP
     if latest.empty:
         return
     rows = latest["_code"].to_numpy()
-    classified = classify_edits(t["output"].iloc[rows], latest["value"], params)
+    classified = classify_edits(_text(traces, "output", t, rows), latest["value"], params)
     out.loc[rows, "edit_type"] = latest["type"].to_numpy()
     out.loc[rows, "edit_text"] = latest["value"].to_numpy()
     for column in ("edit_distance", "edit_class", "edit_length_ratio"):
         out.loc[rows, column] = classified[column].to_numpy()
 
 
-def _copies(out: pd.DataFrame, t: pd.DataFrame, ev: pd.DataFrame, copy_count: np.ndarray, params: SignalParams) -> None:
+def _copies(
+    out: pd.DataFrame, traces: pd.DataFrame, t: pd.DataFrame, ev: pd.DataFrame, copy_count: np.ndarray, params: SignalParams
+) -> None:
     copies = ev.loc[(ev["type"] == "copy").to_numpy(), ["_code", "value"]]
-    out_len = text_length(t["output"]).fillna(0).to_numpy(dtype=float)
-    copied_len = text_length(copies["value"]).to_numpy(dtype=float, na_value=np.nan)
     codes = copies["_code"].to_numpy()
+    out_len = text_length(traces["output"]).fillna(0).to_numpy(dtype=float)[t["_row"].to_numpy()[codes]]  # counted in place: no take of the texts
+    copied_len = text_length(copies["value"]).to_numpy(dtype=float, na_value=np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
-        share = np.where(np.isnan(copied_len), 1.0, np.minimum(copied_len / np.maximum(out_len[codes], 1), 1.0))
+        share = np.where(np.isnan(copied_len), 1.0, np.minimum(copied_len / np.maximum(out_len, 1), 1.0))
     best = np.full(len(out), np.nan)
     if len(codes):
         order = np.argsort(share, kind="stable")
