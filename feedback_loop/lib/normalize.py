@@ -24,7 +24,7 @@ from feedback_loop.lib.contract import (
     conform,
     empty_frame,
 )
-from feedback_loop.lib.text import large_text, repeats
+from feedback_loop.lib.text import large_text, repeats, replaced
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def normalize_feedback(records: pd.DataFrame, day: str) -> Normalized:
     event_type = df["type"].str.strip().str.lower()
     reason = reason.mask(reason.isna() & event_type.isna(), "missing type")
     unknown = event_type.notna() & ~event_type.isin(EVENT_TYPES)
-    reason = reason.mask(reason.isna() & unknown, "unknown event type '" + df["type"].fillna("") + "'")
+    reason = _reason_with_value(reason, unknown, "unknown event type '{}'", df["type"])
     value_num = numbers_in(df["value"])
     rating_bad = (event_type == "rating") & value_num.isna()
     reason = reason.mask(reason.isna() & rating_bad, "rating value is not a number")
@@ -150,8 +150,17 @@ def _base_reasons(df: pd.DataFrame, id_column: str) -> pd.Series:
     missing_id = df[id_column].isna() | (df[id_column].astype("string").str.strip() == "")
     reason = reason.mask(reason.isna() & missing_id, f"missing {id_column}")
     reason = reason.mask(reason.isna() & df["timestamp"].isna(), "missing timestamp")
-    reason = reason.mask(reason.isna() & df["_timestamp"].isna(), "timestamp is not ISO-8601: " + df["timestamp"].fillna(""))
-    return reason
+    return _reason_with_value(reason, df["_timestamp"].isna(), "timestamp is not ISO-8601: {}", df["timestamp"])
+
+
+def _reason_with_value(reason: pd.Series, where: pd.Series, template: str, values: pd.Series) -> pd.Series:
+    """`reason` with `template` filled with the row's value where `where` holds and no reason is set
+    yet; the messages are built for those rows only."""
+    rows = np.flatnonzero(reason.isna().to_numpy() & where.fillna(False).to_numpy(dtype=bool))
+    if not len(rows):
+        return reason
+    prefix, suffix = template.split("{}")
+    return replaced(reason, rows, prefix + values.iloc[rows].fillna("").astype("string") + suffix)
 
 
 def _merge_metadata(metadata: pd.Series, unknown: pd.Series) -> pd.Series:

@@ -119,20 +119,17 @@ def large_text(values: pd.Series | np.ndarray | list) -> pa.Array:
 
 def repeats(frame: pd.DataFrame) -> np.ndarray:
     """Whether each row's values (all columns; missing equals missing) repeat an earlier row's:
-    `frame.duplicated(keep="first")`, hashed in Arrow."""
+    `frame.duplicated(keep="first")`, with text hashed in Arrow and the row codes in NumPy."""
     if not len(frame):
         return np.zeros(0, dtype=bool)
-    code = np.zeros(len(frame), dtype=np.int64)
-    for k, column in enumerate(frame.columns):
+    code = None
+    for column in frame.columns:
         values = pa.array(frame[column])
         values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
         encoded = pc.dictionary_encode(values, null_encoding="encode")
-        code = code * len(encoded.dictionary) + encoded.indices.to_numpy().astype(np.int64)
-        if k < len(frame.columns) - 1:
-            code = np.unique(code, return_inverse=True)[1]  # dense again: the next product stays small
-    first = np.zeros(len(frame), dtype=bool)
-    first[np.unique(code, return_index=True)[1]] = True
-    return ~first
+        indices = encoded.indices.to_numpy().astype(np.int64)
+        code = indices if code is None else pd.factorize(code * len(encoded.dictionary) + indices)[0]  # dense again: the next product stays small
+    return pd.Series(code).duplicated(keep="first").to_numpy()
 
 
 def sort_order(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
