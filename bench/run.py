@@ -6,7 +6,8 @@ For N traces (default 1,000,000) and about 3N feedback events in one daily parti
 1. generates the landing files with the project's generator (seeded, cached in bench/cache/);
 2. runs the nightly DAG for that partition through Dagster, exactly as `feedback-loop run` does
    (ingest job, then the relabel job), in a fresh process, and reports wall seconds and peak RSS
-   per asset and in total;
+   per asset and in total, and per asset the seconds spent reading and writing the warehouse's
+   Parquet files (from the step's IO events in the run's event log);
 3. runs a DuckDB SQL reference of ingest + dedupe + link + per-trace signal aggregation over the
    same files, and reports our ingest + link + signals time as a ratio to it;
 4. times linking + signals + labels as plain functions on the run's ingested partition (in memory,
@@ -105,6 +106,7 @@ def run_size(traces: int, keep: bool, repeat: int = 1) -> dict:
     result = {
         **pipeline,
         "ingest_link_signals_seconds": round(ils, 2),
+        "ingest_link_signals_io_seconds": round(sum(pipeline["per_asset"][a].get("io_seconds", 0.0) for a in INGEST_LINK_SIGNALS if a in pipeline["per_asset"]), 2),
         "duckdb_reference_seconds": reference["seconds"],
         "duckdb_reference": reference,
         "ratio_to_duckdb": round(ils / reference["seconds"], 2),
@@ -130,6 +132,7 @@ def median_run(runs: list[dict]) -> dict:
         asset: {
             "seconds": statistics.median(r["per_asset"][asset]["seconds"] for r in runs),
             "peak_rss_mb": max(r["per_asset"][asset]["peak_rss_mb"] for r in runs),
+            "io_seconds": statistics.median(r["per_asset"][asset].get("io_seconds", 0.0) for r in runs),
         }
         for asset in runs[0]["per_asset"]
     }
@@ -205,19 +208,19 @@ def pipeline_stage(landing: Path, workdir: Path) -> None:
         end = time.time()
         per_asset = {}
         for run in report.runs:
-            steps: dict[str, dict] = {}
+            steps: dict[str, list] = {}
             for entry in instance.all_logs(run.run_id):
                 event = entry.dagster_event
-                if event is None or not event.step_key:
-                    continue
-                if event.event_type_value == "STEP_START":
-                    steps.setdefault(event.step_key, {})["start"] = entry.timestamp
-                elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
-                    steps.setdefault(event.step_key, {})["end"] = entry.timestamp
-            for step, span in steps.items():
+                if event is not None and event.step_key and not event.event_type_value.endswith("_PLANNED"):
+                    steps.setdefault(event.step_key, []).append((entry.timestamp, event.event_type_value))
+            starts = {step: next(t for t, kind in events if kind == "STEP_START") for step, events in steps.items()}
+            for step, events in sorted(steps.items(), key=lambda item: starts[item[0]]):
+                step_start = starts[step]
+                step_end = next(t for t, kind in events if kind in ("STEP_SUCCESS", "STEP_FAILURE"))
                 per_asset[step] = {
-                    "seconds": round(span["end"] - span["start"], 2),
-                    "peak_rss_mb": round(sampler.peak(span["start"], span["end"]), 0),
+                    "seconds": round(step_end - step_start, 2),
+                    "peak_rss_mb": round(sampler.peak(step_start, step_end), 0),
+                    "io_seconds": round(io_seconds(step_start, events), 2),
                 }
         materializations = {m.asset_key.to_user_string(): m.metadata for m in report.materializations()}
     sampler.running = False
@@ -237,6 +240,18 @@ def pipeline_stage(landing: Path, workdir: Path) -> None:
             }
         )
     )
+
+
+def io_seconds(start: float, events: list[tuple[float, str]]) -> float:
+    """Seconds a step spent in the warehouse IO manager, from its event log: loading its inputs
+    (step start to the last LOADED_INPUT) and writing each output (a STEP_OUTPUT to the step's next
+    event, which the IO manager logs once the file is written)."""
+    loaded = [t for t, kind in events if kind == "LOADED_INPUT"]
+    seconds = loaded[-1] - start if loaded else 0.0
+    for (t, kind), (after, _) in zip(events, events[1:]):
+        if kind == "STEP_OUTPUT":
+            seconds += after - t
+    return seconds
 
 
 def reference_stage(landing: Path) -> None:
@@ -335,14 +350,17 @@ def error_modes_stage(workdir: Path) -> None:
 
 def print_run(result: dict) -> None:
     print(f"\n{result['traces']:,} traces, {result['events']:,} feedback events, {result['negatives']:,} negatives")
-    print(f"{'asset':<28}{'seconds':>10}{'peak RSS MB':>14}")
+    print(f"{'asset':<28}{'seconds':>10}{'of which IO':>13}{'peak RSS MB':>14}")
     for asset, figures in result["per_asset"].items():
-        print(f"{asset:<28}{figures['seconds']:>10.2f}{figures['peak_rss_mb']:>14,.0f}")
-    print(f"{'total (2 runs, wall)':<28}{result['total_seconds']:>10.2f}{result['peak_rss_mb']:>14,.0f}")
+        print(f"{asset:<28}{figures['seconds']:>10.2f}{figures.get('io_seconds', 0.0):>13.2f}{figures['peak_rss_mb']:>14,.0f}")
+    print(f"{'total (2 runs, wall)':<28}{result['total_seconds']:>10.2f}{'':>13}{result['peak_rss_mb']:>14,.0f}")
     if "dag_runs" in result:
         totals = ", ".join(f"{r['total_seconds']:.1f}" for r in result["dag_runs"])
         print(f"(medians of {len(result['dag_runs'])} DAG runs, whose totals were {totals} s)")
-    print(f"ingest + link + signals: {result['ingest_link_signals_seconds']:.2f}s; DuckDB reference: {result['duckdb_reference_seconds']:.2f}s; ratio {result['ratio_to_duckdb']:.2f}")
+    print(
+        f"ingest + link + signals: {result['ingest_link_signals_seconds']:.2f}s ({result['ingest_link_signals_io_seconds']:.2f}s of it reading and "
+        f"writing the warehouse's Parquet); DuckDB reference: {result['duckdb_reference_seconds']:.2f}s; ratio {result['ratio_to_duckdb']:.2f}"
+    )
     core = result["link_signals_labels"]
     print(
         f"link + signals + labels: {result['link_signals_labels_seconds']:.2f}s in memory (link {core['link']:.2f}, signals {core['signals']:.2f}, "
