@@ -350,10 +350,11 @@ def error_modes_stage(workdir: Path) -> None:
 
 def print_run(result: dict) -> None:
     print(f"\n{result['traces']:,} traces, {result['events']:,} feedback events, {result['negatives']:,} negatives")
-    print(f"{'asset':<28}{'seconds':>10}{'of which IO':>13}{'peak RSS MB':>14}")
+    width = max(len(asset) for asset in [*result["per_asset"], "total (2 runs, wall)"]) + 2
+    print(f"{'asset or check':<{width}}{'seconds':>10}{'of which IO':>13}{'peak RSS MB':>14}")
     for asset, figures in result["per_asset"].items():
-        print(f"{asset:<28}{figures['seconds']:>10.2f}{figures.get('io_seconds', 0.0):>13.2f}{figures['peak_rss_mb']:>14,.0f}")
-    print(f"{'total (2 runs, wall)':<28}{result['total_seconds']:>10.2f}{'':>13}{result['peak_rss_mb']:>14,.0f}")
+        print(f"{asset:<{width}}{figures['seconds']:>10.2f}{figures.get('io_seconds', 0.0):>13.2f}{figures['peak_rss_mb']:>14,.0f}")
+    print(f"{'total (2 runs, wall)':<{width}}{result['total_seconds']:>10.2f}{'':>13}{result['peak_rss_mb']:>14,.0f}")
     if "dag_runs" in result:
         totals = ", ".join(f"{r['total_seconds']:.1f}" for r in result["dag_runs"])
         print(f"(medians of {len(result['dag_runs'])} DAG runs, whose totals were {totals} s)")
