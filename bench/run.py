@@ -102,6 +102,7 @@ def run_size(traces: int, keep: bool, repeat: int = 1) -> dict:
         "seconds": statistics.median(r["seconds"] for r in references),
         "seconds_with_writes": statistics.median(r["seconds_with_writes"] for r in references),
         "runs_seconds": [r["seconds"] for r in references],
+        "runs_seconds_with_writes": [r["seconds_with_writes"] for r in references],
     }
     print("timing linking + signals + labels in memory ...", flush=True)
     core = json.loads(stage("link_signals_labels", "--workdir", str(workdir)))
