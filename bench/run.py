@@ -114,7 +114,7 @@ def run_size(traces: int, keep: bool, repeat: int = 1) -> dict:
     result = {
         **pipeline,
         "ingest_link_signals_seconds": round(ils, 2),
-        "ingest_link_signals_io_seconds": round(sum(pipeline["per_asset"][a].get("io_seconds", 0.0) for a in INGEST_LINK_SIGNALS if a in pipeline["per_asset"]), 2),
+        "ingest_link_signals_io_seconds": round(sum(pipeline["per_asset"][a]["io_seconds"] for a in INGEST_LINK_SIGNALS if a in pipeline["per_asset"]), 2),
         "duckdb_reference_seconds": reference["seconds"],
         "duckdb_reference": reference,
         "ratio_to_duckdb": round(ils / reference["seconds"], 2),
@@ -142,7 +142,7 @@ def median_run(runs: list[dict]) -> dict:
         asset: {
             "seconds": statistics.median(r["per_asset"][asset]["seconds"] for r in runs),
             "peak_rss_mb": max(r["per_asset"][asset]["peak_rss_mb"] for r in runs),
-            "io_seconds": statistics.median(r["per_asset"][asset].get("io_seconds", 0.0) for r in runs),
+            "io_seconds": statistics.median(r["per_asset"][asset]["io_seconds"] for r in runs),
         }
         for asset in runs[0]["per_asset"]
     }
@@ -373,7 +373,7 @@ def print_run(result: dict) -> None:
     width = max(len(asset) for asset in [*result["per_asset"], "total (2 runs, wall)"]) + 2
     print(f"{'asset or check':<{width}}{'seconds':>10}{'of which IO':>13}{'peak RSS MB':>14}")
     for asset, figures in result["per_asset"].items():
-        print(f"{asset:<{width}}{figures['seconds']:>10.2f}{figures.get('io_seconds', 0.0):>13.2f}{figures['peak_rss_mb']:>14,.0f}")
+        print(f"{asset:<{width}}{figures['seconds']:>10.2f}{figures['io_seconds']:>13.2f}{figures['peak_rss_mb']:>14,.0f}")
     print(f"{'total (2 runs, wall)':<{width}}{result['total_seconds']:>10.2f}{'':>13}{result['peak_rss_mb']:>14,.0f}")
     if "dag_runs" in result:
         totals = ", ".join(f"{r['total_seconds']:.1f}" for r in result["dag_runs"])

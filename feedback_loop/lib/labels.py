@@ -62,7 +62,7 @@ def label_traces(signals: pd.DataFrame, linked: pd.DataFrame, weights: LabelWeig
         explicit_sum += k * weight
         explicit_n += k
         tag = rows[rows["reason"].notna()].drop_duplicates("_code", keep="last")  # the latest reason given
-        tags = _spread(n, tag["_code"].to_numpy(), pa.array(tag["reason"], type=pa.large_string()))
+        tags = _spread(n, tag["_code"].to_numpy(), large_text(tag["reason"]))
         pieces.append(pc.coalesce(_concat(kind + "(", tags, ")"), _flag(k > 0, kind)))
     ratings = ev[ev["type"] == "rating"]
     rating_values = (ratings["value_num"].to_numpy(dtype=float) - 3.0) / 2.0 * weights.rating_1_to_5
@@ -88,8 +88,8 @@ def label_traces(signals: pd.DataFrame, linked: pd.DataFrame, weights: LabelWeig
     inferred_abandon = (s["abandon_source"] == "inferred").fillna(False).to_numpy()
     accepted = ((s["chain_length"] > 1) & s["regenerated_by"].isna() & s["chain_accepted"].fillna(False)).to_numpy()
     implicit_items = [
-        (edit_weight, _where(edit_weight != 0, _concat("edit:", pa.array(s["edit_class"], type=pa.large_string())))),
-        (copy_weight, _where(copy_weight != 0, _concat("copy:", pa.array(s["copy_kind"], type=pa.large_string())))),
+        (edit_weight, _where(edit_weight != 0, _concat("edit:", large_text(s["edit_class"])))),
+        (copy_weight, _where(copy_weight != 0, _concat("copy:", large_text(s["copy_kind"])))),
         (regenerated * weights.regenerated, _flag(regenerated, "regenerated")),
         (rephrased * weights.rephrased, _flag(rephrased, "rephrased")),
         (explicit_abandon * weights.abandoned_explicit, _flag(explicit_abandon, "abandoned")),
@@ -178,7 +178,7 @@ def _spread(n: int, codes: np.ndarray, values: pa.Array) -> pa.Array:
 
 def _joined_per_code(n: int, ev: pd.DataFrame, column: str, separator: str) -> pa.Array:
     """Per trace row, the `separator`-join of `column` over its events, in event order (null: none)."""
-    table = pa.table({"code": ev["_code"].to_numpy(), "v": pa.array(ev[column], type=pa.large_string())})
+    table = pa.table({"code": ev["_code"].to_numpy(), "v": large_text(ev[column])})
     groups = table.group_by("code", use_threads=False).aggregate([("v", "list")])  # ordered within a group
     joined = pc.binary_join(groups["v_list"], pa.scalar(separator, type=pa.large_string()))
     return _spread(n, groups["code"].to_numpy(), joined)

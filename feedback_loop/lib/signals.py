@@ -38,7 +38,7 @@ from rapidfuzz.distance import Indel
 
 from feedback_loop.lib.contract import TRACE_IDENTITY, utc_array
 from feedback_loop.lib.params import SignalParams
-from feedback_loop.lib.text import is_in, lowered, matches, positions, replaced, sort_order, text_length
+from feedback_loop.lib.text import is_in, large_text, lowered, matches, positions, replaced, sort_order, text_length
 
 # Characters a `trivial` edit may change: white space and punctuation (ASCII and common Unicode).
 _IGNORED = string.whitespace + string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00a0\u00b7\u2022"
@@ -236,7 +236,7 @@ def _rephrases(out: pd.DataFrame, t: pd.DataFrame, params: SignalParams) -> None
     candidates = np.flatnonzero((nxt >= 0))
     similarity = np.full(len(t), np.nan)
     if len(candidates):
-        keys = pa.array(t["_prompt_key"], type=pa.large_string())
+        keys = large_text(t["_prompt_key"])
         this_p, next_p = keys.take(candidates), keys.take(nxt[candidates])
         differs = pc.fill_null(pc.not_equal(this_p, next_p), False)
         cand = candidates[differs.to_numpy(zero_copy_only=False)]

@@ -60,7 +60,7 @@ def lines_of(data: bytes) -> pa.Array:
 
 def lowered(values: pd.Series) -> pa.Array:
     """The column as lower-cased Arrow text (missing values as empty strings)."""
-    return pc.utf8_lower(pa.array(values.astype("string").fillna(""), type=pa.large_string()))
+    return pc.utf8_lower(large_text(values.astype("string").fillna("")))
 
 
 def text_length(values: pd.Series) -> pd.Series:
@@ -84,7 +84,7 @@ def per_distinct(values: pd.Series, transform: Callable[[pd.Series], pd.Series |
     """`transform` computed once per distinct value (missing included) and spread back over the column."""
     codes, uniques = pd.factorize(values.astype("string"), use_na_sentinel=False)
     done = transform(pd.Series(uniques, dtype="string"))
-    done = done if isinstance(done, pa.Array | pa.ChunkedArray) else pa.array(done.astype("string"), type=pa.large_string())
+    done = done if isinstance(done, pa.Array | pa.ChunkedArray) else large_text(done)
     return pd.Series(done.take(pa.array(codes)), index=values.index, dtype="string")
 
 
@@ -142,6 +142,6 @@ def sort_order(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
 def sha256_hex(texts: pd.Series, digits: int = 64) -> pd.Series:
     """The first `digits` hex digits of each text's SHA-256 (UTF-8), computed by DuckDB."""
     with duckdb.connect() as con:
-        con.register("texts", pa.table({"t": pa.array(texts.astype("string").fillna(""), type=pa.large_string())}))
+        con.register("texts", pa.table({"t": large_text(texts.astype("string").fillna(""))}))
         out = con.sql(f"SELECT left(sha256(t), {int(digits)}) AS h FROM texts").to_arrow_table()["h"]
     return pd.Series(out, index=texts.index, dtype="string")

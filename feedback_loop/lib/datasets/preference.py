@@ -27,7 +27,7 @@ from feedback_loop.lib.datasets.near_duplicates import near_duplicate_of
 from feedback_loop.lib.datasets.regression import last_per_trace, messages_of, prompt_hashes
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
-from feedback_loop.lib.text import is_in, positions, repeats, sort_order
+from feedback_loop.lib.text import is_in, large_text, positions, repeats, sort_order
 
 PAIR_COLUMNS = ["pair_id", "source", "prompt", "input", "chosen", "rejected", "chosen_trace_id", "rejected_trace_id", "user_id", "model", "source_date"]
 SIGNAL_COLUMNS = ["trace_id", "edit_type", "edit_text", "edit_distance", "edit_class", "chain_id", "chain_length", "regenerated_by", "chain_accepted"]  # what the pairs read
@@ -70,7 +70,7 @@ def _thumbs_pairs(t: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """Thumbed-down vs thumbed-up responses to the same normalized prompt, each down paired once:
     the k-th down of a prompt (by trace id) with its (k mod #ups)-th up."""
     at = positions(t["trace_id"], labels["trace_id"])
-    evidence = pa.array(labels["evidence"].astype("string").fillna(""), type=pa.large_string()).take(pa.array(np.maximum(at, 0)))
+    evidence = large_text(labels["evidence"].astype("string").fillna("")).take(pa.array(np.maximum(at, 0)))
     has_up = pc.match_substring(evidence, "thumbs_up").to_numpy(zero_copy_only=False) & (at >= 0)
     has_down = pc.match_substring(evidence, "thumbs_down").to_numpy(zero_copy_only=False) & (at >= 0)
     up, down = has_up & ~has_down, has_down & ~has_up
