@@ -1,10 +1,11 @@
 """The versioned dataset store: immutable versions, atomic publishing, recovery, idempotence."""
 
+import hashlib
 import json
 
 import pytest
 
-from feedback_loop.lib.datasets.store import DatasetStore, content_hash
+from feedback_loop.lib.datasets.store import DatasetStore, combined_hash, content_hash, file_digests
 
 
 def publish(store, data: bytes, day="2026-11-20"):
@@ -18,7 +19,19 @@ def test_publish_writes_files_manifest_and_latest(tmp_path):
     assert store.latest("suite") == "2026-11-20.1"
     manifest = json.loads((tmp_path / "suite" / "2026-11-20.1" / "manifest.json").read_text())
     assert manifest["parent_version"] is None and manifest["row_counts"] == {"total": 1}
-    assert len(manifest["files"]["cases.jsonl"]["sha256"]) == 64
+    assert manifest["files"]["cases.jsonl"]["sha256"] == hashlib.sha256(b'{"a": 1}\n').hexdigest()
+
+
+def test_given_digests_are_the_files_sha256_and_combine_to_the_content_hash(tmp_path):
+    files = {"b.jsonl": b"two\n" * 100_000, "a.jsonl": b"one\n", "empty.jsonl": b""}
+    digests = file_digests(files)
+    assert digests == {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    assert combined_hash(digests[name] for name in sorted(files)) == content_hash(*(files[name] for name in sorted(files)))
+    store = DatasetStore(str(tmp_path))
+    published = store.publish("prefs", files, content_hash(files["a.jsonl"]), {}, "2026-11-20", digests)
+    folder = tmp_path / "prefs" / published.version
+    assert {name: (folder / name).read_bytes() for name in files} == files
+    assert {name: entry["sha256"] for name, entry in published.manifest["files"].items()} == digests
 
 
 def test_same_content_publishes_nothing_and_new_content_exactly_one_version(tmp_path):

@@ -315,16 +315,19 @@ def brute_force_near_duplicates(texts: list[str], references: list[str], thresho
     return [any(a and b and len(a & b) >= threshold * len(a | b) for b in refs) for a in map(shingles, texts)]
 
 
+@pytest.mark.parametrize("dense_cells", [4_000_000, 0], ids=["dense", "sparse"])
 @pytest.mark.parametrize(("seed", "chunk"), [(seed, 100_000) for seed in range(6)] + [(6, 7), (7, 50)])
-def test_near_duplicate_join_equals_brute_force_jaccard(seed, chunk, monkeypatch):
+def test_near_duplicate_join_equals_brute_force_jaccard(seed, chunk, dense_cells, monkeypatch):
     """The prefix and size filters only skip pairs that cannot pass: same answer as comparing every
-    pair, whether the texts are checked in one chunk or in many (on threads)."""
+    pair, whether the texts are checked in one chunk or in many (on threads), and whether the
+    references' shingles are a dense or a sparse matrix."""
     import random
 
     from feedback_loop.lib.datasets import near_duplicates
     from feedback_loop.lib.datasets.near_duplicates import near_duplicate_of
 
     monkeypatch.setattr(near_duplicates, "CHUNK_TEXTS", chunk)
+    monkeypatch.setattr(near_duplicates, "DENSE_CELLS", dense_cells)
 
     rng = random.Random(seed)
     vocabulary = [f"w{i}" for i in range(12)] + ["the", "a", "of", "The,", "of."]

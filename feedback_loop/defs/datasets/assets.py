@@ -29,7 +29,7 @@ window = dict(partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy
 
 
 def publish(store: DatasetStore, dataset: str, release: Release, today: str) -> dg.MaterializeResult:
-    published = store.publish(dataset, release.files, release.content_hash, release.manifest, today)
+    published = store.publish(dataset, release.files, release.content_hash, release.manifest, today, release.digests)
     manifest = published.manifest
     return dg.MaterializeResult(
         data_version=dg.DataVersion(release.content_hash),

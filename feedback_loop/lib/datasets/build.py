@@ -27,7 +27,7 @@ from feedback_loop.lib.datasets.preference import (
 )
 from feedback_loop.lib.datasets.privacy import pseudonymize, scrub_frame, scrub_frames
 from feedback_loop.lib.datasets.regression import build_cases, merge_suite, prompt_hashes, shortlist
-from feedback_loop.lib.datasets.store import content_hash
+from feedback_loop.lib.datasets.store import combined_hash, file_digests
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.text import is_in, positions
 
@@ -42,6 +42,7 @@ class Release:
     manifest: dict
     preview: pd.DataFrame
     pii_found: Counter = field(default_factory=Counter)
+    digests: dict[str, str] = field(default_factory=dict)  # SHA-256 of each file
 
 
 def code_version() -> str:
@@ -79,7 +80,8 @@ def regression_release(
         "build": {**stats, "candidates": len(candidates), "opted_out_rows_dropped": int(candidates["user_id"].isin(opted_out).sum()), "pii_replaced": dict(pii)},
     }
     preview = pd.DataFrame([{"case_id": c["case_id"], "error_mode": c["error_mode"], "prompt": c["prompt"], "assertions": json.dumps(c["assertions"])} for c in cases[:10]])
-    return Release(files=files, content_hash=content_hash(files[CASES_FILE]), manifest=manifest, preview=preview, pii_found=pii)
+    digests = file_digests(files)
+    return Release(files=files, content_hash=combined_hash([digests[CASES_FILE]]), manifest=manifest, preview=preview, pii_found=pii, digests=digests)
 
 
 def preference_release(
@@ -157,9 +159,10 @@ def preference_release(
         "decontamination": {"near_duplicate_threshold": params.near_duplicate_threshold, "dpo_pairs_removed": pairs_removed, "kto_examples_removed": examples_removed, "suite_prompts": len(suite_prompts)},
         "privacy": {"opted_out_users": len(opted_out), "pii_replaced": dict(pii)},
     }
-    digest = content_hash(*(files[name] for name in sorted(files) if name.endswith(".jsonl")))
+    digests = file_digests(files)
+    digest = combined_hash(digests[name] for name in sorted(files) if name.endswith(".jsonl"))
     preview = pairs[["pair_id", "source", "split", "prompt", "chosen", "rejected"]].head(8)
-    return Release(files=files, content_hash=digest, manifest=manifest, preview=preview, pii_found=pii)
+    return Release(files=files, content_hash=digest, manifest=manifest, preview=preview, pii_found=pii, digests=digests)
 
 
 def _pseudonymized_and_split(frame: pd.DataFrame, hash_key: str, split_of_prompt: np.ndarray, prompts: pd.Series) -> pd.DataFrame:

@@ -86,8 +86,8 @@ def _near_duplicates_in(texts: pd.Series, references: int, ref_doc: np.ndarray, 
     n = len(texts)
     doc, key = _shingles(texts)
     vocab = np.unique(ref_key)  # every shingle of a reference
-    at = np.minimum(np.searchsorted(vocab, key), len(vocab) - 1)
-    known = vocab[at] == key
+    at = pd.Index(vocab).get_indexer(key)  # hashed: ~4x faster than a binary search here
+    known = at >= 0
     word, word_doc = at[known], doc[known]  # the texts' shingles that some reference has, as vocab ids
     frequency = np.bincount(word, minlength=len(vocab))
     ref_word = np.searchsorted(vocab, ref_key)
@@ -111,6 +111,9 @@ def _near_duplicates_in(texts: pd.Series, references: int, ref_doc: np.ndarray, 
     a.data[:] = 1
     sizes = np.diff(a.indptr) + np.bincount(_distinct(doc[~known], key[~known])[0], minlength=n)
     b = sparse.csr_matrix((np.ones(len(ref_doc), dtype=np.float32), (ref_doc, ref_word)), shape=(references, len(vocab)))
+    # B as a dense matrix when it is small: a sparse A times a dense B is ~3x faster than the sparse
+    # product when texts share shingles with most references (templated prompts).
+    b_dense = b.T.toarray() if len(vocab) * references <= DENSE_CELLS else None
     # Size filter: J >= t needs t |B| <= |A| <= |B| / t, so texts meet only references of a similar
     # size, in bands of reference sizes over texts sorted by size.
     by_size = np.argsort(sizes, kind="stable")
@@ -121,7 +124,11 @@ def _near_duplicates_in(texts: pd.Series, references: int, ref_doc: np.ndarray, 
         refs = np.flatnonzero((ref_size >= low) & (ref_size < high))
         start = np.searchsorted(sorted_sizes, threshold * low - 1e-9, side="left")
         end = np.searchsorted(sorted_sizes, (high - 1) / threshold + 1e-9, side="right")
-        if len(refs) and end > start:
+        if len(refs) and end > start and b_dense is not None:
+            shared = a[start:end] @ b_dense[:, refs]
+            union = sorted_sizes[start:end, None] + ref_size[refs][None, :] - shared
+            out[by_size[start:end][(shared >= threshold * union).any(axis=1)]] = True
+        elif len(refs) and end > start:
             shared = (a[start:end] @ b[refs].T).tocoo()
             union = sorted_sizes[start + shared.row] + ref_size[refs[shared.col]] - shared.data
             out[by_size[start + shared.row[shared.data >= threshold * union]]] = True
@@ -130,6 +137,7 @@ def _near_duplicates_in(texts: pd.Series, references: int, ref_doc: np.ndarray, 
 
 
 BAND = 1.25  # reference sizes per band: [low, BAND x low)
+DENSE_CELLS = 4_000_000  # references x their distinct shingles up to which B is dense (16 MB)
 
 
 def _shingles(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -29,6 +29,7 @@ from presidio_analyzer.predefined_recognizers import (
     PhoneRecognizer,
 )
 
+from feedback_loop.lib.json_text import loads as json_loads
 from feedback_loop.lib.text import in_processes, large_text, matches, per_distinct, replaced
 
 # Presidio validates e-mail domains with tldextract; use its bundled suffix list, never the network.
@@ -148,7 +149,6 @@ def might_contain_pii(texts: pd.Series) -> np.ndarray:
     return matches(large_text(texts), PREFILTER, ignore_case=True)  # missing: False
 
 
-NOTHING: Counter = Counter()
 PARALLEL_MIN_TEXTS = 2_000  # below this, starting worker processes costs more than it saves
 
 
@@ -172,8 +172,8 @@ def scrub_frames(
             values = frame[column].iloc[rows].tolist()
             flagged.append((index, column, values, rows))
             if column in json_columns:
-                parsed[index, column] = [json.loads(v) for v in values]
-                texts.update(t for value in parsed[index, column] for t in strings_in(value))
+                parsed[index, column] = [json_loads(v) for v in values]
+                texts.update(strings_in(parsed[index, column]))
             else:
                 texts.update(values)
     candidates = pd.Series(sorted(texts), dtype="string")
@@ -184,15 +184,10 @@ def scrub_frames(
     for index, column, values, rows in flagged:
         if not len(rows):
             continue
-        cleaned_values = []
-        for k, value in enumerate(values):
-            if column in json_columns:
-                cleaned, found = _scrub_value(parsed[index, column][k], scrubbed)
-                cleaned_values.append(json.dumps(cleaned, ensure_ascii=False))
-            else:
-                cleaned, found = scrubbed.get(value, (value, NOTHING))
-                cleaned_values.append(cleaned)
-            total.update(found)  # update copies the counts: the shared counters stay intact
+        if column in json_columns:
+            cleaned_values = [json.dumps(_scrub_value(value, scrubbed, total), ensure_ascii=False) for value in parsed[index, column]]
+        else:
+            cleaned_values = [_scrub_value(value, scrubbed, total) for value in values]
         outs[index][column] = replaced(outs[index][column], rows, cleaned_values)
         if in_place:
             pa.default_memory_pool().release_unused()  # the replaced column's buffers, before the next column's
@@ -207,13 +202,20 @@ def scrub_texts(texts: list[str]) -> list[tuple[str, Counter]]:
 
 def strings_in(value) -> list[str]:
     """Every string inside a JSON value."""
+    found: list[str] = []
+    _collect_strings(value, found)
+    return found
+
+
+def _collect_strings(value, found: list[str]) -> None:
     if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in strings_in(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in strings_in(v)]
-    return []
+        found.append(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect_strings(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            _collect_strings(item, found)
 
 
 def jsonl_strings(lines: list[str]) -> pd.Series:
@@ -241,26 +243,20 @@ def _string_leaves(values: pa.Array) -> list[pa.Array]:
     return []
 
 
-def _scrub_value(value, scrubbed: dict[str, tuple[str, Counter]]):
-    """A JSON value with each string replaced by its entry in `scrubbed` (unlisted strings are clean)."""
+def _scrub_value(value, scrubbed: dict[str, tuple[str, Counter]], found: Counter):
+    """A JSON value with each string replaced by its entry in `scrubbed` (unlisted strings are
+    clean); the findings of the replaced strings are added to `found`."""
     if isinstance(value, str):
-        return scrubbed.get(value, (value, NOTHING))
+        hit = scrubbed.get(value)
+        if hit is None:
+            return value
+        found.update(hit[1])  # update copies the counts: the shared (cached) counters stay intact
+        return hit[0]
     if isinstance(value, list):
-        found: Counter = Counter()
-        cleaned = []
-        for item in value:
-            item_clean, item_found = _scrub_value(item, scrubbed)
-            cleaned.append(item_clean)
-            found.update(item_found)
-        return cleaned, found
+        return [_scrub_value(item, scrubbed, found) for item in value]
     if isinstance(value, dict):
-        found = Counter()
-        cleaned = {}
-        for key, item in value.items():
-            cleaned[key], item_found = _scrub_value(item, scrubbed)
-            found.update(item_found)
-        return cleaned, found
-    return value, Counter()
+        return {key: _scrub_value(item, scrubbed, found) for key, item in value.items()}
+    return value
 
 
 def pseudonymize(user_ids: pd.Series, key: str) -> pd.Series:

@@ -15,6 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from upath import UPath
@@ -61,8 +64,9 @@ class DatasetStore:
     def read_bytes(self, dataset: str, version: str, name: str) -> bytes:
         return self.path(dataset, version, name).read_bytes()
 
-    def publish(self, dataset: str, files: dict[str, bytes], content_hash: str, manifest: dict, today: str) -> Published:
-        """Write a new version unless LATEST already has this content; return what LATEST is now."""
+    def publish(self, dataset: str, files: dict[str, bytes], content_hash: str, manifest: dict, today: str, digests: dict[str, str] | None = None) -> Published:
+        """Write a new version unless LATEST already has this content; return what LATEST is now.
+        `digests`: the files' `file_digests`, when the caller has them."""
         self._remove_incomplete(dataset)
         parent = self.latest(dataset)
         if parent is not None and self.manifest(dataset, parent).get("content_hash") == content_hash:
@@ -70,15 +74,16 @@ class DatasetStore:
         version = self._next_version(dataset, today)
         folder = self.root / dataset / version
         folder.mkdir(parents=True, exist_ok=False)
-        for name, data in files.items():
-            (folder / name).write_bytes(data)
+        digests = digests or file_digests(files)
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # file writes release the GIL
+            list(pool.map(lambda item: (folder / item[0]).write_bytes(item[1]), files.items()))
         full = {
             "dataset": dataset,
             "version": version,
             "parent_version": parent,
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "content_hash": content_hash,
-            "files": {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)} for name, data in files.items()},
+            "files": {name: {"sha256": digests[name], "bytes": len(data)} for name, data in files.items()},
             **manifest,
         }
         self._write_atomic(folder / MANIFEST, json.dumps(full, indent=2, sort_keys=True).encode())
@@ -112,8 +117,20 @@ def _key(version: str) -> tuple[str, int]:
     return day, int(n) if n.isdigit() else 0
 
 
+def file_digests(files: dict[str, bytes]) -> dict[str, str]:
+    """The SHA-256 of each file, on a thread per core (hashlib releases the GIL on large data)."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return dict(zip(files, pool.map(lambda data: hashlib.sha256(data).hexdigest(), files.values()), strict=True))
+
+
 def content_hash(*parts: bytes) -> str:
+    """The hash of the parts' contents, in order."""
+    return combined_hash(hashlib.sha256(part).hexdigest() for part in parts)
+
+
+def combined_hash(digests: Iterable[str]) -> str:
+    """`content_hash` of the parts whose SHA-256 digests (hex) these are, in order."""
     digest = hashlib.sha256()
-    for part in parts:
-        digest.update(hashlib.sha256(part).digest())
+    for part in digests:
+        digest.update(bytes.fromhex(part))
     return digest.hexdigest()
