@@ -149,7 +149,7 @@ def might_contain_pii(texts: pd.Series) -> np.ndarray:
     return matches(large_text(texts), PREFILTER, ignore_case=True)  # missing: False
 
 
-PARALLEL_MIN_TEXTS = 2_000  # below this, starting worker processes costs more than it saves
+PARALLEL_MIN_TEXTS = 100  # below this, starting worker processes costs more than it saves (0.07 vs 0.11 s at 100 texts, 0.69 vs 1.08 s at 1,900, forked from a 3 GB process)
 
 
 def scrub_frame(frame: pd.DataFrame, columns: list[str], json_columns: tuple[str, ...] = ()) -> tuple[pd.DataFrame, Counter]:
