@@ -231,3 +231,23 @@ def test_all_negatives_explained_by_rules_leaves_nothing_to_classify():
 def test_no_negatives_gives_an_empty_table():
     modes, validation = assign_error_modes(negatives_frame(0).reindex(columns=negatives_frame(1).columns))
     assert modes.empty and not validation.trained
+
+
+def test_clusters_fitted_on_worker_processes_equal_the_serial_fit(monkeypatch):
+    """Every mode's group, fitted on a process per core (largest first), gives what fitting them in turn gives."""
+    from feedback_loop.lib.error_modes import clusters
+
+    rng = np.random.default_rng(3)
+    topics = ["the table has no header row", "the answer cites a paper that does not exist", "the reply is far too long to read",
+              "it refused a harmless request", "wrong date for the launch", "the code block does not compile"]
+    rows = [(f"t{i}", mode, topics[rng.integers(len(topics))], " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "table", "paper"], 12)))
+            for i, mode in enumerate(rng.choice(["format", "hallucination", "length", "other"], 400, p=[0.1, 0.2, 0.3, 0.4]))]
+    frame = pd.DataFrame(rows, columns=["trace_id", "mode", "comments", "output"])
+    monkeypatch.setattr(clusters, "PARALLEL_MIN_ROWS", 10**9)
+    serial = cluster_negatives(frame, {}, today="2026-11-20")
+    monkeypatch.setattr(clusters, "PARALLEL_MIN_ROWS", 0)
+    parallel = cluster_negatives(frame, {}, today="2026-11-20")
+    assert len(serial.clusters) > 4
+    pd.testing.assert_frame_equal(parallel.assignments, serial.assignments)
+    pd.testing.assert_frame_equal(parallel.clusters, serial.clusters)
+    assert parallel.registry == serial.registry

@@ -27,6 +27,8 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
 from threadpoolctl import threadpool_limits
 
+from feedback_loop.lib.text import in_processes
+
 MIN_GROUP_SIZE = 10
 MAX_K = 8
 MIN_SILHOUETTE = 0.1
@@ -34,6 +36,7 @@ MATCH_MIN_SIMILARITY = 0.5
 CENTROID_TERMS = 40
 TEXT_CHARS = 400
 FIT_SAMPLE = 10_000  # rows k-means is fitted on per k (a larger group is assigned to the fitted centroids)
+PARALLEL_MIN_ROWS = 5_000  # negatives from which the groups are fitted on a process per core
 
 
 @dataclass
@@ -54,10 +57,8 @@ def cluster_negatives(frame: pd.DataFrame, registry: dict, seed: int = 0, today:
     registry = {"clusters": dict(registry.get("clusters", {})), "counters": dict(registry.get("counters", {}))}
     assignments, rows = [], []
     text = cluster_text(frame)
-    for mode, members in frame.groupby("mode", sort=True):
-        if len(members) < MIN_GROUP_SIZE:
-            continue
-        labels, summaries = _cluster_group(text[members.index], members["trace_id"], seed)
+    groups = [(mode, members) for mode, members in frame.groupby("mode", sort=True) if len(members) >= MIN_GROUP_SIZE]
+    for (mode, members), (labels, summaries) in zip(groups, _clustered(groups, text, seed), strict=True):
         ids = _match_ids(mode, summaries, registry)
         for local, summary in enumerate(summaries):
             cluster_id = ids[local]
@@ -78,6 +79,24 @@ def cluster_negatives(frame: pd.DataFrame, registry: dict, seed: int = 0, today:
     clusters = pd.DataFrame(rows, columns=["cluster_id", "mode", "size", "top_terms", "exemplars", "first_seen", "last_seen", "status"])
     assigned = pd.concat(assignments, ignore_index=True) if assignments else pd.DataFrame(columns=["trace_id", "mode", "cluster_id"])
     return ClusterResult(assignments=assigned.astype("string"), clusters=clusters, registry=registry)
+
+
+def _clustered(groups: list[tuple[str, pd.DataFrame]], text: pd.Series, seed: int) -> list[tuple[np.ndarray, list[dict]]]:
+    """`_cluster_group` of each group. The groups are independent: with `PARALLEL_MIN_ROWS` rows or
+    more they are fitted on a process per core, largest first (pure-Python tokenizing dominates)."""
+    tasks = [(text[members.index], members["trace_id"], seed) for _, members in groups]
+    largest_first = sorted(range(len(tasks)), key=lambda i: -len(tasks[i][0]))
+    parallel = sum(len(members) for _, members in groups) >= PARALLEL_MIN_ROWS
+    done = in_processes(_cluster_task, [tasks[i] for i in largest_first], 2 if parallel else len(tasks) + 1)
+    by_task = dict(zip(largest_first, done, strict=True))
+    return [by_task[i] for i in range(len(tasks))]
+
+
+def _cluster_task(task: tuple[pd.Series, pd.Series, int]) -> tuple[np.ndarray, list[dict]]:
+    # One OpenMP and BLAS thread: a process per core already uses the cores, and a forked process
+    # must not enter OpenMP's thread pool if its parent had one running.
+    with threadpool_limits(limits=1):
+        return _cluster_group(*task)
 
 
 def _cluster_group(text: pd.Series, trace_ids: pd.Series, seed: int) -> tuple[np.ndarray, list[dict]]:
