@@ -22,6 +22,7 @@ from feedback_loop.lib.error_modes.rules import (
     response_mode,
 )
 from feedback_loop.lib.error_modes.taxonomy import TAXONOMY_V1, Taxonomy
+from feedback_loop.lib.text import is_in, text_length
 
 SOURCE_CONFIDENCE = {"reason_tag": 0.95, "comment": 0.85, "edit": 0.8, "response": 0.8}
 CLASSIFIER_MIN_PROBABILITY = 0.6
@@ -98,8 +99,9 @@ def negative_traces(labels: pd.DataFrame, traces: pd.DataFrame) -> pd.DataFrame:
     `peer_length_ratio` is the output length over the peers' median, and `peer_length_outlier` marks
     a far-out length (above Q3 + 3 IQR, Tukey's fence).
     """
-    t = traces.drop_duplicates("trace_id", keep="last")
-    length = t["output"].fillna("").str.len().astype("float64")
+    last = ~traces["trace_id"].duplicated(keep="last").to_numpy()
+    t = traces if last.all() else traces[last]  # no copy of every text when the ids are unique
+    length = text_length(t["output"]).fillna(0).astype("float64")
     groups = length.groupby([t["model"].fillna(""), t["prompt_version"].fillna("")])
     median, q1, q3 = groups.transform("median"), groups.transform(lambda x: x.quantile(0.25)), groups.transform(lambda x: x.quantile(0.75))
     t = t.assign(
@@ -108,5 +110,6 @@ def negative_traces(labels: pd.DataFrame, traces: pd.DataFrame) -> pd.DataFrame:
     )
     negative = labels[labels["label"] == "negative"]
     columns = ["trace_id", "input", "prompt", "output", "peer_length_ratio", "peer_length_outlier"]
-    out = negative.merge(t[columns], on="trace_id", how="left", validate="one_to_one")
+    # Only the negatives' rows take part in the join: their texts are all that is copied.
+    out = negative.merge(t.loc[is_in(t["trace_id"], negative["trace_id"]), columns], on="trace_id", how="left", validate="one_to_one")
     return out.reset_index(drop=True)
