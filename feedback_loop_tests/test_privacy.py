@@ -4,6 +4,7 @@ import pandas as pd
 
 from feedback_loop.lib.datasets.privacy import (
     find_pii,
+    might_contain_pii,
     pseudonymize,
     scrub_frame,
     scrub_text,
@@ -37,6 +38,21 @@ def test_scrub_frame_scrubs_json_messages_value_by_value():
     assert json.loads(clean["input"][0])[0]["content"] == "I am <EMAIL_ADDRESS>"
     assert pd.isna(clean["input"][1]) and clean["prompt"][1] == "call <PHONE_NUMBER> now"
     assert found == {"EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1}
+
+
+def test_scrub_frame_keeps_the_json_text_of_a_flagged_value_with_nothing_to_replace():
+    """Version 2.3.1-2.4.0 and the long word are what the pre-filter flags, yet hold no finding:
+    the value keeps its bytes (not re-serialized); a value with a finding is written anew."""
+    import json
+
+    clean_text = '[{"role":"user","content":"Compare version 2.3.1-2.4.0 with supercalifragilisticexpialidocious"}]'
+    dirty_text = '[{"role":"user","content":"Mail bob@example.org about version 2.3.1-2.4.0"}]'
+    frame = pd.DataFrame({"input": [clean_text, dirty_text]})
+    assert might_contain_pii(frame["input"]).all()
+    clean, found = scrub_frame(frame, ["input"], json_columns=("input",))
+    assert clean["input"][0] == clean_text
+    assert json.loads(clean["input"][1]) == [{"role": "user", "content": "Mail <EMAIL_ADDRESS> about version 2.3.1-2.4.0"}]
+    assert found == {"EMAIL_ADDRESS": 1}
 
 
 def test_pseudonymize_is_keyed_stable_and_keeps_missing():

@@ -29,7 +29,6 @@ from presidio_analyzer.predefined_recognizers import (
     PhoneRecognizer,
 )
 
-from feedback_loop.lib.json_text import loads as json_loads
 from feedback_loop.lib.text import in_processes, large_text, matches, per_distinct, replaced
 
 # Presidio validates e-mail domains with tldextract; use its bundled suffix list, never the network.
@@ -172,7 +171,7 @@ def scrub_frames(
             values = frame[column].iloc[rows].tolist()
             flagged.append((index, column, values, rows))
             if column in json_columns:
-                parsed[index, column] = [json_loads(v) for v in values]
+                parsed[index, column] = [json.loads(v) for v in values]
                 texts.update(strings_in(parsed[index, column]))
             else:
                 texts.update(values)
@@ -185,7 +184,11 @@ def scrub_frames(
         if not len(rows):
             continue
         if column in json_columns:
-            cleaned_values = [json.dumps(_scrub_value(value, scrubbed, total), ensure_ascii=False) for value in parsed[index, column]]
+            # A value with nothing to replace keeps its JSON text as it was.
+            cleaned_values = [
+                text if cleaned is value else json.dumps(cleaned, ensure_ascii=False)
+                for text, value, cleaned in ((text, value, _scrub_value(value, scrubbed, total)) for text, value in zip(values, parsed[index, column], strict=True))
+            ]
         else:
             cleaned_values = [_scrub_value(value, scrubbed, total) for value in values]
         outs[index][column] = replaced(outs[index][column], rows, cleaned_values)
@@ -245,17 +248,20 @@ def _string_leaves(values: pa.Array) -> list[pa.Array]:
 
 def _scrub_value(value, scrubbed: dict[str, tuple[str, Counter]], found: Counter):
     """A JSON value with each string replaced by its entry in `scrubbed` (unlisted strings are
-    clean); the findings of the replaced strings are added to `found`."""
+    clean); the findings of the replaced strings are added to `found`. A value with nothing to
+    replace is returned itself."""
     if isinstance(value, str):
         hit = scrubbed.get(value)
-        if hit is None:
+        if hit is None or hit[0] == value:
             return value
         found.update(hit[1])  # update copies the counts: the shared (cached) counters stay intact
         return hit[0]
     if isinstance(value, list):
-        return [_scrub_value(item, scrubbed, found) for item in value]
+        cleaned = [_scrub_value(item, scrubbed, found) for item in value]
+        return value if all(c is v for c, v in zip(cleaned, value, strict=True)) else cleaned
     if isinstance(value, dict):
-        return {key: _scrub_value(item, scrubbed, found) for key, item in value.items()}
+        cleaned = {key: _scrub_value(item, scrubbed, found) for key, item in value.items()}
+        return value if all(cleaned[key] is item for key, item in value.items()) else cleaned
     return value
 
 

@@ -32,7 +32,6 @@ from feedback_loop.lib.error_modes.rules import (
     NUMBER_WORDS,
     WORDS_LIMIT,
 )
-from feedback_loop.lib.json_text import loads as json_loads
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
 from feedback_loop.lib.text import is_in, per_distinct, sha256_hex
@@ -60,7 +59,7 @@ def case_id(prompt: str) -> str:
 def messages_of(input_json: str | None, prompt: str | None) -> list[dict]:
     """The trace input as chat messages (a plain string input is one user message)."""
     if input_json:
-        value = json_loads(input_json)
+        value = json.loads(input_json)
         if isinstance(value, list):
             return [{"role": str(m.get("role", "user")), "content": m.get("content") if isinstance(m.get("content"), str) else json.dumps(m.get("content"))} for m in value if isinstance(m, dict)]
         if isinstance(value, str):
