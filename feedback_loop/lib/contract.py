@@ -93,6 +93,12 @@ QUARANTINE_COLUMNS: dict[str, str] = {
 }
 
 
+def last_per_trace(traces: pd.DataFrame) -> pd.DataFrame:
+    """One row per trace_id, its last span (the response); the frame itself when ids are unique."""
+    last = ~traces["trace_id"].duplicated(keep="last").to_numpy()
+    return traces if last.all() else traces[last]
+
+
 def utc_array(values: pd.Series) -> np.ndarray:
     """Tz-aware timestamps as naive UTC datetime64[us] (NaT kept), without a Python object per value."""
     return values.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")

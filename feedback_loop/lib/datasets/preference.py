@@ -24,7 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from feedback_loop.lib.datasets.near_duplicates import near_duplicate_of
-from feedback_loop.lib.datasets.regression import last_per_trace, messages_of, prompt_hashes
+from feedback_loop.lib.contract import last_per_trace
+from feedback_loop.lib.datasets.regression import messages_of, prompt_hashes
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
 from feedback_loop.lib.text import is_in, large_text, positions, repeats, sort_order

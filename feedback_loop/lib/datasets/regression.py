@@ -21,6 +21,7 @@ import re
 
 import pandas as pd
 
+from feedback_loop.lib.contract import last_per_trace
 from feedback_loop.lib.datasets.near_duplicates import PromptIndex
 from feedback_loop.lib.error_modes.rules import (
     ASKS_CODE,
@@ -43,12 +44,6 @@ DETAILED_MIN_WORDS = 80
 def prompt_hashes(prompts: pd.Series) -> pd.Series:
     """SHA-256 (first 16 hex digits) of each prompt, case- and white-space-insensitive."""
     return per_distinct(prompts, lambda distinct: sha256_hex(normalize_prompt(distinct), digits=16))
-
-
-def last_per_trace(traces: pd.DataFrame) -> pd.DataFrame:
-    """One row per trace_id, its last span (the response); the frame itself when ids are unique."""
-    last = ~traces["trace_id"].duplicated(keep="last").to_numpy()
-    return traces if last.all() else traces[last]
 
 
 def case_id(prompt: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from feedback_loop.lib.contract import last_per_trace
 from feedback_loop.lib.error_modes.classifier import (
     Validation,
     classifier_text,
@@ -99,8 +100,7 @@ def negative_traces(labels: pd.DataFrame, traces: pd.DataFrame) -> pd.DataFrame:
     `peer_length_ratio` is the output length over the peers' median, and `peer_length_outlier` marks
     a far-out length (above Q3 + 3 IQR, Tukey's fence).
     """
-    last = ~traces["trace_id"].duplicated(keep="last").to_numpy()
-    t = traces if last.all() else traces[last]  # no copy of every text when the ids are unique
+    t = last_per_trace(traces)
     length = text_length(t["output"]).fillna(0).astype("float64")
     groups = length.groupby([t["model"].fillna(""), t["prompt_version"].fillna("")])
     median, q1, q3 = groups.transform("median"), groups.transform(lambda x: x.quantile(0.25)), groups.transform(lambda x: x.quantile(0.75))
