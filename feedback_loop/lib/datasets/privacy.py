@@ -184,11 +184,10 @@ def scrub_frames(
         if not len(rows):
             continue
         if column in json_columns:
-            # A value with nothing to replace keeps its JSON text as it was.
-            cleaned_values = [
-                text if cleaned is value else json.dumps(cleaned, ensure_ascii=False)
-                for text, value, cleaned in ((text, value, _scrub_value(value, scrubbed, total)) for text, value in zip(values, parsed[index, column], strict=True))
-            ]
+            cleaned_values = []
+            for text, value in zip(values, parsed[index, column], strict=True):
+                cleaned = _scrub_value(value, scrubbed, total)
+                cleaned_values.append(text if cleaned is value else json.dumps(cleaned, ensure_ascii=False))  # nothing replaced: the text as it was
         else:
             cleaned_values = [_scrub_value(value, scrubbed, total) for value in values]
         outs[index][column] = replaced(outs[index][column], rows, cleaned_values)
