@@ -1,6 +1,6 @@
 """Benchmark the nightly pipeline at production scale.
 
-    python bench/run.py [--traces N] [--scaling] [--repeat R] [--keep]
+    python bench/run.py [--traces N] [--days D] [--scaling] [--repeat R] [--keep]
 
 For N traces (default 1,000,000) and about 3N feedback events in one daily partition:
 1. generates the landing files with the project's generator (seeded, cached in bench/cache/);
@@ -14,7 +14,10 @@ For N traces (default 1,000,000) and about 3N feedback events in one daily parti
 4. times linking + signals + labels as plain functions on the run's ingested partition (in memory,
    without the Parquet reads and writes of the Dagster steps);
 5. times error-mode assignment on 100,000 negative traces.
-`--scaling` runs 100k, 300k and 1M and prints how time grows; `--repeat R` runs the DAG and the
+`--days D` measures a night in steady state: the landing folder holds D days of N traces each, the
+days before the last are ingested first (untimed), and the timed nightly run for the last day
+relabels every trace day of its window (up to 8) as production nights do; with the default, 1, the
+window holds only the run's own day. `--scaling` runs 100k, 300k and 1M and prints how time grows; `--repeat R` runs the DAG and the
 DuckDB reference R times and reports medians (on a noisy machine). Results go to
 bench/results/<timestamp>.json; the last line printed is a one-line summary.
 """
@@ -46,6 +49,7 @@ LINK_SIGNALS_LABELS = ("linked_feedback", "implicit_signals", "trace_labels")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--traces", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=1, help="trace days of N traces each in the landing folder; the nightly run for the last one relabels its window (steady state)")
     parser.add_argument("--scaling", action="store_true", help="run 100k, 300k and 1M traces")
     parser.add_argument("--keep", action="store_true", help="keep the run's warehouse and datasets")
     parser.add_argument("--repeat", type=int, default=1, help="run the DAG and the DuckDB reference N times; report medians")
@@ -54,9 +58,9 @@ def main() -> None:
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage == "generate":
-        return generate_stage(args.traces, Path(args.landing))
+        return generate_stage(args.traces, Path(args.landing), args.days)
     if args.stage == "pipeline":
-        return pipeline_stage(Path(args.landing), Path(args.workdir))
+        return pipeline_stage(Path(args.landing), Path(args.workdir), args.days)
     if args.stage == "reference":
         return reference_stage(Path(args.landing))
     if args.stage == "error_modes":
@@ -64,7 +68,7 @@ def main() -> None:
     if args.stage == "link_signals_labels":
         return link_signals_labels_stage(Path(args.workdir))
     sizes = [100_000, 300_000, 1_000_000] if args.scaling else [args.traces]
-    results = [run_size(n, args.keep, args.repeat) for n in sizes]
+    results = [run_size(n, args.keep, args.repeat, args.days) for n in sizes]
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
     payload = results[-1] if len(results) == 1 else {**results[-1], "scaling": scaling(results)}
@@ -73,7 +77,7 @@ def main() -> None:
         print_scaling(results)
     last = results[-1]
     print(
-        f"\nSUMMARY traces={last['traces']:,} events={last['events']:,} total={last['total_seconds']:.1f}s "
+        f"\nSUMMARY traces={last['traces']:,} window_traces={last['window_traces']:,} events={last['events']:,} total={last['total_seconds']:.1f}s "
         f"peak_rss={last['peak_rss_mb']:,.0f}MB ingest+link+signals={last['ingest_link_signals_seconds']:.1f}s "
         f"duckdb={last['duckdb_reference_seconds']:.1f}s ratio={last['ratio_to_duckdb']:.2f} "
         f"link+signals+labels={last['link_signals_labels_seconds']:.1f}s (in memory; {last['link_signals_labels_dag_seconds']:.1f}s as steps) "
@@ -81,19 +85,20 @@ def main() -> None:
     )
 
 
-def run_size(traces: int, keep: bool, repeat: int = 1) -> dict:
-    landing = CACHE / f"landing-{traces}"
+def run_size(traces: int, keep: bool, repeat: int = 1, days: int = 1) -> dict:
+    name = f"{traces}" if days == 1 else f"{traces}x{days}"
+    landing = CACHE / f"landing-{name}"
     if not (landing / "ground_truth" / "summary.json").exists():
-        print(f"generating {traces:,} traces into {landing} (cached for later runs) ...", flush=True)
+        print(f"generating {days} day(s) of {traces:,} traces into {landing} (cached for later runs) ...", flush=True)
         shutil.rmtree(landing, ignore_errors=True)
-        stage("generate", "--traces", str(traces), "--landing", str(landing))
-    workdir = CACHE / f"run-{traces}"
+        stage("generate", "--traces", str(traces), "--days", str(days), "--landing", str(landing))
+    workdir = CACHE / f"run-{name}"
     runs, references = [], []
     for n in range(repeat):
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
         print(f"running the nightly DAG on {traces:,} traces ({n + 1}/{repeat}) ...", flush=True)
-        runs.append(json.loads(stage("pipeline", "--landing", str(landing), "--workdir", str(workdir))))
+        runs.append(json.loads(stage("pipeline", "--landing", str(landing), "--workdir", str(workdir), "--days", str(days))))
         print(f"running the DuckDB reference ({n + 1}/{repeat}) ...", flush=True)
         references.append(json.loads(stage("reference", "--landing", str(landing))))
     pipeline = median_run(runs)
@@ -161,12 +166,12 @@ def stage(name: str, *args: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def generate_stage(traces: int, landing: Path) -> None:
+def generate_stage(traces: int, landing: Path, days: int) -> None:
     from feedback_loop.lib.generator import GeneratorConfig, generate
 
     start = time.perf_counter()
     config = GeneratorConfig(
-        days=1, traces_per_day=traces, seed=2026, end_date=DAY, file_format="parquet", bad_response_share=0.15,
+        days=days, traces_per_day=traces, seed=2026, end_date=DAY, file_format="parquet", bad_response_share=0.15,
         extra_events_per_trace=2.2, bad_row_share=0.01, prompt_chars=420, output_chars=800,
     )
     summary = generate(landing, config)
@@ -195,7 +200,7 @@ class RssSampler(threading.Thread):
         return max(inside, default=0.0)
 
 
-def pipeline_stage(landing: Path, workdir: Path) -> None:
+def pipeline_stage(landing: Path, workdir: Path, days: int) -> None:
     os.environ.update(
         FEEDBACK_LOOP_LANDING=str(landing),
         FEEDBACK_LOOP_WAREHOUSE=str(workdir / "warehouse"),
@@ -205,14 +210,20 @@ def pipeline_stage(landing: Path, workdir: Path) -> None:
         FEEDBACK_LOOP_START_DATE="2026-11-01",
     )
     import dagster as dg
+    import pyarrow.parquet as pq
 
-    from feedback_loop.pipeline import run_nightly
+    from feedback_loop.defs.partitions import LATE_FEEDBACK_DAYS
+    from feedback_loop.pipeline import ingest_job, run_nightly
 
     sampler = RssSampler()
     sampler.start()
     (workdir / "home").mkdir()
     (workdir / "home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     with dg.DagsterInstance.from_config(str(workdir / "home")) as instance:
+        for earlier in range(days - 1, 0, -1):  # the nights before, ingested only: the timed relabel run recomputes their trace days
+            partition = (DAY - dt.timedelta(days=earlier)).isoformat()
+            with dg.execute_job(dg.reconstructable(ingest_job), instance=instance, tags={"dagster/partition": partition}) as result:
+                assert result.success, f"ingest of {partition} failed"
         start = time.time()
         report = run_nightly(DAY.isoformat(), instance)  # the code location's own jobs, run as a launched run runs them
         end = time.time()
@@ -234,6 +245,8 @@ def pipeline_stage(landing: Path, workdir: Path) -> None:
                 }
         materializations = {m.asset_key.to_user_string(): m.metadata for m in report.materializations()}
     sampler.running = False
+    window = [workdir / "warehouse" / "raw_traces" / f"{(DAY - dt.timedelta(days=d)).isoformat()}.parquet" for d in range(LATE_FEEDBACK_DAYS + 1)]
+    window_traces = sum(pq.ParquetFile(path).metadata.num_rows for path in window if path.exists())
     negatives = materializations.get("negative_traces", {}).get("dagster/row_count")
     events = materializations.get("raw_feedback_events", {}).get("records_read")
     traces = materializations.get("raw_traces", {}).get("records_read")
@@ -242,6 +255,8 @@ def pipeline_stage(landing: Path, workdir: Path) -> None:
             {
                 "success": report.success,
                 "traces": traces.value if traces else None,
+                "days": days,
+                "window_traces": window_traces,
                 "events": events.value if events else None,
                 "negatives": negatives.value if negatives else None,
                 "total_seconds": round(end - start, 2),
@@ -369,7 +384,9 @@ def error_modes_stage(workdir: Path) -> None:
 
 
 def print_run(result: dict) -> None:
-    print(f"\n{result['traces']:,} traces, {result['events']:,} feedback events, {result['negatives']:,} negatives")
+    print(f"\n{result['traces']:,} traces, {result['events']:,} feedback events, {result['negatives']:,} negatives in the window")
+    if result.get("days", 1) > 1:
+        print(f"steady state: {result['days']} landing days; the relabel run's window holds {result['window_traces']:,} traces")
     width = max(len(asset) for asset in [*result["per_asset"], "total (2 runs, wall)"]) + 2
     print(f"{'asset or check':<{width}}{'seconds':>10}{'of which IO':>13}{'peak RSS MB':>14}")
     for asset, figures in result["per_asset"].items():
