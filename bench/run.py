@@ -16,8 +16,9 @@ For N traces (default 1,000,000) and about 3N feedback events in one daily parti
 5. times error-mode assignment on 100,000 negative traces.
 `--days D` measures a night in steady state: the landing folder holds D days of N traces each, the
 days before the last are ingested first (untimed), and the timed nightly run for the last day
-relabels every trace day of its window (up to 8) as production nights do; with the default, 1, the
-window holds only the run's own day. `--scaling` runs 100k, 300k and 1M and prints how time grows; `--repeat R` runs the DAG and the
+relabels every trace day of its window (`FEEDBACK_LOOP_LATE_FEEDBACK_DAYS` + 1 days, 8 by default)
+as production nights do; with the default, 1, the window holds only the run's own day.
+`--scaling` runs 100k, 300k and 1M and prints how time grows; `--repeat R` runs the DAG and the
 DuckDB reference R times and reports medians (on a noisy machine). Results go to
 bench/results/<timestamp>.json; the last line printed is a one-line summary.
 """
@@ -257,6 +258,7 @@ def pipeline_stage(landing: Path, workdir: Path, days: int) -> None:
                 "traces": traces.value if traces else None,
                 "days": days,
                 "window_traces": window_traces,
+                "window_days": LATE_FEEDBACK_DAYS + 1,
                 "events": events.value if events else None,
                 "negatives": negatives.value if negatives else None,
                 "total_seconds": round(end - start, 2),
@@ -386,7 +388,7 @@ def error_modes_stage(workdir: Path) -> None:
 def print_run(result: dict) -> None:
     print(f"\n{result['traces']:,} traces, {result['events']:,} feedback events, {result['negatives']:,} negatives in the window")
     if result.get("days", 1) > 1:
-        print(f"steady state: {result['days']} landing days; the relabel run's window holds {result['window_traces']:,} traces")
+        print(f"steady state: {result['days']} landing days; the relabel run's window of {result['window_days']} days holds {result['window_traces']:,} traces")
     width = max(len(asset) for asset in [*result["per_asset"], "total (2 runs, wall)"]) + 2
     print(f"{'asset or check':<{width}}{'seconds':>10}{'of which IO':>13}{'peak RSS MB':>14}")
     for asset, figures in result["per_asset"].items():
