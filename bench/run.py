@@ -31,6 +31,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -163,7 +164,11 @@ def median_run(runs: list[dict]) -> dict:
 
 
 def stage(name: str, *args: str) -> str:
-    out = subprocess.run([sys.executable, str(Path(__file__)), "--stage", name, *args], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, str(Path(__file__)), "--stage", name, *args], capture_output=True, text=True)
+    if out.returncode == -signal.SIGKILL:
+        sys.exit(f"the {name} stage was killed (SIGKILL): most likely out of memory; the relabel run holds its whole window (docs/benchmark.md)")
+    if out.returncode:
+        sys.exit(f"the {name} stage failed with exit code {out.returncode}:\n{out.stderr[-4000:]}")
     return out.stdout.strip().splitlines()[-1]
 
 
