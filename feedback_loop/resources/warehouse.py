@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -48,11 +49,10 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         if not context.has_asset_partitions:
             path = self.path_for(context.asset_key)
             return one_chunk(self._read(path, columns)) if path.exists() else pd.DataFrame()
-        frames = []
-        for key in context.asset_partition_keys:
-            path = self.path_for(context.asset_key, key)
-            if path.exists():
-                frames.append(self._read(path, columns))
+        paths = [path for key in context.asset_partition_keys if (path := self.path_for(context.asset_key, key)).exists()]
+        if len(paths) > 1 and (joined := _read_in_one_chunk(paths, columns)) is not None:
+            return joined
+        frames = [self._read(path, columns) for path in paths]
         frames = [f for f in frames if len(f.columns)]
         if not frames:
             return pd.DataFrame()
@@ -76,3 +76,30 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             names = parquet.schema_arrow.names
             return parquet.read(columns=None if columns is None else [c for c in columns if c in names]).to_pandas()
 
+
+
+ONE_BATCH = 1 << 40  # rows per Arrow batch: all of them
+
+
+def _read_in_one_chunk(paths: list[UPath], columns: list[str] | None) -> pd.DataFrame | None:
+    """Local partition files that share one schema, read in order by DuckDB on one thread straight
+    into one Arrow chunk per column. Joining per-file tables into one chunk holds every column twice:
+    for the texts of a 2.4M-trace window, 7.7 GB and 8.2 s, against 3.8 GB and 3.9 s this way.
+    None when a file is not local or the schemas differ (the caller then joins the files itself)."""
+    if any(path.protocol not in ("", "file") for path in paths):
+        return None
+    schemas = [pq.read_schema(path.path) for path in paths]
+    if any(not schema.equals(schemas[0]) for schema in schemas[1:]):
+        return None
+    names = [name for name in (columns or schemas[0].names) if name in schemas[0].names]
+    if not names:
+        return pd.DataFrame()
+    select = ", ".join('"' + name.replace('"', '""') + '"' for name in names)
+    files = ", ".join("'" + path.path.replace("'", "''") + "'" for path in paths)
+    with duckdb.connect(config={"threads": 1}) as con:  # one thread: one batch, in the files' order
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET arrow_large_buffer_size = true")
+        table = con.sql(f"SELECT {select} FROM read_parquet([{files}])").to_arrow_table(batch_size=ONE_BATCH)
+    if any(column.num_chunks > 1 for column in table.columns):
+        table = table.combine_chunks()
+    return table.replace_schema_metadata(schemas[0].metadata).to_pandas()  # the pandas dtypes the files were written with
