@@ -218,7 +218,7 @@ def pipeline_stage(landing: Path, workdir: Path, days: int) -> None:
     import dagster as dg
     import pyarrow.parquet as pq
 
-    from feedback_loop.defs.partitions import LATE_FEEDBACK_DAYS
+    from feedback_loop.defs.jobs import relabel_window
     from feedback_loop.pipeline import ingest_job, run_nightly
 
     sampler = RssSampler()
@@ -251,8 +251,10 @@ def pipeline_stage(landing: Path, workdir: Path, days: int) -> None:
                 }
         materializations = {m.asset_key.to_user_string(): m.metadata for m in report.materializations()}
     sampler.running = False
-    window = [workdir / "warehouse" / "raw_traces" / f"{(DAY - dt.timedelta(days=d)).isoformat()}.parquet" for d in range(LATE_FEEDBACK_DAYS + 1)]
-    window_traces = sum(pq.ParquetFile(path).metadata.num_rows for path in window if path.exists())
+    first, last = (dt.date.fromisoformat(day) for day in relabel_window(DAY.isoformat()))
+    window = [first + dt.timedelta(days=d) for d in range((last - first).days + 1)]
+    files = [workdir / "warehouse" / "raw_traces" / f"{day.isoformat()}.parquet" for day in window]
+    window_traces = sum(pq.ParquetFile(path).metadata.num_rows for path in files if path.exists())
     negatives = materializations.get("negative_traces", {}).get("dagster/row_count")
     events = materializations.get("raw_feedback_events", {}).get("records_read")
     traces = materializations.get("raw_traces", {}).get("records_read")
@@ -263,7 +265,7 @@ def pipeline_stage(landing: Path, workdir: Path, days: int) -> None:
                 "traces": traces.value if traces else None,
                 "days": days,
                 "window_traces": window_traces,
-                "window_days": LATE_FEEDBACK_DAYS + 1,
+                "window_days": len(window),
                 "events": events.value if events else None,
                 "negatives": negatives.value if negatives else None,
                 "total_seconds": round(end - start, 2),
@@ -392,7 +394,7 @@ def error_modes_stage(workdir: Path) -> None:
 
 def print_run(result: dict) -> None:
     print(f"\n{result['traces']:,} traces, {result['events']:,} feedback events, {result['negatives']:,} negatives in the window")
-    if result.get("days", 1) > 1:
+    if result["days"] > 1:
         print(f"steady state: {result['days']} landing days; the relabel run's window of {result['window_days']} days holds {result['window_traces']:,} traces")
     width = max(len(asset) for asset in [*result["per_asset"], "total (2 runs, wall)"]) + 2
     print(f"{'asset or check':<{width}}{'seconds':>10}{'of which IO':>13}{'peak RSS MB':>14}")

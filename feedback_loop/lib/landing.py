@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 from upath import UPath
 
+from feedback_loop.lib.text import ONE_BATCH
+
 
 Kind = Literal["traces", "feedback"]
 
@@ -304,6 +306,3 @@ def _frame(con: duckdb.DuckDBPyConnection, query: str, params: list) -> pd.DataF
     """A query result as pandas with Arrow-backed strings (no Python object per value), each column
     in one chunk: DuckDB's batches would otherwise be concatenated later, a copy of every column."""
     return con.sql(query, params=params).to_arrow_table(batch_size=ONE_BATCH).to_pandas()
-
-
-ONE_BATCH = 1 << 40  # rows per Arrow batch: all of them

@@ -39,6 +39,9 @@ def in_processes(function: Callable, items: list, min_items: int = 2) -> list:
         return list(pool.map(function, items, chunksize=max(1, len(items) // (cores * 8))))
 
 
+ONE_BATCH = 1 << 40  # rows per Arrow batch when DuckDB hands a result over: all of them, one chunk per column
+
+
 def one_chunk(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame with every Arrow-backed column in one chunk (a take on a chunked column
     concatenates its chunks first, every time). Dtypes and a default index are kept."""

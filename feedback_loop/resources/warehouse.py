@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
-from feedback_loop.lib.text import one_chunk
+from feedback_loop.lib.text import ONE_BATCH, one_chunk
 
 PARTITION_COLUMN = "partition_date"
 
@@ -75,10 +75,6 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             parquet = pq.ParquetFile(fh)
             names = parquet.schema_arrow.names
             return parquet.read(columns=None if columns is None else [c for c in columns if c in names]).to_pandas()
-
-
-
-ONE_BATCH = 1 << 40  # rows per Arrow batch: all of them
 
 
 def _read_in_one_chunk(paths: list[UPath], columns: list[str] | None) -> pd.DataFrame | None:
