@@ -180,6 +180,16 @@ def test_negative_traces_flag_far_out_lengths():
     assert out.loc["t29", "peer_length_ratio"] == 50.0
 
 
+def test_negative_traces_from_the_negatives_texts_and_every_length_are_the_same():
+    traces = pd.DataFrame({"trace_id": [f"t{i}" for i in range(40)], "model": ["m", "n"] * 20, "prompt_version": "v", "input": None, "prompt": "p", "output": ["x" * (50 + i * 7) for i in range(39)] + ["x" * 9000]})
+    traces = pd.concat([traces.assign(output="first span"), traces], ignore_index=True)  # two spans each: the last is the response
+    labels = pd.DataFrame({"trace_id": ["t3", "t39", "t8"], "label": ["negative", "negative", "positive"]})
+    lengths = traces[["trace_id", "model", "prompt_version"]].assign(output_length=traces["output"].str.len().astype("Int64"))
+    texts = traces[traces["trace_id"].isin(["t3", "t39"])]
+    pd.testing.assert_frame_equal(negative_traces(labels, texts, lengths), negative_traces(labels, traces))
+    assert negative_traces(labels, texts, lengths).set_index("trace_id").loc["t39", "peer_length_outlier"]
+
+
 def cluster_frame() -> pd.DataFrame:
     spanish = ["Lo siento, la respuesta es la siguiente y espero que sea útil para su trabajo."] * 15
     offtopic = ["Here are some general tips for staying productive: take breaks and plan your day."] * 15

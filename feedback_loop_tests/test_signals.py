@@ -6,7 +6,7 @@ import pytest
 
 from feedback_loop.lib.linking import link_feedback
 from feedback_loop.lib.params import SignalParams
-from feedback_loop.lib.signals import classify_edits, implicit_signals, normalize_prompt
+from feedback_loop.lib.signals import classify_edits, data_horizon, implicit_signals, normalize_prompt, signals_of_day
 from feedback_loop_tests.frames import at, events, traces
 
 PARAMS = SignalParams()
@@ -177,3 +177,36 @@ def test_signals_do_not_depend_on_the_row_order_of_the_traces():
     assert expected.loc["a", "edit_length_ratio"] == pytest.approx(len("Canberra is the capital.") / len("Sydney is the capital."))
     assert expected.loc["b", "copied_share"] == 0.2 and expected.loc["c", "copied_share"] == 0.25
     assert expected.loc["a", "rephrased"]
+
+
+def test_signals_a_day_at_a_time_with_its_sessions_context_are_the_signals_of_the_whole_range():
+    midnight = -10 * 3600  # T0 is 10:00 on 2026-11-20
+    tr = traces(
+        {"trace_id": "late", "session_id": "cross", "prompt": "capital of peru?", "output": "Quito.", "t": midnight - 120},
+        {"trace_id": "again", "session_id": "cross", "prompt": "Capital of Peru?", "output": "Lima.", "t": midnight + 60},  # regenerated after midnight
+        {"trace_id": "day", "session_id": "inside", "prompt": "hello", "t": 0},
+        {"trace_id": "eve", "session_id": "next", "prompt": "the longest river in africa", "output": "The Amazon.", "t": midnight + 86400 - 60},
+        {"trace_id": "after", "session_id": "next", "prompt": "longest river in africa?", "output": "The Nile.", "t": midnight + 86400 + 90},  # a rephrase
+        {"trace_id": "lone", "session_id": None, "prompt": "solo", "t": midnight + 86400 + 3600},
+    )
+    ev = events(
+        {"trace_id": "late", "type": "regenerate", "t": midnight - 60},
+        {"trace_id": "again", "type": "edit", "value": "Lima, since 1535.", "t": midnight + 120},
+        {"trace_id": "after", "type": "thumbs_down", "t": midnight + 86400 + 200},
+        {"trace_id": "day", "type": "copy", "t": 30},
+    )
+    linked = link_feedback(ev, tr, pd.Timedelta(hours=1)).linked
+    whole = implicit_signals(tr, linked, PARAMS)
+    horizon = data_horizon(tr[["trace_id", "timestamp", "latency_ms"]], linked)
+    pd.testing.assert_frame_equal(implicit_signals(tr, linked, PARAMS, horizon), whole)
+    days = ["2026-11-19", "2026-11-20", "2026-11-21"]
+    by_day = {day: tr[tr["partition_date"] == day].reset_index(drop=True) for day in days}
+    none = tr.iloc[0:0]
+    for i, day in enumerate(days):
+        before = by_day[days[i - 1]] if i else none
+        after = by_day[days[i + 1]] if i + 1 < len(days) else none
+        expected = whole[whole["partition_date"] == day].reset_index(drop=True)
+        pd.testing.assert_frame_equal(signals_of_day(day, by_day[day], before, after, linked, PARAMS, horizon), expected)
+    crossing = whole.set_index("trace_id")
+    assert crossing.loc["again", "chain_id"] == "late" and crossing.loc["again", "chain_position"] == 2  # seen from its own day too
+    assert crossing.loc["eve", "rephrased"]

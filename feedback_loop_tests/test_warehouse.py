@@ -6,7 +6,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from feedback_loop.resources.warehouse import WarehouseIOManager
+from feedback_loop.lib.text import text_length
+from feedback_loop.resources.warehouse import PartitionedTable, WarehouseIOManager
 
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
 PARTITIONS = dg.DailyPartitionsDefinition(start_date=DAYS[0])
@@ -74,3 +75,27 @@ def test_a_range_loads_from_a_url_root():
     for day, frame in zip(DAYS, frames, strict=True):
         WarehouseIOManager._write(io_manager.path_for(KEY, day), frame)
     pd.testing.assert_frame_equal(load(io_manager), pd.concat(frames, ignore_index=True))
+
+
+@pytest.mark.parametrize("root", ["local", "memory://warehouse-lazy-test"])
+def test_a_lazy_input_reads_some_partitions_columns_rows_and_lengths(tmp_path, root):
+    io_manager = WarehouseIOManager(root=str(tmp_path) if root == "local" else root)
+    frames = {day: day_frame(day, 6) for day in DAYS}
+    for day in DAYS[:2]:  # the third day is not materialized yet
+        WarehouseIOManager._write(io_manager.path_for(KEY, day), frames[day])
+    context = dg.build_input_context(
+        asset_key=KEY,
+        asset_partitions_def=PARTITIONS,
+        asset_partition_key_range=dg.PartitionKeyRange(DAYS[0], DAYS[-1]),
+        definition_metadata={"lazy": True, "columns": ["trace_id", "text"]},
+    )
+    table = io_manager.load_input(context)
+    assert isinstance(table, PartitionedTable) and table.partitions == DAYS[:2]
+    both = pd.concat([frames[DAYS[0]], frames[DAYS[1]]], ignore_index=True)
+    pd.testing.assert_frame_equal(table.read(), both[["trace_id", "text"]])
+    pd.testing.assert_frame_equal(table.read(partitions=[DAYS[1], DAYS[2]], columns=["count"]), frames[DAYS[1]][["count"]])
+    wanted = pd.Series([f"{DAYS[1]}-4", f"{DAYS[0]}-5", f"{DAYS[0]}-1", "absent", None], dtype="string")
+    rows = table.read(columns=["trace_id", "timestamp"], rows_where=("trace_id", wanted), lengths=["text"])
+    expected = both.iloc[[1, 5, 10]][["trace_id", "timestamp"]].reset_index(drop=True)  # in the files' order
+    pd.testing.assert_frame_equal(rows, expected.assign(text_length=text_length(both["text"].iloc[[1, 5, 10]]).reset_index(drop=True)))
+    assert table.read(rows_where=("trace_id", pd.Series([], dtype="string"))).empty

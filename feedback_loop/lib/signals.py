@@ -38,7 +38,7 @@ from rapidfuzz.distance import Indel
 
 from feedback_loop.lib.contract import TRACE_IDENTITY, utc_array
 from feedback_loop.lib.params import SignalParams
-from feedback_loop.lib.text import is_in, large_text, lowered, matches, positions, replaced, sort_order, text_length
+from feedback_loop.lib.text import is_in, large_text, lowered, matches, one_chunk, positions, replaced, sort_order, text_length
 
 # Characters a `trivial` edit may change: white space and punctuation (ASCII and common Unicode).
 _IGNORED = string.whitespace + string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00a0\u00b7\u2022"
@@ -103,6 +103,27 @@ def implicit_signals(
     _dwell_and_abandon(out, t, ev, counts, params, horizon if horizon is not None else _latest(t, ev))
     out["partition_date"] = t["partition_date"]
     return out.astype(SIGNAL_COLUMNS)[list(SIGNAL_COLUMNS)].reset_index(drop=True)
+
+
+def signals_of_day(
+    day: str, traces: pd.DataFrame, before: pd.DataFrame, after: pd.DataFrame, linked: pd.DataFrame, params: SignalParams, horizon: pd.Timestamp
+) -> pd.DataFrame:
+    """`implicit_signals` of the traces of `day` (`traces`), computed with the traces of the day
+    `before` and `after` that belong to the same sessions (a session may cross midnight either way):
+    the same rows as over a whole range of days, one day's texts in memory at a time."""
+    sessions = traces["session_id"].dropna()
+    context = [before[is_in(before["session_id"], sessions)], traces, after[is_in(after["session_id"], sessions)]]
+    signals = implicit_signals(one_chunk(pd.concat([c for c in context if len(c)], ignore_index=True)) if len(traces) else traces, linked, params, horizon)
+    return signals[(signals["partition_date"] == day).to_numpy()].reset_index(drop=True)
+
+
+def data_horizon(traces: pd.DataFrame, linked: pd.DataFrame) -> pd.Timestamp:
+    """The latest moment `traces` (`trace_id`, `timestamp`, `latency_ms`) and `linked` cover: the
+    default `horizon` of `implicit_signals` over them."""
+    last = traces.iloc[sort_order(traces, ["timestamp"])].drop_duplicates("trace_id", keep="last")
+    end = last["timestamp"] + pd.to_timedelta(last["latency_ms"].fillna(0.0), unit="ms")
+    latest = end.max() if len(end) else pd.Timestamp.min.tz_localize("UTC")
+    return max(latest, linked["timestamp"].max()) if len(linked) else latest
 
 
 def events_on(trace_ids: pd.Series, linked: pd.DataFrame) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from feedback_loop.lib.preview import markdown_table
 from feedback_loop.lib.text import lines_of
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
 from feedback_loop.resources.settings import FeedbackLoopSettings
+from feedback_loop.resources.warehouse import PartitionedTable
 
 REGRESSION_SUITE = "regression_suite"
 PREFERENCE_DATASET = "preference_dataset"
@@ -51,7 +52,7 @@ def publish(store: DatasetStore, dataset: str, release: Release, today: str) -> 
         "error_modes": dg.AssetIn(),
         "negative_traces": dg.AssetIn(metadata={"columns": TEXT_COLUMNS + ["edit_text"]}),
         "implicit_signals": dg.AssetIn(metadata={"columns": ["trace_id", "regenerated_by"]}),
-        "raw_traces": dg.AssetIn(metadata={"columns": TEXT_COLUMNS}),
+        "raw_traces": dg.AssetIn(metadata={"columns": TEXT_COLUMNS, "lazy": True}),
     },
 )
 def regression_suite(
@@ -62,7 +63,7 @@ def regression_suite(
     error_modes: pd.DataFrame,
     negative_traces: pd.DataFrame,
     implicit_signals: pd.DataFrame,
-    raw_traces: pd.DataFrame,
+    raw_traces: PartitionedTable,
 ) -> dg.MaterializeResult:
     """Hard cases (negative and regenerated-away responses) by error mode, cumulative and versioned.
 
@@ -75,7 +76,11 @@ def regression_suite(
     params = settings.datasets
     latest = store.latest(REGRESSION_SUITE)
     previous = [json.loads(line) for line in store.read_bytes(REGRESSION_SUITE, latest, CASES_FILE).decode().splitlines()] if latest else []
-    candidates = suite_candidates(error_modes, negative_traces, implicit_signals, raw_traces) if len(error_modes.columns) else pd.DataFrame(columns=TEXT_COLUMNS + ["mode", "mode_id", "confidence", "evidence", "reference_output"])
+    if len(error_modes.columns):
+        regenerated = implicit_signals.loc[implicit_signals["regenerated_by"].notna().to_numpy(), "trace_id"]
+        candidates = suite_candidates(error_modes, negative_traces, implicit_signals, raw_traces.read(rows_where=("trace_id", regenerated)))
+    else:
+        candidates = pd.DataFrame(columns=TEXT_COLUMNS + ["mode", "mode_id", "confidence", "evidence", "reference_output"])
     release = regression_release(
         candidates,
         previous,

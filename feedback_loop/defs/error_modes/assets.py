@@ -11,15 +11,22 @@ from feedback_loop.lib.error_modes.taxonomy import TAXONOMY_V1
 from feedback_loop.lib.preview import markdown_table
 from feedback_loop.resources.settings import FeedbackLoopSettings
 from feedback_loop.resources.state import ClusterRegistry
+from feedback_loop.resources.warehouse import PartitionedTable
 
-TRACE_TEXT_COLUMNS = ["trace_id", "model", "prompt_version", "input", "prompt", "output"]
+TRACE_TEXT_COLUMNS = ["trace_id", "input", "prompt", "output"]
 window = dict(partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(), group_name="error_modes")
 
 
-@dg.asset(**window, ins={"trace_labels": dg.AssetIn(), "raw_traces": dg.AssetIn(metadata={"columns": TRACE_TEXT_COLUMNS})})
-def negative_traces(trace_labels: pd.DataFrame, raw_traces: pd.DataFrame) -> dg.MaterializeResult:
-    """Traces labelled negative, with their evidence, prompt, output and length relative to their peers."""
-    negatives = select_negatives(trace_labels, raw_traces)
+@dg.asset(**window, ins={"trace_labels": dg.AssetIn(), "raw_traces": dg.AssetIn(metadata={"lazy": True})})
+def negative_traces(trace_labels: pd.DataFrame, raw_traces: PartitionedTable) -> dg.MaterializeResult:
+    """Traces labelled negative, with their evidence, prompt, output and length relative to their peers.
+
+    Reads the texts of the negatives' traces only, and the output length of every trace (the peers).
+    """
+    negative_ids = trace_labels.loc[(trace_labels["label"] == "negative").to_numpy(), "trace_id"]
+    lengths = raw_traces.read(columns=["trace_id", "model", "prompt_version"], lengths=["output"])
+    texts = raw_traces.read(columns=TRACE_TEXT_COLUMNS, rows_where=("trace_id", negative_ids))
+    negatives = select_negatives(trace_labels, texts, lengths)
     share = len(negatives) / len(trace_labels) if len(trace_labels) else 0.0
     return dg.MaterializeResult(
         value=negatives,

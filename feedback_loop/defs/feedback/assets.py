@@ -5,20 +5,32 @@ by the day of the trace they judge, reading the linked feedback of the following
 `LATE_FEEDBACK_DAYS` days too, so late feedback lands on its trace's own partition.
 """
 
+import datetime as dt
 from collections.abc import Iterator
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from feedback_loop.defs.partitions import LATE_FEEDBACK_DAYS, daily_partitions
+from feedback_loop.lib.contract import empty_frame
 from feedback_loop.lib.labels import agreement_rate, label_traces
-from feedback_loop.lib.linking import TRACE_KEYS, link_feedback
+from feedback_loop.lib.linking import LINK_COLUMNS, TRACE_KEYS, link_feedback
 from feedback_loop.lib.preview import markdown_table
-from feedback_loop.lib.signals import RESPONSE_COLUMNS, SIGNAL_EVENT_COLUMNS
-from feedback_loop.lib.signals import implicit_signals as derive_signals
+from feedback_loop.lib.signals import RESPONSE_COLUMNS, SIGNAL_COLUMNS, SIGNAL_EVENT_COLUMNS, data_horizon, signals_of_day
 from feedback_loop.resources.settings import FeedbackLoopSettings
+from feedback_loop.resources.warehouse import PartitionedTable
 
 EXPLICIT_COLUMNS = ["trace_id", "user_id", "timestamp", "type", "value_num", "reason", "comment"]
+
+
+def shifted(day: str, days: int) -> str:
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
+
+
+def loaded_or_empty(linked: pd.DataFrame) -> pd.DataFrame:
+    """The linked feedback loaded, or an empty frame of its columns when no partition of it exists yet."""
+    return linked if len(linked.columns) else empty_frame(LINK_COLUMNS)
 
 
 def later_feedback() -> dg.TimeWindowPartitionMapping:
@@ -96,23 +108,35 @@ def linked_feedback(
     backfill_policy=dg.BackfillPolicy.single_run(),
     ins={
         "raw_traces": dg.AssetIn(
-            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1, allow_nonexistent_upstream_partitions=True),
-            metadata={"columns": RESPONSE_COLUMNS},
+            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=1, allow_nonexistent_upstream_partitions=True),
+            metadata={"columns": RESPONSE_COLUMNS, "lazy": True},
         ),
-        "linked_feedback": dg.AssetIn(partition_mapping=later_feedback(), metadata={"columns": SIGNAL_EVENT_COLUMNS}),
+        "linked_feedback": dg.AssetIn(partition_mapping=later_feedback(), metadata={"columns": SIGNAL_EVENT_COLUMNS + ["trace_date"]}),
     },
 )
 def implicit_signals(
-    context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, raw_traces: pd.DataFrame, linked_feedback: pd.DataFrame
+    context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, raw_traces: PartitionedTable, linked_feedback: pd.DataFrame
 ) -> dg.MaterializeResult:
     """Per trace: edit distance and class, copies, regenerate chain, rephrase, dwell time, abandonment.
 
-    Reads the next day's traces for session context (a session may cross midnight) and the linked
-    feedback of the late-feedback window.
+    Works a trace day at a time, with the day before's and after's traces of the same sessions
+    (a session may cross midnight) and the linked feedback of the late-feedback window on them:
+    one day's texts in memory, not the whole window's.
     """
-    days = set(context.partition_keys)
-    signals = derive_signals(raw_traces, linked_feedback, settings.signals)
-    signals = signals[signals["partition_date"].isin(days)].reset_index(drop=True)
+    linked_feedback = loaded_or_empty(linked_feedback)
+    horizon = data_horizon(raw_traces.read(columns=["trace_id", "timestamp", "latency_ms"]), linked_feedback)
+    events_of_day = linked_feedback.groupby("trace_date", sort=False).indices
+    loaded: dict[str, pd.DataFrame] = {}
+    frames = []
+    for day in context.partition_keys:
+        before, after = shifted(day, -1), shifted(day, 1)
+        loaded = {d: loaded[d] if d in loaded else raw_traces.read(partitions=[d]) for d in (before, day, after)}
+        if loaded[day].empty:
+            continue
+        rows = np.sort(np.concatenate([events_of_day.get(d, np.array([], dtype=np.int64)) for d in (before, day, after)]))
+        frames.append(signals_of_day(day, loaded[day], loaded[before], loaded[after], linked_feedback.take(rows), settings.signals, horizon))
+    del loaded
+    signals = pd.concat(frames, ignore_index=True) if frames else empty_frame(SIGNAL_COLUMNS)
     n = max(len(signals), 1)
     edit_classes = signals["edit_class"].value_counts().rename("traces").reset_index()
     return dg.MaterializeResult(

@@ -105,7 +105,7 @@ def preference_release(
         traces = traces[~is_in(traces["user_id"], opted_out)]
         signals = signals[is_in(signals["trace_id"], traces["trace_id"])]
     pairs, gates = dpo_pairs(traces, signals, labels, params)
-    examples = kto_examples(traces, labels)
+    examples = kto_examples(traces, labels, consume=consume_inputs)
     if consume_inputs:
         del traces, signals, labels
         for frame in inputs:

@@ -137,22 +137,32 @@ def _rows_of(t: pd.DataFrame, trace_ids) -> np.ndarray:
     return at
 
 
-def kto_examples(traces: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """Every positive or negative response as an unpaired example."""
+def kto_examples(traces: pd.DataFrame, labels: pd.DataFrame, consume: bool = False) -> pd.DataFrame:
+    """Every positive or negative response as an unpaired example.
+
+    `consume`: drop each column of `traces` once it is taken, for a caller done with them (the
+    examples hold nearly every trace's texts: taking every column before letting any go holds
+    the window's texts twice)."""
     labelled = labels[is_in(labels["label"], ["positive", "negative"])]
     t = last_per_trace(traces)
     at = positions(labelled["trace_id"], t["trace_id"])
     found = np.flatnonzero(at >= 0)
     found = found[pc.sort_indices(pa.array(labelled["trace_id"].iloc[found].astype("string"))).to_numpy()]  # by example_id
-    rows = t[["trace_id", "prompt", "input", "output", "user_id", "model", "partition_date"]].iloc[at[found]].reset_index(drop=True)
-    rows["label"] = labelled["label"].to_numpy()[found]
+    rows = {}
+    for name in ("trace_id", "prompt", "input", "output", "user_id", "model", "partition_date"):
+        rows[name] = t[name].take(at[found]).reset_index(drop=True)
+        if consume:
+            del t[name]
+            if name in traces:
+                del traces[name]
+            pa.default_memory_pool().release_unused()  # hand the column back before the next take
     return pd.DataFrame(
         {
             "example_id": "kto-" + rows["trace_id"].astype(str),
-            "prompt": rows["prompt"].fillna(""),
+            "prompt": _without_missing(rows["prompt"]),
             "input": rows["input"],
-            "completion": rows["output"].fillna(""),
-            "label": (rows["label"] == "positive").to_numpy(),
+            "completion": _without_missing(rows["output"]),
+            "label": (labelled["label"].to_numpy()[found] == "positive"),
             "trace_id": rows["trace_id"],
             "user_id": rows["user_id"],
             "model": rows["model"],
@@ -160,6 +170,11 @@ def kto_examples(traces: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
         },
         columns=KTO_COLUMNS,
     )
+
+
+def _without_missing(texts: pd.Series) -> pd.Series:
+    """Missing texts as "" (the column itself when none is missing: no copy)."""
+    return texts.fillna("") if texts.isna().any() else texts
 
 
 def with_messages(frame: pd.DataFrame) -> pd.DataFrame:

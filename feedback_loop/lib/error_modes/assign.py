@@ -93,23 +93,32 @@ def assign_error_modes(negatives: pd.DataFrame, seed: int = 0, taxonomy: Taxonom
     return out.astype(ERROR_MODE_COLUMNS), validation
 
 
-def negative_traces(labels: pd.DataFrame, traces: pd.DataFrame) -> pd.DataFrame:
+def negative_traces(labels: pd.DataFrame, traces: pd.DataFrame, lengths: pd.DataFrame | None = None) -> pd.DataFrame:
     """The negatively labelled traces with their prompt, output and length relative to their peers.
 
     Peers are the traces of the same model and prompt version among all `traces` given:
     `peer_length_ratio` is the output length over the peers' median, and `peer_length_outlier` marks
-    a far-out length (above Q3 + 3 IQR, Tukey's fence).
+    a far-out length (above Q3 + 3 IQR, Tukey's fence). `lengths` (`trace_id`, `model`,
+    `prompt_version`, `output_length`, one row per span as in `traces`) stands for every trace when
+    `traces` holds the texts of the negatives' rows only.
     """
-    t = last_per_trace(traces)
-    length = text_length(t["output"]).fillna(0).astype("float64")
-    groups = length.groupby([t["model"].fillna(""), t["prompt_version"].fillna("")])
+    if lengths is None:
+        lengths = traces[["trace_id", "model", "prompt_version"]].assign(output_length=text_length(traces["output"]))
+    peers = last_per_trace(lengths)
+    length = peers["output_length"].fillna(0).astype("float64")
+    groups = length.groupby([peers["model"].fillna(""), peers["prompt_version"].fillna("")])
     median, q1, q3 = groups.transform("median"), groups.transform(lambda x: x.quantile(0.25)), groups.transform(lambda x: x.quantile(0.75))
-    t = t.assign(
-        peer_length_ratio=(length / median.where(median > 0)).astype("float64"),
-        peer_length_outlier=(length > q3 + 3 * (q3 - q1)) & (groups.transform("size") >= 20),
+    ratios = pd.DataFrame(
+        {
+            "trace_id": peers["trace_id"],
+            "peer_length_ratio": (length / median.where(median > 0)).astype("float64"),
+            "peer_length_outlier": (length > q3 + 3 * (q3 - q1)) & (groups.transform("size") >= 20),
+        }
     )
     negative = labels[labels["label"] == "negative"]
-    columns = ["trace_id", "input", "prompt", "output", "peer_length_ratio", "peer_length_outlier"]
-    # Only the negatives' rows take part in the join: their texts are all that is copied.
-    out = negative.merge(t.loc[is_in(t["trace_id"], negative["trace_id"]), columns], on="trace_id", how="left", validate="one_to_one")
+    t = last_per_trace(traces)
+    # Only the negatives' rows take part in the joins: their texts are all that is copied.
+    t = t.loc[is_in(t["trace_id"], negative["trace_id"]), ["trace_id", "input", "prompt", "output"]]
+    t = t.merge(ratios[is_in(ratios["trace_id"], negative["trace_id"])], on="trace_id", how="left", validate="one_to_one")
+    out = negative.merge(t, on="trace_id", how="left", validate="one_to_one")
     return out.reset_index(drop=True)
