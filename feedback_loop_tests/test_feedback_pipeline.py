@@ -81,3 +81,16 @@ def test_labels_follow_the_generators_ground_truth(resources, generated):
     linked = table(resources, "linked_feedback", "2026-11-20")
     quarantined = table(resources, "raw_feedback_events_quarantine", "2026-11-20")
     assert len(linked) + len(orphans) + len(quarantined) == events  # nothing silently dropped
+
+
+def test_signals_and_labels_of_traces_without_any_linked_feedback_yet(resources):
+    """Ad hoc, before any feedback day is linked: every trace gets signals and a label, none from feedback."""
+    defs = defs_with(resources)
+    job = defs.resolve_implicit_global_asset_job_def()
+    instance = dg.DagsterInstance.ephemeral()
+    assert job.execute_in_process(instance=instance, partition_key=DAY, asset_selection=[dg.AssetKey("raw_traces"), dg.AssetKey("raw_traces_quarantine")]).success
+    selection = [dg.AssetKey("implicit_signals"), dg.AssetKey("trace_labels")]
+    assert job.execute_in_process(instance=instance, partition_key=DAY, asset_selection=selection).success
+    traces, signals, labels = (table(resources, asset, DAY) for asset in ("raw_traces", "implicit_signals", "trace_labels"))
+    assert sorted(signals["trace_id"]) == sorted(traces["trace_id"].unique()) == sorted(labels["trace_id"])
+    assert (signals["thumbs_up"] + signals["thumbs_down"] + signals["copy_count"]).eq(0).all() and signals["edit_class"].isna().all()

@@ -80,7 +80,7 @@ def implicit_signals(
 ) -> pd.DataFrame:
     """One row per trace of `traces` with its implicit signals (see the module docstring).
 
-    `traces` may include the following day's traces for session context; `linked` holds the linked
+    `traces` may include the days before and after for session context; `linked` holds the linked
     feedback events of every day that can carry feedback on them. `horizon` is the latest moment the
     data covers (default: the latest timestamp seen), used to decide that a session went silent.
     """

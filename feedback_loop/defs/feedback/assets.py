@@ -172,7 +172,7 @@ def trace_labels(
     Explicit feedback outweighs implicit signals (weights: `settings.labels`); rows where they disagree
     say so, and the agreement rate between explicit thumbs and implicit signals is metadata.
     """
-    labels = label_traces(implicit_signals, linked_feedback, settings.labels)
+    labels = label_traces(implicit_signals, loaded_or_empty(linked_feedback), settings.labels)
     rate, compared = agreement_rate(labels)
     counts = labels["label"].value_counts()
     examples = labels[labels["label"] != "unlabeled"][["trace_id", "label", "score", "confidence", "evidence"]].head(8)
