@@ -155,7 +155,6 @@ def kto_examples(traces: pd.DataFrame, labels: pd.DataFrame, consume: bool = Fal
             del t[name]
             if name in traces:
                 del traces[name]
-            pa.default_memory_pool().release_unused()  # hand the column back before the next take
     return pd.DataFrame(
         {
             "example_id": "kto-" + rows["trace_id"].astype(str),
