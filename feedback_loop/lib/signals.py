@@ -105,15 +105,18 @@ def implicit_signals(
     return out.astype(SIGNAL_COLUMNS)[list(SIGNAL_COLUMNS)].reset_index(drop=True)
 
 
-def signals_of_day(
-    day: str, traces: pd.DataFrame, before: pd.DataFrame, after: pd.DataFrame, linked: pd.DataFrame, params: SignalParams, horizon: pd.Timestamp
-) -> pd.DataFrame:
-    """`implicit_signals` of the traces of `day` (`traces`), computed with the traces of the day
-    `before` and `after` that belong to the same sessions (a session may cross midnight either way):
-    the same rows as over a whole range of days, one day's texts in memory at a time."""
+def session_context(traces: pd.DataFrame, before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    """A day's `traces` with the traces of the day `before` and `after` that belong to the same
+    sessions (a session may cross midnight either way), in one chunk per column."""
     sessions = traces["session_id"].dropna()
-    context = [before[is_in(before["session_id"], sessions)], traces, after[is_in(after["session_id"], sessions)]]
-    signals = implicit_signals(one_chunk(pd.concat([c for c in context if len(c)], ignore_index=True)) if len(traces) else traces, linked, params, horizon)
+    parts = [before[is_in(before["session_id"], sessions)], traces, after[is_in(after["session_id"], sessions)]]
+    return one_chunk(pd.concat([part for part in parts if len(part)], ignore_index=True)) if len(traces) else traces
+
+
+def signals_of_day(day: str, context: pd.DataFrame, linked: pd.DataFrame, params: SignalParams, horizon: pd.Timestamp) -> pd.DataFrame:
+    """`implicit_signals` of the traces of `day` in `context` (their `session_context`): the same rows
+    as over a whole range of days, with one day's texts in memory at a time."""
+    signals = implicit_signals(context, linked, params, horizon)
     return signals[(signals["partition_date"] == day).to_numpy()].reset_index(drop=True)
 
 

@@ -17,7 +17,8 @@ from feedback_loop.lib.contract import empty_frame
 from feedback_loop.lib.labels import agreement_rate, label_traces
 from feedback_loop.lib.linking import LINK_COLUMNS, TRACE_KEYS, link_feedback
 from feedback_loop.lib.preview import markdown_table
-from feedback_loop.lib.signals import RESPONSE_COLUMNS, SIGNAL_COLUMNS, SIGNAL_EVENT_COLUMNS, data_horizon, signals_of_day
+from feedback_loop.lib.signals import RESPONSE_COLUMNS, SIGNAL_COLUMNS, SIGNAL_EVENT_COLUMNS, data_horizon, session_context, signals_of_day
+from feedback_loop.lib.text import is_in
 from feedback_loop.resources.settings import FeedbackLoopSettings
 from feedback_loop.resources.warehouse import PartitionedTable
 
@@ -126,6 +127,7 @@ def implicit_signals(
     linked_feedback = loaded_or_empty(linked_feedback)
     horizon = data_horizon(raw_traces.read(columns=["trace_id", "timestamp", "latency_ms"]), linked_feedback)
     events_of_day = linked_feedback.groupby("trace_date", sort=False).indices
+    none = np.array([], dtype=np.int64)
     loaded: dict[str, pd.DataFrame] = {}
     frames = []
     for day in context.partition_keys:
@@ -133,8 +135,12 @@ def implicit_signals(
         loaded = {d: loaded[d] if d in loaded else raw_traces.read(partitions=[d]) for d in (before, day, after)}
         if loaded[day].empty:
             continue
-        rows = np.sort(np.concatenate([events_of_day.get(d, np.array([], dtype=np.int64)) for d in (before, day, after)]))
-        frames.append(signals_of_day(day, loaded[day], loaded[before], loaded[after], linked_feedback.take(rows), settings.signals, horizon))
+        traces = session_context(loaded[day], loaded[before], loaded[after])
+        # The day's events, and those of the days around it that are about its sessions' traces.
+        around = np.concatenate([events_of_day.get(before, none), events_of_day.get(after, none)])
+        around = around[is_in(linked_feedback["trace_id"].take(around), traces["trace_id"])]
+        rows = np.sort(np.concatenate([events_of_day.get(day, none), around]))
+        frames.append(signals_of_day(day, traces, linked_feedback.take(rows), settings.signals, horizon))
     del loaded
     signals = pd.concat(frames, ignore_index=True) if frames else empty_frame(SIGNAL_COLUMNS)
     n = max(len(signals), 1)
