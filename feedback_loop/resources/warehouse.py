@@ -54,19 +54,13 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         if not context.has_asset_partitions:
             path = self.path_for(context.asset_key)
             return one_chunk(self._read(path, columns)) if path.exists() else pd.DataFrame()
+        files = {key: path for key in context.asset_partition_keys if (path := self.path_for(context.asset_key, key)).exists()}
         if (context.definition_metadata or {}).get("lazy"):
-            files = {key: path for key in context.asset_partition_keys if (path := self.path_for(context.asset_key, key)).exists()}
             return PartitionedTable(files=files, columns=columns)
-        paths = [path for key in context.asset_partition_keys if (path := self.path_for(context.asset_key, key)).exists()]
+        paths = list(files.values())
         if len(paths) > 1 and (joined := _read_in_one_chunk(paths, columns)) is not None:
             return joined
-        frames = [self._read(path, columns) for path in paths]
-        frames = [f for f in frames if len(f.columns)]
-        if not frames:
-            return pd.DataFrame()
-        non_empty = [f for f in frames if len(f)]
-        # One chunk per column, once the partitions are together: takes on many chunks are ~10x slower.
-        return one_chunk(pd.concat(non_empty, ignore_index=True) if len(non_empty) > 1 else (non_empty or frames)[0])
+        return _read_file_by_file(paths, columns)
 
     @staticmethod
     def _write(path: UPath, df: pd.DataFrame) -> None:
@@ -124,12 +118,23 @@ class PartitionedTable:
             if frame is not None:
                 return frame
         # Not local, or the files' schemas differ: file by file, then filtered in memory.
-        frame = pd.concat([WarehouseIOManager._read(path) for path in paths], ignore_index=True)
+        needed = None if wanted is None else list(dict.fromkeys([*wanted, *([rows_where[0]] if rows_where else []), *lengths]))
+        frame = _read_file_by_file(paths, needed)
         if rows_where is not None:
             frame = frame[is_in(frame[rows_where[0]], rows_where[1])].reset_index(drop=True)
         for name in lengths:
             frame[f"{name}_length"] = text_length(frame[name])
         return one_chunk(frame[[c for c in (wanted or frame.columns) if c in frame.columns] + [f"{name}_length" for name in lengths]])
+
+
+def _read_file_by_file(paths: list[UPath], columns: list[str] | None) -> pd.DataFrame:
+    """The files read one at a time and joined, each column in one chunk (takes on many chunks
+    are ~10x slower); for files that are not local or whose schemas differ."""
+    frames = [f for path in paths if len((f := WarehouseIOManager._read(path, columns)).columns)]
+    if not frames:
+        return pd.DataFrame()
+    non_empty = [f for f in frames if len(f)]
+    return one_chunk(pd.concat(non_empty, ignore_index=True) if len(non_empty) > 1 else (non_empty or frames)[0])
 
 
 def _read_in_one_chunk(paths: list[UPath], columns: list[str] | None) -> pd.DataFrame | None:
