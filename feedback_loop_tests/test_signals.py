@@ -199,6 +199,8 @@ def test_signals_a_day_at_a_time_with_its_sessions_context_are_the_signals_of_th
     whole = implicit_signals(tr, linked, PARAMS)
     horizon = data_horizon(tr[["trace_id", "timestamp", "latency_ms"]], linked)
     pd.testing.assert_frame_equal(implicit_signals(tr, linked, PARAMS, horizon), whole)
+    elsewhere = link_feedback(events({"trace_id": "other", "type": "thumbs_up", "t": 5 * 86400}), traces({"trace_id": "other", "t": 5 * 86400 - 60}), pd.Timedelta(hours=1)).linked
+    assert data_horizon(tr[["trace_id", "timestamp", "latency_ms"]], pd.concat([linked, elsewhere], ignore_index=True)) == horizon  # events about other traces do not count
     days = ["2026-11-19", "2026-11-20", "2026-11-21"]
     by_day = {day: tr[tr["partition_date"] == day].reset_index(drop=True) for day in days}
     none = tr.iloc[0:0]

@@ -121,12 +121,11 @@ def signals_of_day(day: str, context: pd.DataFrame, linked: pd.DataFrame, params
 
 
 def data_horizon(traces: pd.DataFrame, linked: pd.DataFrame) -> pd.Timestamp:
-    """The latest moment `traces` (`trace_id`, `timestamp`, `latency_ms`) and `linked` cover: the
-    default `horizon` of `implicit_signals` over them."""
-    last = traces.iloc[sort_order(traces, ["timestamp"])].drop_duplicates("trace_id", keep="last")
-    end = last["timestamp"] + pd.to_timedelta(last["latency_ms"].fillna(0.0), unit="ms")
-    latest = end.max() if len(end) else pd.Timestamp.min.tz_localize("UTC")
-    return max(latest, linked["timestamp"].max()) if len(linked) else latest
+    """The default `horizon` of `implicit_signals` over `traces` (`trace_id`, `timestamp`,
+    `latency_ms`, without their texts) and `linked`: the latest end of a response, or event about one."""
+    last = _last_spans(traces)
+    about = linked.loc[is_in(linked["trace_id"], last["trace_id"]), ["timestamp"]]  # only the column `_latest` reads
+    return _latest(pd.DataFrame({"_end": _response_end(last)}), about)
 
 
 def events_on(trace_ids: pd.Series, linked: pd.DataFrame) -> pd.DataFrame:
@@ -170,16 +169,14 @@ RESPONSE_COLUMNS = ["trace_id", "span_id", "session_id", "user_id", "timestamp",
 def _responses(traces: pd.DataFrame) -> pd.DataFrame:
     """One row per trace (its last span), in session order, without the texts: `_row` is the trace's
     row in `traces`, where `_text` finds its prompt or output (only the few rows that need one)."""
-    keys = traces[["trace_id", "session_id", "timestamp"]].reset_index(drop=True)
-    keys = keys.iloc[sort_order(keys, ["timestamp"])].drop_duplicates("trace_id", keep="last")
+    keys = _last_spans(traces[["trace_id", "session_id", "timestamp"]])
     keys["_session"] = keys["session_id"].fillna("__no_session__" + keys["trace_id"])
     keys = keys.iloc[sort_order(keys, ["_session", "timestamp", "trace_id"])]
     rows_in_traces = keys.index.to_numpy()
     t = traces[[c for c in RESPONSE_COLUMNS if c not in TEXT_COLUMNS]].iloc[rows_in_traces].reset_index(drop=True)
     t["_row"] = rows_in_traces
     t["_session"] = keys["_session"].to_numpy()
-    latency = pd.to_timedelta(t["latency_ms"].fillna(0.0), unit="ms")
-    t["_end"] = t["timestamp"] + latency
+    t["_end"] = _response_end(t)
     same_session_next = (t["_session"].shift(-1) == t["_session"]).fillna(False).to_numpy(dtype=bool)
     t["_next_idx"] = np.where(same_session_next, np.arange(len(t)) + 1, -1)
     # Prompt keys matter only where a session continues: compute them there.
@@ -191,6 +188,18 @@ def _responses(traces: pd.DataFrame) -> pd.DataFrame:
 
 
 TEXT_COLUMNS = ("prompt", "output")
+
+
+def _last_spans(keys: pd.DataFrame) -> pd.DataFrame:
+    """The row of each trace's latest span among `keys` (`trace_id`, `timestamp`, …), indexed by
+    its position in `keys`."""
+    keys = keys.reset_index(drop=True)
+    return keys.iloc[sort_order(keys, ["timestamp"])].drop_duplicates("trace_id", keep="last")
+
+
+def _response_end(spans: pd.DataFrame) -> pd.Series:
+    """When each span's response ended: its start plus its latency (none given: 0)."""
+    return spans["timestamp"] + pd.to_timedelta(spans["latency_ms"].fillna(0.0), unit="ms")
 
 
 def _text(traces: pd.DataFrame, column: str, t: pd.DataFrame, rows: np.ndarray) -> pd.Series:

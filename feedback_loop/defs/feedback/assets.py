@@ -125,7 +125,9 @@ def implicit_signals(
     one day's texts in memory, not the whole window's.
     """
     linked_feedback = loaded_or_empty(linked_feedback)
-    horizon = data_horizon(raw_traces.read(columns=["trace_id", "timestamp", "latency_ms"]), linked_feedback)
+    # As over the whole range at once: the range's traces (the day before is only context) and the events about them.
+    in_range = [day for day in raw_traces.partitions if day >= context.partition_keys[0]]
+    horizon = data_horizon(raw_traces.read(partitions=in_range, columns=["trace_id", "timestamp", "latency_ms"]), linked_feedback)
     events_of_day = linked_feedback.groupby("trace_date", sort=False).indices
     none = np.array([], dtype=np.int64)
     loaded: dict[str, pd.DataFrame] = {}
