@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from feedback_loop.lib.datasets.store import DatasetStore, combined_hash, content_hash, file_digests
+from feedback_loop.lib.datasets.store import DatasetStore, combined_hash, content_hash
 
 
 def publish(store, data: bytes, day="2026-11-20"):
@@ -22,16 +22,35 @@ def test_publish_writes_files_manifest_and_latest(tmp_path):
     assert manifest["files"]["cases.jsonl"]["sha256"] == hashlib.sha256(b'{"a": 1}\n').hexdigest()
 
 
-def test_given_digests_are_the_files_sha256_and_combine_to_the_content_hash(tmp_path):
-    files = {"b.jsonl": b"two\n" * 100_000, "a.jsonl": b"one\n", "empty.jsonl": b""}
-    digests = file_digests(files)
-    assert digests == {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
-    assert combined_hash(digests[name] for name in sorted(files)) == content_hash(*(files[name] for name in sorted(files)))
+def test_a_draft_hashes_its_files_as_they_are_written_and_commit_publishes_them(tmp_path):
     store = DatasetStore(str(tmp_path))
-    published = store.publish("prefs", files, content_hash(files["a.jsonl"]), {}, "2026-11-20", digests)
+    draft = store.draft("prefs", "2026-11-20")
+    files = {"b.jsonl": b"two\n" * 100_000, "a.jsonl": b"one\n", "empty.jsonl": b""}
+    with draft.open("b.jsonl") as b, draft.open("a.jsonl") as a:  # several files open at once, written in pieces
+        for _ in range(4):
+            b.write(b"two\n" * 25_000)
+        a.write(b"one\n")
+    draft.write("empty.jsonl", b"")
+    assert store.versions("prefs") == [] and store.latest("prefs") is None  # not visible before the commit
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    assert {name: draft.digest(name) for name in files} == digests
+    assert combined_hash(digests[name] for name in sorted(files)) == content_hash(*(files[name] for name in sorted(files)))
+    published = store.commit(draft, content_hash(files["a.jsonl"]), {"row_counts": {"total": 2}})
     folder = tmp_path / "prefs" / published.version
     assert {name: (folder / name).read_bytes() for name in files} == files
-    assert {name: entry["sha256"] for name, entry in published.manifest["files"].items()} == digests
+    assert published.manifest["files"] == {name: {"sha256": digests[name], "bytes": len(data)} for name, data in files.items()}
+    with pytest.raises(ValueError):
+        draft.write("a.jsonl", b"again")
+
+
+def test_a_draft_with_the_content_of_latest_is_removed_on_commit(tmp_path):
+    store = DatasetStore(str(tmp_path))
+    first = publish(store, b"one\n")
+    draft = store.draft("suite", "2026-11-21")
+    draft.write("cases.jsonl", b"one\n")
+    again = store.commit(draft, content_hash(b"one\n"), {})
+    assert not again.created and again.version == first.version
+    assert not draft.folder.exists() and store.versions("suite") == [first.version]
 
 
 def test_same_content_publishes_nothing_and_new_content_exactly_one_version(tmp_path):

@@ -5,6 +5,7 @@ import json
 
 import dagster as dg
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from feedback_loop.lib.datasets import exports
@@ -147,6 +148,7 @@ def preference_frames():
             "trace_id": traces["trace_id"],
             "label": ["negative", "neutral", "negative", "negative", "positive", "positive", "negative", "unlabeled"],
             "evidence": ["edit:minor", "", "correction", "regenerated", "accepted_after_regenerate", "thumbs_up", "thumbs_down", ""],
+            "partition_date": "2026-11-20",
         }
     )
     return traces, signals, labels
@@ -182,29 +184,60 @@ def test_decontamination_finds_suite_duplicates_and_near_duplicates():
     assert contaminated(wordless, ["?!"], 0.8, prompt_hashes(wordless)).tolist() == [True, True, False]
 
 
-def test_preference_release_removes_suite_prompts_and_keeps_the_other_rows_whole():
+def built_release(tmp_path, traces, signals, labels, suite_prompts, opted_out=frozenset()):
+    """`preference_release` of the frames, committed to a store under `tmp_path`: the release and its files."""
     from feedback_loop.lib.datasets.build import preference_release
+    from feedback_loop.lib.datasets.store import DatasetStore
+    from feedback_loop.lib.tables import FrameTable
 
-    traces, signals, labels = preference_frames()
-    release = preference_release(traces, signals, labels, ["Fix this", "Same question?"], DatasetParams(), "key", set(), ["2026-11-20"])
-    kto = pd.read_parquet(io.BytesIO(release.files["kto.parquet"]))
+    store = DatasetStore(str(tmp_path))
+    draft = store.draft("preference_dataset", "2026-11-20")
+    release = preference_release(FrameTable(traces), signals, labels, suite_prompts, DatasetParams(), "key", set(opted_out), ["2026-11-20"], draft)
+    published = store.commit(draft, release.content_hash, release.manifest)
+    return release, {name: store.read_bytes("preference_dataset", published.version, name) for name in published.manifest["files"]}
+
+
+def test_preference_release_removes_suite_prompts_and_keeps_the_other_rows_whole(tmp_path):
+    release, files = built_release(tmp_path, *preference_frames(), ["Fix this", "Same question?"])
+    kto = pd.read_parquet(io.BytesIO(files["kto.parquet"]))
     assert sorted(kto["trace_id"]) == ["e3", "r1", "r2"]  # e1, up and down asked a suite prompt
     assert kto.set_index("trace_id")["completion"].to_dict() == {"e3": "abc", "r1": "first try", "r2": "second try"}
     decontamination = release.manifest["decontamination"]
     assert decontamination["kto_examples_removed"] == 3 and decontamination["dpo_pairs_removed"] == 2
-    lines = [json.loads(line) for name in ("kto_train.jsonl", "kto_test.jsonl") for line in release.files[name].splitlines()]
+    lines = [json.loads(line) for name in ("kto_train.jsonl", "kto_test.jsonl") for line in files[name].splitlines()]
     assert sorted(line["completion"] for line in lines) == ["abc", "first try", "second try"]
 
 
-def test_a_release_that_consumes_its_inputs_is_the_same_and_leaves_them_empty():
-    from feedback_loop.lib.datasets.build import preference_release
+def test_a_release_pairs_across_trace_days_and_writes_the_kto_set_a_day_at_a_time(tmp_path):
+    one_day, one_day_files = built_release(tmp_path / "one", *preference_frames(), ["Plain"])
+    traces, signals, labels = preference_frames()
+    # The thumbs-up sibling and the regenerated-away response on the day before their partners.
+    day_before = {"e3": "2026-11-19", "r1": "2026-11-19", "up": "2026-11-19"}
+    for frame in (traces, labels):
+        frame["partition_date"] = frame["trace_id"].map(day_before).fillna("2026-11-20")
+    two_days, files = built_release(tmp_path / "two", traces, signals, labels, ["Plain"])
+    assert {name: data for name, data in files.items() if name.endswith(".jsonl") and not name.startswith("kto")} == {
+        name: data for name, data in one_day_files.items() if name.endswith(".jsonl") and not name.startswith("kto")
+    }
+    pairs = pd.read_parquet(io.BytesIO(files["dpo.parquet"]))
+    assert pairs.set_index("rejected_trace_id")["source_date"].to_dict() == {"e1": "2026-11-20", "r1": "2026-11-19", "down": "2026-11-20"}
+    assert sorted(pairs["source"]) == ["edit", "regenerate", "thumbs"]
+    kto = pq.ParquetFile(io.BytesIO(files["kto.parquet"]))
+    assert kto.num_row_groups == 2  # one per trace day
+    assert kto.read().column("trace_id").to_pylist() == ["e3", "r1", "up", "down", "e1", "r2"]  # by day, then by example id
+    assert two_days.manifest["row_counts"] == one_day.manifest["row_counts"]
+    expected = kto_examples(*preference_frames()[::2])
+    assert sorted(kto.read().column("trace_id").to_pylist()) == sorted(expected["trace_id"])
 
-    args = (["Fix this"], DatasetParams(), "key", {"u-nobody"}, ["2026-11-20"])
-    kept = preference_release(*preference_frames(), *args)
-    inputs = preference_frames()
-    consumed = preference_release(*inputs, *args, consume_inputs=True)
-    assert consumed.files == kept.files and consumed.content_hash == kept.content_hash
-    assert all(frame.columns.empty for frame in inputs)
+
+def test_a_release_leaves_out_every_trace_of_an_opted_out_user(tmp_path):
+    traces, signals, labels = preference_frames()
+    traces.loc[traces["trace_id"] == "up", "user_id"] = "u-opted-out"
+    release, files = built_release(tmp_path, traces, signals, labels, ["Plain"], opted_out={"u-opted-out"})
+    kto = pd.read_parquet(io.BytesIO(files["kto.parquet"]))
+    pairs = pd.read_parquet(io.BytesIO(files["dpo.parquet"]))
+    assert "up" not in set(kto["trace_id"]) and "thumbs" not in set(pairs["source"])  # its thumbs pair needed its response
+    assert sorted(pairs["source"]) == ["edit", "regenerate"] and release.manifest["privacy"]["opted_out_users"] == 1
 
 
 def test_trl_and_openai_formats_have_their_documented_shapes():

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from typing import BinaryIO
 
 import duckdb
 import numpy as np
@@ -59,6 +60,19 @@ def lines_of(data: bytes) -> pa.Array:
     lines = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
     lines.validate(full=True)
     return lines
+
+
+def line_blocks(fh: BinaryIO, size: int = 64 << 20) -> Iterator[bytes]:
+    """A file's bytes in blocks of whole lines, about `size` bytes each (a large file is never held at once)."""
+    rest = b""
+    while block := fh.read(size):
+        block = rest + block
+        cut = block.rfind(b"\n") + 1
+        if cut:
+            yield block[:cut]
+        rest = block[cut:]
+    if rest:
+        yield rest
 
 
 def lowered(values: pd.Series) -> pa.Array:

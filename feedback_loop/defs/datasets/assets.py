@@ -5,6 +5,9 @@ import json
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from upath import UPath
 
 from feedback_loop.defs.partitions import daily_partitions
 from feedback_loop.lib.datasets.build import (
@@ -13,12 +16,12 @@ from feedback_loop.lib.datasets.build import (
     preference_release,
     regression_release,
 )
-from feedback_loop.lib.datasets.preference import SIGNAL_COLUMNS, contaminated
+from feedback_loop.lib.datasets.preference import SIGNAL_COLUMNS, TRACE_TEXT_COLUMNS, contaminated
 from feedback_loop.lib.datasets.privacy import find_pii, jsonl_strings, might_contain_pii
 from feedback_loop.lib.datasets.regression import suite_candidates
-from feedback_loop.lib.datasets.store import DatasetStore
+from feedback_loop.lib.datasets.store import DatasetStore, Draft
 from feedback_loop.lib.preview import markdown_table
-from feedback_loop.lib.text import lines_of
+from feedback_loop.lib.text import line_blocks, lines_of
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
 from feedback_loop.resources.settings import FeedbackLoopSettings
 from feedback_loop.resources.warehouse import PartitionedTable
@@ -29,8 +32,9 @@ TEXT_COLUMNS = ["trace_id", "span_id", "user_id", "model", "prompt_version", "in
 window = dict(partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(), group_name="datasets")
 
 
-def publish(store: DatasetStore, dataset: str, release: Release, today: str) -> dg.MaterializeResult:
-    published = store.publish(dataset, release.files, release.content_hash, release.manifest, today, release.digests)
+def publish(store: DatasetStore, draft: Draft, release: Release) -> dg.MaterializeResult:
+    """Commit the release's draft as a new version (or keep LATEST, when it has this content)."""
+    published = store.commit(draft, release.content_hash, release.manifest)
     manifest = published.manifest
     return dg.MaterializeResult(
         data_version=dg.DataVersion(release.content_hash),
@@ -40,7 +44,7 @@ def publish(store: DatasetStore, dataset: str, release: Release, today: str) -> 
             "parent_version": manifest.get("parent_version") or "none",
             "row_counts": dg.MetadataValue.json(manifest.get("row_counts", {})),
             "pii_replaced": dg.MetadataValue.json(dict(release.pii_found)),
-            "path": dg.MetadataValue.path(str(store.path(dataset, published.version, "manifest.json"))),
+            "path": dg.MetadataValue.path(str(store.path(draft.dataset, published.version, "manifest.json"))),
             "preview": dg.MetadataValue.md(markdown_table(release.preview)),
         },
     )
@@ -81,6 +85,7 @@ def regression_suite(
         candidates = suite_candidates(error_modes, negative_traces, implicit_signals, raw_traces.read(rows_where=("trace_id", regenerated)))
     else:
         candidates = pd.DataFrame(columns=TEXT_COLUMNS + ["mode", "mode_id", "confidence", "evidence", "reference_output"])
+    draft = store.draft(REGRESSION_SUITE, context.partition_key_range.end)
     release = regression_release(
         candidates,
         previous,
@@ -88,17 +93,18 @@ def regression_suite(
         privacy.user_hash_key,
         privacy.opted_out(),
         context.partition_keys,
+        draft,
     )
-    return publish(store, REGRESSION_SUITE, release, context.partition_key_range.end)
+    return publish(store, draft, release)
 
 
 @dg.asset(
     **window,
     deps=[REGRESSION_SUITE],
     ins={
-        "raw_traces": dg.AssetIn(metadata={"columns": TEXT_COLUMNS}),
+        "raw_traces": dg.AssetIn(metadata={"columns": TRACE_TEXT_COLUMNS, "lazy": True}),
         "implicit_signals": dg.AssetIn(metadata={"columns": SIGNAL_COLUMNS}),
-        "trace_labels": dg.AssetIn(metadata={"columns": ["trace_id", "label", "evidence"]}),
+        "trace_labels": dg.AssetIn(metadata={"columns": ["trace_id", "label", "evidence", "partition_date"]}),
     },
 )
 def preference_dataset(
@@ -106,7 +112,7 @@ def preference_dataset(
     settings: FeedbackLoopSettings,
     dataset_store: DatasetStoreResource,
     privacy: Privacy,
-    raw_traces: pd.DataFrame,
+    raw_traces: PartitionedTable,
     implicit_signals: pd.DataFrame,
     trace_labels: pd.DataFrame,
 ) -> dg.MaterializeResult:
@@ -114,9 +120,11 @@ def preference_dataset(
 
     Formats: TRL standard and conversational, OpenAI preference fine-tuning, TRL KTO (JSONL, per
     split) and Parquet. Split by prompt hash; no prompt is a near-duplicate of a regression-suite case.
+    The KTO set is built and written a trace day at a time; files stream into the new version's folder.
     """
     store = dataset_store.store()
     params = settings.datasets
+    draft = store.draft(PREFERENCE_DATASET, context.partition_key_range.end)
     release = preference_release(
         raw_traces,
         implicit_signals,
@@ -126,9 +134,9 @@ def preference_dataset(
         privacy.user_hash_key,
         privacy.opted_out(),
         context.partition_keys,
-        consume_inputs=True,  # the warehouse IO manager loaded these frames for this step alone
+        draft,
     )
-    return publish(store, PREFERENCE_DATASET, release, context.partition_key_range.end)
+    return publish(store, draft, release)
 
 
 def suite_prompts(store: DatasetStore) -> list[str]:
@@ -139,19 +147,24 @@ def suite_prompts(store: DatasetStore) -> list[str]:
 
 
 def pii_hits(store: DatasetStore, dataset: str) -> dict[str, int]:
-    """Findings of the PII scanners in every JSONL file of the dataset's latest version."""
+    """Findings of the PII scanners in every JSONL file of the dataset's latest version (each file
+    read in blocks of lines: the KTO files of a busy window are gigabytes)."""
     latest = store.latest(dataset)
     if latest is None:
         return {}
     hits = {}
     for name in store.manifest(dataset, latest)["files"]:
-        if name.endswith(".jsonl"):
-            lines = lines_of(store.read_bytes(dataset, latest, name))
-            flagged = lines.filter(pa.array(might_contain_pii(pd.Series(lines, dtype="string")))).to_pylist()
-            texts = jsonl_strings(flagged)
-            found = [kind for text in texts[might_contain_pii(texts)] for _, _, kind in find_pii(text)]
-            if found:
-                hits[name] = len(found)
+        if not name.endswith(".jsonl"):
+            continue
+        found = 0
+        with store.path(dataset, latest, name).open("rb") as fh:
+            for block in line_blocks(fh):
+                lines = lines_of(block)
+                flagged = lines.filter(pa.array(might_contain_pii(pd.Series(lines, dtype="string")))).to_pylist()
+                texts = jsonl_strings(flagged)
+                found += sum(len(find_pii(text)) for text in texts[might_contain_pii(texts)])
+        if found:
+            hits[name] = found
     return hits
 
 
@@ -173,7 +186,18 @@ def preference_dataset_no_suite_overlap(settings: FeedbackLoopSettings, dataset_
     latest = store.latest(PREFERENCE_DATASET)
     if latest is None:
         return dg.AssetCheckResult(passed=True, metadata={"overlap": 0, "note": "nothing published yet"})
-    frames = [pd.read_parquet(store.path(PREFERENCE_DATASET, latest, name).open("rb"), columns=["prompt"]) for name in ("dpo.parquet", "kto.parquet")]
-    prompts = pd.concat([f["prompt"] for f in frames]).drop_duplicates()
+    prompts = distinct_prompts([store.path(PREFERENCE_DATASET, latest, name) for name in ("dpo.parquet", "kto.parquet")])
     overlap = int(contaminated(prompts, suite_prompts(store), settings.datasets.near_duplicate_threshold).sum())
     return dg.AssetCheckResult(passed=overlap == 0, metadata={"overlapping_prompts": overlap, "distinct_prompts_checked": len(prompts), "preference_version": latest})
+
+
+def distinct_prompts(paths: list[UPath]) -> pd.Series:
+    """The distinct values of the `prompt` column of Parquet files, read a row group at a time."""
+    distinct: pa.Array = pa.array([], type=pa.large_string())
+    for path in paths:
+        with path.open("rb") as fh:
+            parquet = pq.ParquetFile(fh)
+            for group in range(parquet.num_row_groups):
+                column = parquet.read_row_group(group, columns=["prompt"]).column("prompt").cast(pa.large_string())
+                distinct = pc.unique(pa.chunked_array([distinct, *column.chunks], type=pa.large_string()))
+    return pd.Series(distinct, dtype="string")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib.metadata import version
 
@@ -18,17 +19,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from feedback_loop.lib.datasets import exports
+from feedback_loop.lib.contract import last_per_trace
 from feedback_loop.lib.datasets.preference import (
+    KTO_COLUMNS,
+    TRACE_TEXT_COLUMNS,
     contaminated,
-    dpo_pairs,
     kto_examples,
+    pair_plan,
+    pairs_of_plan,
+    plan_trace_ids,
     split_of_hashes,
+    thumbed_trace_ids,
     with_messages,
 )
 from feedback_loop.lib.datasets.privacy import pseudonymize, scrub_frame, scrub_frames
 from feedback_loop.lib.datasets.regression import build_cases, merge_suite, prompt_hashes, shortlist
-from feedback_loop.lib.datasets.store import combined_hash, file_digests
+from feedback_loop.lib.datasets.store import Draft, combined_hash
 from feedback_loop.lib.params import DatasetParams
+from feedback_loop.lib.tables import Table
 from feedback_loop.lib.text import is_in, positions
 
 CASES_FILE = "cases.jsonl"
@@ -37,12 +45,12 @@ SPLITS = ("train", "test")
 
 @dataclass
 class Release:
-    files: dict[str, bytes]
+    """What a build wrote into its `Draft`, and what its version's manifest says."""
+
     content_hash: str
     manifest: dict
     preview: pd.DataFrame
     pii_found: Counter = field(default_factory=Counter)
-    digests: dict[str, str] = field(default_factory=dict)  # SHA-256 of each file
 
 
 def code_version() -> str:
@@ -56,20 +64,20 @@ def regression_release(
     hash_key: str,
     opted_out: set[str],
     source_partitions: list[str],
+    draft: Draft,
 ) -> Release:
-    """The next regression suite from the window's candidates and the previous version's cases."""
+    """The next regression suite from the window's candidates and the previous version's cases,
+    written into `draft`."""
     kept = candidates[~candidates["user_id"].isin(opted_out)]
     kept = shortlist(kept[kept["confidence"] >= params.min_case_confidence], params).copy()
     kept["user_hash"] = pseudonymize(kept["user_id"], hash_key)
     scrubbed, pii = scrub_frame(kept, ["prompt", "input", "output", "reference_output", "evidence"], json_columns=("input",))
     dropped_users = set(pseudonymize(pd.Series(sorted(opted_out), dtype="string"), hash_key).dropna())
     cases, stats = merge_suite(previous, build_cases(scrubbed), params, dropped_users)
-    files = {
-        CASES_FILE: exports.jsonl(cases),
-        "tests.jsonl": exports.jsonl(exports.promptfoo_tests(cases)),
-        "langfuse_items.jsonl": exports.jsonl(exports.langfuse_items(cases)),
-        "openai_evals.jsonl": exports.jsonl(exports.openai_evals(cases)),
-    }
+    draft.write(CASES_FILE, exports.jsonl(cases))
+    draft.write("tests.jsonl", exports.jsonl(exports.promptfoo_tests(cases)))
+    draft.write("langfuse_items.jsonl", exports.jsonl(exports.langfuse_items(cases)))
+    draft.write("openai_evals.jsonl", exports.jsonl(exports.openai_evals(cases)))
     previous_ids, ids = {c["case_id"] for c in previous}, {c["case_id"] for c in cases}
     manifest = {
         "code_version": code_version(),
@@ -80,12 +88,16 @@ def regression_release(
         "build": {**stats, "candidates": len(candidates), "opted_out_rows_dropped": int(candidates["user_id"].isin(opted_out).sum()), "pii_replaced": dict(pii)},
     }
     preview = pd.DataFrame([{"case_id": c["case_id"], "error_mode": c["error_mode"], "prompt": c["prompt"], "assertions": json.dumps(c["assertions"])} for c in cases[:10]])
-    digests = file_digests(files)
-    return Release(files=files, content_hash=combined_hash([digests[CASES_FILE]]), manifest=manifest, preview=preview, pii_found=pii, digests=digests)
+    return Release(content_hash=combined_hash([draft.digest(CASES_FILE)]), manifest=manifest, preview=preview, pii_found=pii)
+
+
+KTO_SCHEMA = pa.schema(
+    [(name, pa.bool_() if name == "label" else pa.string()) for name in [*KTO_COLUMNS, "split"]],
+)
 
 
 def preference_release(
-    traces: pd.DataFrame,
+    traces: Table,
     signals: pd.DataFrame,
     labels: pd.DataFrame,
     suite_prompts: list[str],
@@ -93,59 +105,46 @@ def preference_release(
     hash_key: str,
     opted_out: set[str],
     source_partitions: list[str],
-    consume_inputs: bool = False,
+    draft: Draft,
 ) -> Release:
-    """DPO pairs and KTO examples of the window, split, decontaminated against the suite, scrubbed.
+    """DPO pairs and KTO examples of the window, split, decontaminated against the suite, scrubbed,
+    written into `draft`.
 
-    `consume_inputs`: empty the given frames once the pairs and examples are built (for inputs loaded
-    for this call alone, as the asset's are: at 1M traces the traces hold ~1.5 GB that nothing needs
-    after that, and the caller's references would keep them to the end)."""
-    inputs = (traces, signals, labels)
+    `traces`: the window's traces (`TRACE_TEXT_COLUMNS` at least), read as needed: the DPO pairs take the
+    rows of a few percent of the traces, and the KTO set (nearly every trace) is built, scrubbed and
+    written one trace day at a time, in example id order within each day (`labels` must have
+    `partition_date`: a trace's examples belong to its label's day). Memory is bounded by a day's
+    texts and the window's pairs, whatever the window."""
     if opted_out:
-        traces = traces[~is_in(traces["user_id"], opted_out)]
-        signals = signals[is_in(signals["trace_id"], traces["trace_id"])]
-    pairs, gates = dpo_pairs(traces, signals, labels, params)
-    examples = kto_examples(traces, labels, consume=consume_inputs)
-    if consume_inputs:
-        del traces, signals, labels
-        for frame in inputs:
-            for column in list(frame.columns):
-                del frame[column]
-        pa.default_memory_pool().release_unused()
-    (pairs, examples), pii = scrub_frames([(pairs, ["prompt", "input", "chosen", "rejected"]), (examples, ["prompt", "input", "completion"])], json_columns=("input",), in_place=True)
+        dropped = traces.read(columns=["trace_id"], rows_where=("user_id", pd.Series(sorted(opted_out), dtype="string")))["trace_id"]
+        signals, labels = signals[~is_in(signals["trace_id"], dropped)], labels[~is_in(labels["trace_id"], dropped)]
+    prompts = last_per_trace(traces.read(columns=["trace_id", "prompt"], rows_where=("trace_id", thumbed_trace_ids(labels))))
+    plan, gates = pair_plan(signals, labels, prompts, params)
+    del prompts
+    pairs, gates["identical_texts"] = pairs_of_plan(plan, last_per_trace(traces.read(columns=TRACE_TEXT_COLUMNS, rows_where=("trace_id", plan_trace_ids(plan)))))
+    del plan
+    pii: Counter = Counter()
+    (pairs,), found = scrub_frames([(pairs, ["prompt", "input", "chosen", "rejected"])], json_columns=("input",), in_place=True)
+    pii.update(found)
     pairs = with_messages(pairs)  # the KTO formats take the prompt as text; its Parquet keeps `input`
-    # The suite's prompts are scrubbed: compare scrubbed with scrubbed, each distinct prompt once.
-    prompts = pd.concat([pairs["prompt"], examples["prompt"]]).drop_duplicates().reset_index(drop=True)
-    hashes = prompt_hashes(prompts)
-    overlapping = prompts[contaminated(prompts, suite_prompts, params.near_duplicate_threshold, hashes)]
-    pair_overlap, example_overlap = is_in(pairs["prompt"], overlapping), is_in(examples["prompt"], overlapping)
-    pairs_removed, examples_removed = int(pair_overlap.sum()), int(example_overlap.sum())
-    pairs, examples = _consumed_without(pairs, pair_overlap), _consumed_without(examples, example_overlap)
-    split_of_prompt = split_of_hashes(hashes, params.test_percent).to_numpy()  # once per distinct prompt
-    pairs, examples = _pseudonymized_and_split(pairs, hash_key, split_of_prompt, prompts), _pseudonymized_and_split(examples, hash_key, split_of_prompt, prompts)
-    # The KTO set first, and let it go: it is the largest frame, and the files add up to ~1.4 GB at 1M traces.
-    files: dict[str, bytes] = {"kto.parquet": _parquet(examples)}
-    for split in SPLITS:
-        files[f"kto_{split}.jsonl"] = exports.kto_jsonl(examples, split)
-    kto_counts = {"kto_examples": len(examples), "kto_desirable": int(examples["label"].sum()) if len(examples) else 0}
-    kto_split, kto_columns = examples["split"].value_counts().to_dict(), list(examples.columns)
-    del examples
-    pa.default_memory_pool().release_unused()  # hand its Arrow buffers back: the DPO files are built by Python's allocator
+    pairs, pairs_removed = _decontaminated_and_split(pairs, suite_prompts, params, hash_key)
     for split in SPLITS:
         # Only the columns the exports write: a split of a set with every column is gigabytes.
         p = pairs.loc[(pairs["split"] == split).to_numpy(), ["prompt", "messages", "chosen", "rejected"]]
-        files[f"dpo_standard_{split}.jsonl"] = exports.jsonl(exports.dpo_standard(p))
-        files[f"dpo_conversational_{split}.jsonl"] = exports.jsonl(exports.dpo_conversational(p))
-        files[f"openai_preference_{split}.jsonl"] = exports.jsonl(exports.openai_preference(p))
-    files["dpo.parquet"] = _parquet(pairs)
+        draft.write(f"dpo_standard_{split}.jsonl", exports.jsonl(exports.dpo_standard(p)))
+        draft.write(f"dpo_conversational_{split}.jsonl", exports.jsonl(exports.dpo_conversational(p)))
+        draft.write(f"openai_preference_{split}.jsonl", exports.jsonl(exports.openai_preference(p)))
+    draft.write("dpo.parquet", _parquet(pairs))
+    kto = _write_kto(traces, labels, suite_prompts, params, hash_key, draft, pii)
     manifest = {
         "code_version": code_version(),
         "source_partitions": source_partitions,
         "row_counts": {
             "dpo_pairs": len(pairs),
             "per_pair_source": pairs["source"].value_counts().to_dict(),
-            **kto_counts,
-            "per_split": {"dpo": pairs["split"].value_counts().to_dict(), "kto": kto_split},
+            "kto_examples": kto["examples"],
+            "kto_desirable": kto["desirable"],
+            "per_split": {"dpo": pairs["split"].value_counts().to_dict(), "kto": {k: v for k, v in kto["per_split"].items() if v}},
         },
         "schema": {
             "dpo_standard_*.jsonl": ["prompt", "chosen", "rejected"],
@@ -153,16 +152,61 @@ def preference_release(
             "openai_preference_*.jsonl": ["input", "preferred_output", "non_preferred_output"],
             "kto_*.jsonl": ["prompt", "completion", "label"],
             "dpo.parquet": list(pairs.columns),
-            "kto.parquet": kto_columns,
+            "kto.parquet": KTO_SCHEMA.names,
         },
         "quality_gates_dropped": gates,
-        "decontamination": {"near_duplicate_threshold": params.near_duplicate_threshold, "dpo_pairs_removed": pairs_removed, "kto_examples_removed": examples_removed, "suite_prompts": len(suite_prompts)},
+        "decontamination": {"near_duplicate_threshold": params.near_duplicate_threshold, "dpo_pairs_removed": pairs_removed, "kto_examples_removed": kto["removed"], "suite_prompts": len(suite_prompts)},
         "privacy": {"opted_out_users": len(opted_out), "pii_replaced": dict(pii)},
     }
-    digests = file_digests(files)
-    digest = combined_hash(digests[name] for name in sorted(files) if name.endswith(".jsonl"))
+    digest = combined_hash(draft.digest(name) for name in sorted(draft.files) if name.endswith(".jsonl"))
     preview = pairs[["pair_id", "source", "split", "prompt", "chosen", "rejected"]].head(8)
-    return Release(files=files, content_hash=digest, manifest=manifest, preview=preview, pii_found=pii, digests=digests)
+    return Release(content_hash=digest, manifest=manifest, preview=preview, pii_found=pii)
+
+
+def _write_kto(traces: Table, labels: pd.DataFrame, suite_prompts: list[str], params: DatasetParams, hash_key: str, draft: Draft, pii: Counter) -> dict:
+    """Build, scrub, decontaminate, split and write the KTO set a trace day at a time (`kto.parquet`,
+    one row group per day, and `kto_<split>.jsonl`); add the findings to `pii`; return the counts."""
+    counts = {"examples": 0, "desirable": 0, "removed": 0, "per_split": dict.fromkeys(SPLITS, 0)}
+    labelled = labels[is_in(labels["label"], ["positive", "negative"])]
+    with ExitStack() as files:
+        parquet = pq.ParquetWriter(files.enter_context(draft.open("kto.parquet")), KTO_SCHEMA)
+        jsonl = {split: files.enter_context(draft.open(f"kto_{split}.jsonl")) for split in SPLITS}
+        for day in traces.partitions:
+            day_labels = labelled[(labelled["partition_date"] == day).to_numpy()]
+            if day_labels.empty:
+                continue
+            day_traces = traces.read(partitions=[day], columns=TRACE_TEXT_COLUMNS)  # nearly every trace is labelled: no row filter
+            examples = kto_examples(day_traces, day_labels, consume=True)
+            del day_traces
+            (examples,), found = scrub_frames([(examples, ["prompt", "input", "completion"])], json_columns=("input",), in_place=True)
+            pii.update(found)
+            examples, removed = _decontaminated_and_split(examples, suite_prompts, params, hash_key)
+            counts["removed"] += removed
+            counts["examples"] += len(examples)
+            counts["desirable"] += int(examples["label"].sum())
+            for split, n in examples["split"].value_counts().items():
+                counts["per_split"][split] += int(n)
+            if examples.empty:
+                continue
+            for split in SPLITS:
+                exports.kto_jsonl_into(jsonl[split], examples, split)
+            parquet.write_table(pa.Table.from_pandas(examples[KTO_SCHEMA.names].astype({"label": bool}), schema=KTO_SCHEMA, preserve_index=False))
+            del examples
+            pa.default_memory_pool().release_unused()
+        parquet.close()
+    return counts
+
+
+def _decontaminated_and_split(frame: pd.DataFrame, suite_prompts: list[str], params: DatasetParams, hash_key: str) -> tuple[pd.DataFrame, int]:
+    """The builder's own frame without the rows whose prompt is a suite case or a near-duplicate of
+    one (compared scrubbed with scrubbed, as the suite's prompts are; each distinct prompt once),
+    with pseudonymous user ids and the split of its prompt; and how many rows were removed."""
+    prompts = frame["prompt"].drop_duplicates().reset_index(drop=True)
+    hashes = prompt_hashes(prompts)
+    overlap = is_in(frame["prompt"], prompts[contaminated(prompts, suite_prompts, params.near_duplicate_threshold, hashes)])
+    frame = _consumed_without(frame, overlap)
+    split_of_prompt = split_of_hashes(hashes, params.test_percent).to_numpy()  # once per distinct prompt
+    return _pseudonymized_and_split(frame, hash_key, split_of_prompt, prompts), int(overlap.sum())
 
 
 def _pseudonymized_and_split(frame: pd.DataFrame, hash_key: str, split_of_prompt: np.ndarray, prompts: pd.Series) -> pd.DataFrame:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
 import duckdb
 import orjson
@@ -124,11 +126,11 @@ def _columns(frame: pd.DataFrame, *names: str, rows: int = 10_000) -> Iterator[t
         yield from zip(*(part[name].tolist() for name in names), strict=True)
 
 
-def kto_jsonl(examples: pd.DataFrame, split: str | None = None) -> bytes:
-    """`kto(examples)` (of one `split`, when given) as JSON lines, written by DuckDB from Arrow
-    (the KTO set is the large one: DuckDB filters it without a copy in pandas)."""
+def kto_jsonl_into(out: BinaryIO, examples: pd.DataFrame, split: str | None = None) -> None:
+    """Write `kto(examples)` (of one `split`, when given) as JSON lines into `out`, by DuckDB from
+    Arrow (the KTO set is the large one: DuckDB filters it without a copy in pandas)."""
     if examples.empty:
-        return b""
+        return
     columns = ["completion", "label", "prompt"] + (["split"] if split is not None else [])
     table = pa.Table.from_pandas(examples[columns].astype({"label": bool}), preserve_index=False)
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,4 +141,7 @@ def kto_jsonl(examples: pd.DataFrame, split: str | None = None) -> bytes:
         con.execute(f"COPY (SELECT completion, label, prompt FROM kto {where}) TO '{path}' (FORMAT json)", [split] if split is not None else [])
         con.close()
         with open(path, "rb") as fh:
-            return fh.read()
+            shutil.copyfileobj(fh, out, COPY_CHUNK)
+
+
+COPY_CHUNK = 16 << 20

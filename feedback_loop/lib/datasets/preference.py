@@ -28,18 +28,35 @@ from feedback_loop.lib.contract import last_per_trace
 from feedback_loop.lib.datasets.regression import messages_of, prompt_hashes
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
-from feedback_loop.lib.text import is_in, large_text, positions, repeats, sort_order
+from feedback_loop.lib.text import is_in, large_text, positions, repeats, replaced, sort_order
 
 PAIR_COLUMNS = ["pair_id", "source", "prompt", "input", "chosen", "rejected", "chosen_trace_id", "rejected_trace_id", "user_id", "model", "source_date"]
 SIGNAL_COLUMNS = ["trace_id", "edit_type", "edit_text", "edit_distance", "edit_class", "chain_id", "chain_length", "regenerated_by", "chain_accepted"]  # what the pairs read
+TRACE_TEXT_COLUMNS = ["trace_id", "prompt", "input", "output", "user_id", "model", "partition_date"]  # what the pairs and examples read of the traces
 KTO_COLUMNS = ["example_id", "prompt", "input", "completion", "label", "trace_id", "user_id", "model", "source_date"]
+
+
+PLAN_COLUMNS = ["rejected_trace_id", "chosen_trace_id", "source", "chosen_text"]  # a pair before its texts
 
 
 def dpo_pairs(traces: pd.DataFrame, signals: pd.DataFrame, labels: pd.DataFrame, params: DatasetParams) -> tuple[pd.DataFrame, dict]:
     """All DPO pairs of the window, and how many candidates each quality gate dropped."""
     t = last_per_trace(traces).reset_index(drop=True)
-    frames, dropped = [], {}
+    plan, dropped = pair_plan(signals, labels, t, params)
+    pairs, dropped["identical_texts"] = pairs_of_plan(plan, t)
+    return pairs, dropped
 
+
+def thumbed_trace_ids(labels: pd.DataFrame) -> pd.Series:
+    """Traces with a thumbs up or a thumbs down (not both): the candidates of thumbs pairs."""
+    up, down = _thumbs(labels)
+    return labels["trace_id"][up | down]
+
+
+def pair_plan(signals: pd.DataFrame, labels: pd.DataFrame, prompts: pd.DataFrame, params: DatasetParams) -> tuple[pd.DataFrame, dict]:
+    """The window's DPO pairs without their texts (`PLAN_COLUMNS`: the rejected trace, the chosen trace
+    or the user's own text, the source), and how many candidates each quality gate dropped.
+    `prompts`: `trace_id` and `prompt` (the last span's) of at least the `thumbed_trace_ids`."""
     edits = signals[signals["edit_text"].notna().to_numpy()]
     gates = {
         "trivial_edit": edits["edit_class"] == "trivial",
@@ -47,46 +64,89 @@ def dpo_pairs(traces: pd.DataFrame, signals: pd.DataFrame, labels: pd.DataFrame,
         "edit_too_total": edits["edit_distance"] > params.max_edit_distance,
     }
     keep = ~(gates["trivial_edit"] | gates["edit_too_small"] | gates["edit_too_total"])
-    dropped |= {name: int(mask.sum()) for name, mask in gates.items()}
+    dropped = {name: int(mask.sum()) for name, mask in gates.items()}
     good = edits[keep.to_numpy()]
-    frames.append(_pairs(t, good["trace_id"], good["trace_id"], good["edit_type"].fillna("edit"), chosen_text=good["edit_text"]))
+    frames = [_plan(good["trace_id"], good["trace_id"], good["edit_type"].fillna("edit"), chosen_text=good["edit_text"])]
 
     chains = signals[(signals["chain_length"] > 1).to_numpy()]
     finals = chains[(chains["regenerated_by"].isna() & chains["chain_accepted"].fillna(False)).to_numpy()]
     rejected = chains[chains["regenerated_by"].notna().to_numpy()]
     final_at = positions(rejected["chain_id"], finals["chain_id"])
     rejected, final_at = rejected[final_at >= 0], final_at[final_at >= 0]
-    frames.append(_pairs(t, rejected["trace_id"], finals["trace_id"].to_numpy()[final_at], "regenerate"))
+    frames.append(_plan(rejected["trace_id"], finals["trace_id"].to_numpy()[final_at], "regenerate"))
 
-    frames.append(_thumbs_pairs(t, labels))
-    pairs = pd.concat(frames, ignore_index=True)
+    frames.append(_thumbs_plan(prompts, labels))
+    return pd.concat(frames, ignore_index=True), dropped
+
+
+def plan_trace_ids(plan: pd.DataFrame) -> pd.Series:
+    """The traces whose texts the planned pairs take."""
+    chosen = plan["chosen_trace_id"][plan["chosen_text"].isna().to_numpy()]
+    return pd.concat([plan["rejected_trace_id"], chosen], ignore_index=True).drop_duplicates()
+
+
+def pairs_of_plan(plan: pd.DataFrame, t: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The planned pairs with their texts from `t` (one row per trace, at least the `plan_trace_ids`),
+    by pair id, without repeats; and how many were dropped for identical chosen and rejected texts.
+    Columns taken in Arrow, without a Python object per text."""
+    if plan.empty:
+        return pd.DataFrame(columns=PAIR_COLUMNS), 0
+    rows = t.iloc[_rows_of(t, plan["rejected_trace_id"])]
+    given = plan["chosen_text"].notna().to_numpy()
+    chosen = plan["chosen_text"].astype("string").copy()
+    if not given.all():
+        outputs = t["output"].iloc[_rows_of(t, plan["chosen_trace_id"][~given])].astype("string")
+        chosen = replaced(chosen, np.flatnonzero(~given), outputs) if given.any() else outputs.reset_index(drop=True)
+    rejected_key, chosen_key, source = plan["rejected_trace_id"].tolist(), plan["chosen_trace_id"].tolist(), plan["source"].tolist()
+    pairs = pd.DataFrame(
+        {
+            "pair_id": [
+                "pair-" + hashlib.sha256(f"{r}|{c}|{s}".encode()).hexdigest()[:16] for r, c, s in zip(rejected_key, chosen_key, source, strict=True)
+            ],
+            "source": source,
+            "prompt": rows["prompt"].fillna("").array,
+            "input": rows["input"].array,
+            "chosen": chosen.array,
+            "rejected": rows["output"].fillna("").array,
+            "chosen_trace_id": chosen_key,
+            "rejected_trace_id": rejected_key,
+            "user_id": rows["user_id"].array,
+            "model": rows["model"].array,
+            "source_date": rows["partition_date"].array,
+        }
+    )
     same = (pairs["chosen"] == pairs["rejected"]).to_numpy(dtype=bool, na_value=False)
-    dropped["identical_texts"] = int(same.sum())
     pairs = pairs[~same]
     pairs = pairs[~repeats(pairs[["pair_id"]])]
-    return pairs.iloc[sort_order(pairs, ["pair_id"])].reset_index(drop=True), dropped
+    return pairs.iloc[sort_order(pairs, ["pair_id"])].reset_index(drop=True), int(same.sum())
 
 
-def _thumbs_pairs(t: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+def _thumbs(labels: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each label's evidence has a thumbs up only, and a thumbs down only."""
+    evidence = large_text(labels["evidence"].astype("string").fillna(""))
+    has_up = pc.match_substring(evidence, "thumbs_up").to_numpy(zero_copy_only=False)
+    has_down = pc.match_substring(evidence, "thumbs_down").to_numpy(zero_copy_only=False)
+    return has_up & ~has_down, has_down & ~has_up
+
+
+def _thumbs_plan(prompts: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """Thumbed-down vs thumbed-up responses to the same normalized prompt, each down paired once:
     the k-th down of a prompt (by trace id) with its (k mod #ups)-th up."""
-    at = positions(t["trace_id"], labels["trace_id"])
-    evidence = large_text(labels["evidence"].astype("string").fillna("")).take(pa.array(np.maximum(at, 0)))
-    has_up = pc.match_substring(evidence, "thumbs_up").to_numpy(zero_copy_only=False) & (at >= 0)
-    has_down = pc.match_substring(evidence, "thumbs_down").to_numpy(zero_copy_only=False) & (at >= 0)
-    up, down = has_up & ~has_down, has_down & ~has_up
+    up_votes, down_votes = _thumbs(labels)
+    up = is_in(prompts["trace_id"], labels["trace_id"][up_votes])
+    down = is_in(prompts["trace_id"], labels["trace_id"][down_votes])
     involved = np.flatnonzero(up | down)
-    codes = np.full(len(t), -1)
-    codes[involved] = pd.factorize(normalize_prompt(t["prompt"].iloc[involved]), use_na_sentinel=False)[0]
-    ups, downs = _by_prompt(t, codes, up), _by_prompt(t, codes, down)
+    codes = np.full(len(prompts), -1)
+    codes[involved] = pd.factorize(normalize_prompt(prompts["prompt"].iloc[involved]), use_na_sentinel=False)[0]
+    ups, downs = _by_prompt(prompts, codes, up), _by_prompt(prompts, codes, down)
     if ups.empty or downs.empty:
-        return pd.DataFrame(columns=PAIR_COLUMNS)
+        return pd.DataFrame(columns=PLAN_COLUMNS)
     up_count = np.bincount(ups["code"], minlength=codes.max() + 1)
     downs = downs[up_count[downs["code"].to_numpy()] > 0]
     first_up = np.searchsorted(ups["code"].to_numpy(), np.arange(len(up_count)))
     code = downs["code"].to_numpy()
     partner = first_up[code] + _rank_within(code) % up_count[code]
-    return _pairs(t, downs["trace_id"], ups["trace_id"].to_numpy()[partner], "thumbs")
+    return _plan(downs["trace_id"], ups["trace_id"].to_numpy()[partner], "thumbs")
 
 
 def _by_prompt(t: pd.DataFrame, codes: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
@@ -101,31 +161,16 @@ def _rank_within(sorted_codes: np.ndarray) -> np.ndarray:
     return np.arange(len(sorted_codes)) - np.repeat(starts, np.diff(np.r_[starts, len(sorted_codes)]))
 
 
-def _pairs(t: pd.DataFrame, rejected_ids: pd.Series, chosen_ids, source, chosen_text: pd.Series | None = None) -> pd.DataFrame:
-    """Pairs of (rejected trace's output, chosen text: `chosen_text`, else the chosen trace's output);
-    columns taken in Arrow, without a Python object per text."""
-    if not len(rejected_ids):
-        return pd.DataFrame(columns=PAIR_COLUMNS)
-    rows = t.iloc[_rows_of(t, rejected_ids)]
-    chosen = chosen_text.array if chosen_text is not None else t["output"].iloc[_rows_of(t, chosen_ids)].array
+def _plan(rejected_ids, chosen_ids, source, chosen_text: pd.Series | None = None) -> pd.DataFrame:
     source = np.asarray(source.astype(str)) if not isinstance(source, str) else np.full(len(rejected_ids), source)
-    rejected_key, chosen_key = [str(r) for r in rejected_ids], [str(c) for c in chosen_ids]
     return pd.DataFrame(
         {
-            "pair_id": [
-                "pair-" + hashlib.sha256(f"{r}|{c}|{s}".encode()).hexdigest()[:16] for r, c, s in zip(rejected_key, chosen_key, source, strict=True)
-            ],
+            "rejected_trace_id": [str(r) for r in rejected_ids],
+            "chosen_trace_id": [str(c) for c in chosen_ids],
             "source": source,
-            "prompt": rows["prompt"].fillna("").array,
-            "input": rows["input"].array,
-            "chosen": chosen,
-            "rejected": rows["output"].fillna("").array,
-            "chosen_trace_id": chosen_key,
-            "rejected_trace_id": rejected_key,
-            "user_id": rows["user_id"].array,
-            "model": rows["model"].array,
-            "source_date": rows["partition_date"].array,
-        }
+            "chosen_text": chosen_text.astype("string").array if chosen_text is not None else pd.array([pd.NA] * len(rejected_ids), dtype="string"),
+        },
+        columns=PLAN_COLUMNS,
     )
 
 

@@ -3,9 +3,10 @@
 Layout: `<root>/<dataset>/<version>/` holds the data files and `manifest.json`;
 `<root>/<dataset>/LATEST` names the newest complete version.
 
-Publishing is atomic in the only sense readers need: data files are written first, the manifest
-last, and LATEST after that. A version without a manifest is incomplete and invisible: the next
-publish deletes it. A complete version that LATEST does not name yet (a crash between the
+Publishing is atomic in the only sense readers need: data files are written first (a `Draft`: each
+file streamed into the version's folder and hashed as it is written, so a large dataset is never
+held in memory), the manifest last, and LATEST after that. A version without a manifest is
+incomplete and invisible: the next publish deletes it. A complete version that LATEST does not name yet (a crash between the
 manifest and LATEST) is adopted by the next publish. A version with a manifest is never written to
 again. A new version is published only when the content hash differs from LATEST's.
 """
@@ -15,10 +16,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from upath import UPath
 
@@ -64,31 +65,45 @@ class DatasetStore:
     def read_bytes(self, dataset: str, version: str, name: str) -> bytes:
         return self.path(dataset, version, name).read_bytes()
 
-    def publish(self, dataset: str, files: dict[str, bytes], content_hash: str, manifest: dict, today: str, digests: dict[str, str] | None = None) -> Published:
-        """Write a new version unless LATEST already has this content; return what LATEST is now.
-        `digests`: the files' `file_digests`, when the caller has them."""
+    def draft(self, dataset: str, today: str) -> Draft:
+        """The folder of the next version, to write its files into (see `Draft`); `commit` publishes it."""
         self._remove_incomplete(dataset)
-        parent = self.latest(dataset)
-        if parent is not None and self.manifest(dataset, parent).get("content_hash") == content_hash:
-            return Published(version=parent, created=False, manifest=self.manifest(dataset, parent))
         version = self._next_version(dataset, today)
         folder = self.root / dataset / version
         folder.mkdir(parents=True, exist_ok=False)
-        digests = digests or file_digests(files)
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # file writes release the GIL
-            list(pool.map(lambda item: (folder / item[0]).write_bytes(item[1]), files.items()))
+        return Draft(dataset=dataset, version=version, folder=folder)
+
+    def commit(self, draft: Draft, content_hash: str, manifest: dict) -> Published:
+        """Publish the draft's files as a new version, unless LATEST already has this content (the
+        draft is then removed); return what LATEST is now."""
+        parent = self.latest(draft.dataset)
+        if parent is not None and self.manifest(draft.dataset, parent).get("content_hash") == content_hash:
+            draft.folder.fs.rm(draft.folder.path, recursive=True)
+            return Published(version=parent, created=False, manifest=self.manifest(draft.dataset, parent))
         full = {
-            "dataset": dataset,
-            "version": version,
+            "dataset": draft.dataset,
+            "version": draft.version,
             "parent_version": parent,
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "content_hash": content_hash,
-            "files": {name: {"sha256": digests[name], "bytes": len(data)} for name, data in files.items()},
+            "files": dict(draft.files),
             **manifest,
         }
-        self._write_atomic(folder / MANIFEST, json.dumps(full, indent=2, sort_keys=True).encode())
-        self._write_atomic(self.root / dataset / LATEST, version.encode())
-        return Published(version=version, created=True, manifest=full)
+        self._write_atomic(draft.folder / MANIFEST, json.dumps(full, indent=2, sort_keys=True).encode())
+        self._write_atomic(self.root / draft.dataset / LATEST, draft.version.encode())
+        return Published(version=draft.version, created=True, manifest=full)
+
+    def publish(self, dataset: str, files: dict[str, bytes], content_hash: str, manifest: dict, today: str) -> Published:
+        """`draft`, write `files`, `commit`: for files already in memory (nothing is written when LATEST
+        already has this content)."""
+        parent = self.latest(dataset)
+        if parent is not None and self.manifest(dataset, parent).get("content_hash") == content_hash:
+            self._remove_incomplete(dataset)
+            return Published(version=parent, created=False, manifest=self.manifest(dataset, parent))
+        draft = self.draft(dataset, today)
+        for name, data in files.items():
+            draft.write(name, data)
+        return self.commit(draft, content_hash, manifest)
 
     def _next_version(self, dataset: str, today: str) -> str:
         folder = self.root / dataset
@@ -112,15 +127,68 @@ class DatasetStore:
         tmp.rename(path)
 
 
+@dataclass
+class Draft:
+    """A version being written: each file goes straight into the version's folder, which stays
+    invisible (no manifest) until `DatasetStore.commit`; its SHA-256 and size are kept as it is written."""
+
+    dataset: str
+    version: str
+    folder: UPath
+    files: dict[str, dict] = field(default_factory=dict)  # name -> {"sha256": …, "bytes": …}, once closed
+
+    @contextmanager
+    def open(self, name: str) -> Iterator[HashingWriter]:
+        """A binary file of the version, to write as it is made (several may be open at once)."""
+        if name in self.files:
+            raise ValueError(f"{name} is already written in {self.dataset} {self.version}")
+        with (self.folder / name).open("wb") as fh:
+            out = HashingWriter(fh)
+            yield out
+        self.files[name] = {"sha256": out.digest.hexdigest(), "bytes": out.size}
+
+    def write(self, name: str, data: bytes) -> None:
+        with self.open(name) as out:
+            out.write(data)
+
+    def digest(self, name: str) -> str:
+        return self.files[name]["sha256"]
+
+
+class HashingWriter:
+    """A write-only file that hashes what goes through it (Parquet writers accept it as a sink)."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self._fh.write(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> None:
+        self.closed = True  # the Draft closes the file itself
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+
 def _key(version: str) -> tuple[str, int]:
     day, _, n = version.partition(".")
     return day, int(n) if n.isdigit() else 0
-
-
-def file_digests(files: dict[str, bytes]) -> dict[str, str]:
-    """The SHA-256 of each file, on a thread per core (hashlib releases the GIL on large data)."""
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return dict(zip(files, pool.map(lambda data: hashlib.sha256(data).hexdigest(), files.values()), strict=True))
 
 
 def content_hash(*parts: bytes) -> str:
