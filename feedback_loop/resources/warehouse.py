@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
+from feedback_loop.lib.tables import PARTITION_COLUMN
 from feedback_loop.lib.text import ONE_BATCH, is_in, large_text, one_chunk, text_length
 
-PARTITION_COLUMN = "partition_date"
 
 
 class WarehouseIOManager(dg.ConfigurableIOManager):

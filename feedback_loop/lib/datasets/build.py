@@ -91,9 +91,7 @@ def regression_release(
     return Release(content_hash=combined_hash([draft.digest(CASES_FILE)]), manifest=manifest, preview=preview, pii_found=pii)
 
 
-KTO_SCHEMA = pa.schema(
-    [(name, pa.bool_() if name == "label" else pa.string()) for name in [*KTO_COLUMNS, "split"]],
-)
+KTO_SCHEMA = pa.schema([(name, pa.bool_() if name == "label" else pa.large_string()) for name in [*KTO_COLUMNS, "split"]])  # every day's row group
 
 
 def preference_release(
