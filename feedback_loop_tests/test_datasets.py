@@ -184,6 +184,11 @@ def test_decontamination_finds_suite_duplicates_and_near_duplicates():
     assert contaminated(wordless, ["?!"], 0.8, prompt_hashes(wordless)).tolist() == [True, True, False]
 
 
+def trace_days(trace_ids: pd.Series, traces: pd.DataFrame) -> pd.Series:
+    """The trace day of each trace id."""
+    return trace_ids.map(traces.set_index("trace_id")["partition_date"])
+
+
 def built_release(tmp_path, traces, signals, labels, suite_prompts, opted_out=frozenset()):
     """`preference_release` of the frames, committed to a store under `tmp_path`: the release and its files."""
     from feedback_loop.lib.datasets.build import preference_release
@@ -192,7 +197,8 @@ def built_release(tmp_path, traces, signals, labels, suite_prompts, opted_out=fr
 
     store = DatasetStore(str(tmp_path))
     draft = store.draft("preference_dataset", "2026-11-20")
-    release = preference_release(FrameTable(traces), signals, labels, suite_prompts, DatasetParams(), "key", set(opted_out), ["2026-11-20"], draft)
+    signals = signals.assign(partition_date=trace_days(signals["trace_id"], traces))
+    release = preference_release(FrameTable(traces), FrameTable(signals), FrameTable(labels), suite_prompts, DatasetParams(), "key", set(opted_out), ["2026-11-20"], draft)
     published = store.commit(draft, release.content_hash, release.manifest)
     return release, {name: store.read_bytes("preference_dataset", published.version, name) for name in published.manifest["files"]}
 

@@ -16,7 +16,7 @@ from feedback_loop.lib.datasets.build import (
     preference_release,
     regression_release,
 )
-from feedback_loop.lib.datasets.preference import SIGNAL_COLUMNS, TRACE_TEXT_COLUMNS, contaminated
+from feedback_loop.lib.datasets.preference import LABEL_COLUMNS, SIGNAL_COLUMNS, TRACE_TEXT_COLUMNS, contaminated
 from feedback_loop.lib.datasets.privacy import find_pii, jsonl_strings, might_contain_pii
 from feedback_loop.lib.datasets.regression import suite_candidates
 from feedback_loop.lib.datasets.store import DatasetStore, Draft
@@ -103,8 +103,8 @@ def regression_suite(
     deps=[REGRESSION_SUITE],
     ins={
         "raw_traces": dg.AssetIn(metadata={"columns": TRACE_TEXT_COLUMNS, "lazy": True}),
-        "implicit_signals": dg.AssetIn(metadata={"columns": SIGNAL_COLUMNS}),
-        "trace_labels": dg.AssetIn(metadata={"columns": ["trace_id", "label", "evidence", "partition_date"]}),
+        "implicit_signals": dg.AssetIn(metadata={"columns": SIGNAL_COLUMNS, "lazy": True}),
+        "trace_labels": dg.AssetIn(metadata={"columns": LABEL_COLUMNS, "lazy": True}),
     },
 )
 def preference_dataset(
@@ -113,8 +113,8 @@ def preference_dataset(
     dataset_store: DatasetStoreResource,
     privacy: Privacy,
     raw_traces: PartitionedTable,
-    implicit_signals: pd.DataFrame,
-    trace_labels: pd.DataFrame,
+    implicit_signals: PartitionedTable,
+    trace_labels: PartitionedTable,
 ) -> dg.MaterializeResult:
     """DPO pairs (edits, regenerations, thumbs siblings) and KTO examples, versioned.
 

@@ -22,6 +22,8 @@ from feedback_loop.lib.datasets import exports
 from feedback_loop.lib.contract import last_per_trace
 from feedback_loop.lib.datasets.preference import (
     KTO_COLUMNS,
+    LABEL_COLUMNS,
+    SIGNAL_COLUMNS,
     TRACE_TEXT_COLUMNS,
     contaminated,
     kto_examples,
@@ -96,8 +98,8 @@ KTO_SCHEMA = pa.schema([(name, pa.bool_() if name == "label" else pa.large_strin
 
 def preference_release(
     traces: Table,
-    signals: pd.DataFrame,
-    labels: pd.DataFrame,
+    signals: Table,
+    labels: Table,
     suite_prompts: list[str],
     params: DatasetParams,
     hash_key: str,
@@ -108,21 +110,22 @@ def preference_release(
     """DPO pairs and KTO examples of the window, split, decontaminated against the suite, scrubbed,
     written into `draft`.
 
-    `traces`: the window's traces (`TRACE_TEXT_COLUMNS` at least), read as needed: the DPO pairs take the
-    rows of a few percent of the traces, and the KTO set (nearly every trace) is built, scrubbed and
-    written one trace day at a time, in example id order within each day (`labels` must have
-    `partition_date`: a trace's examples belong to its label's day). Memory is bounded by a day's
-    texts and the window's pairs, whatever the window."""
-    if opted_out:
-        dropped = traces.read(columns=["trace_id"], rows_where=("user_id", pd.Series(sorted(opted_out), dtype="string")))["trace_id"]
-        signals, labels = signals[~is_in(signals["trace_id"], dropped)], labels[~is_in(labels["trace_id"], dropped)]
-    prompts = last_per_trace(traces.read(columns=["trace_id", "prompt"], rows_where=("trace_id", thumbed_trace_ids(labels))))
-    plan, gates = pair_plan(signals, labels, prompts, params)
-    del prompts
+    The window's traces, signals and labels are read as needed: the DPO pairs are planned from the
+    signals and labels and take the texts of a few percent of the traces; the KTO set (nearly every
+    trace) is built, scrubbed and written one trace day at a time (a trace's example belongs to its
+    label's day), by example id within each day. Memory is bounded by a day's texts and the window's
+    pairs, whatever the window."""
+    opted = pd.Series(sorted(opted_out), dtype="string")
+    dropped = traces.read(columns=["trace_id"], rows_where=("user_id", opted))["trace_id"] if opted_out else opted
+    window_labels = _without(labels.read(columns=LABEL_COLUMNS), dropped)
+    prompts = last_per_trace(traces.read(columns=["trace_id", "prompt"], rows_where=("trace_id", thumbed_trace_ids(window_labels))))
+    plan, gates = pair_plan(_without(signals.read(columns=SIGNAL_COLUMNS), dropped), window_labels, prompts, params)
+    del prompts, window_labels
     pairs, gates["identical_texts"] = pairs_of_plan(plan, last_per_trace(traces.read(columns=TRACE_TEXT_COLUMNS, rows_where=("trace_id", plan_trace_ids(plan)))))
     del plan
     pii: Counter = Counter()
-    (pairs,), found = scrub_frames([(pairs, ["prompt", "input", "chosen", "rejected"])], json_columns=("input",), in_place=True)
+    scanned: dict[str, tuple[str, Counter]] = {}  # the pairs' texts are mostly KTO texts too: each is scanned once
+    (pairs,), found = scrub_frames([(pairs, ["prompt", "input", "chosen", "rejected"])], json_columns=("input",), in_place=True, known=scanned)
     pii.update(found)
     pairs = with_messages(pairs)  # the KTO formats take the prompt as text; its Parquet keeps `input`
     pairs, pairs_removed = _decontaminated_and_split(pairs, suite_prompts, params, hash_key)
@@ -133,23 +136,26 @@ def preference_release(
         draft.write(f"dpo_conversational_{split}.jsonl", exports.jsonl(exports.dpo_conversational(p)))
         draft.write(f"openai_preference_{split}.jsonl", exports.jsonl(exports.openai_preference(p)))
     draft.write("dpo.parquet", _parquet(pairs))
-    kto = _write_kto(traces, labels, suite_prompts, params, hash_key, draft, pii)
+    dpo_counts = {"dpo_pairs": len(pairs), "per_pair_source": pairs["source"].value_counts().to_dict(), "per_split": pairs["split"].value_counts().to_dict()}
+    dpo_columns, preview = list(pairs.columns), pairs[["pair_id", "source", "split", "prompt", "chosen", "rejected"]].head(8)
+    del pairs  # written: let its texts go before the KTO set's
+    kto = _write_kto(traces, labels, dropped, suite_prompts, params, hash_key, draft, pii, scanned)
     manifest = {
         "code_version": code_version(),
         "source_partitions": source_partitions,
         "row_counts": {
-            "dpo_pairs": len(pairs),
-            "per_pair_source": pairs["source"].value_counts().to_dict(),
+            "dpo_pairs": dpo_counts["dpo_pairs"],
+            "per_pair_source": dpo_counts["per_pair_source"],
             "kto_examples": kto["examples"],
             "kto_desirable": kto["desirable"],
-            "per_split": {"dpo": pairs["split"].value_counts().to_dict(), "kto": {k: v for k, v in kto["per_split"].items() if v}},
+            "per_split": {"dpo": dpo_counts["per_split"], "kto": {k: v for k, v in kto["per_split"].items() if v}},
         },
         "schema": {
             "dpo_standard_*.jsonl": ["prompt", "chosen", "rejected"],
             "dpo_conversational_*.jsonl": ["prompt", "chosen", "rejected"],
             "openai_preference_*.jsonl": ["input", "preferred_output", "non_preferred_output"],
             "kto_*.jsonl": ["prompt", "completion", "label"],
-            "dpo.parquet": list(pairs.columns),
+            "dpo.parquet": dpo_columns,
             "kto.parquet": KTO_SCHEMA.names,
         },
         "quality_gates_dropped": gates,
@@ -157,26 +163,36 @@ def preference_release(
         "privacy": {"opted_out_users": len(opted_out), "pii_replaced": dict(pii)},
     }
     digest = combined_hash(draft.digest(name) for name in sorted(draft.files) if name.endswith(".jsonl"))
-    preview = pairs[["pair_id", "source", "split", "prompt", "chosen", "rejected"]].head(8)
     return Release(content_hash=digest, manifest=manifest, preview=preview, pii_found=pii)
 
 
-def _write_kto(traces: Table, labels: pd.DataFrame, suite_prompts: list[str], params: DatasetParams, hash_key: str, draft: Draft, pii: Counter) -> dict:
+def _write_kto(
+    traces: Table,
+    labels: Table,
+    dropped: pd.Series,
+    suite_prompts: list[str],
+    params: DatasetParams,
+    hash_key: str,
+    draft: Draft,
+    pii: Counter,
+    scanned: dict,
+) -> dict:
     """Build, scrub, decontaminate, split and write the KTO set a trace day at a time (`kto.parquet`,
-    one row group per day, and `kto_<split>.jsonl`); add the findings to `pii`; return the counts."""
+    one row group per day, and `kto_<split>.jsonl`), without the `dropped` traces; add the findings
+    to `pii` and the scanned texts to `scanned`; return the counts."""
     counts = {"examples": 0, "desirable": 0, "removed": 0, "per_split": dict.fromkeys(SPLITS, 0)}
-    labelled = labels[is_in(labels["label"], ["positive", "negative"])]
     with ExitStack() as files:
         parquet = pq.ParquetWriter(files.enter_context(draft.open("kto.parquet")), KTO_SCHEMA)
         jsonl = {split: files.enter_context(draft.open(f"kto_{split}.jsonl")) for split in SPLITS}
         for day in traces.partitions:
-            day_labels = labelled[(labelled["partition_date"] == day).to_numpy()]
+            day_labels = _without(labels.read(partitions=[day], columns=LABEL_COLUMNS), dropped)
+            day_labels = day_labels[is_in(day_labels["label"], ["positive", "negative"])]
             if day_labels.empty:
                 continue
             day_traces = traces.read(partitions=[day], columns=TRACE_TEXT_COLUMNS)  # nearly every trace is labelled: no row filter
             examples = kto_examples(day_traces, day_labels, consume=True)
             del day_traces
-            (examples,), found = scrub_frames([(examples, ["prompt", "input", "completion"])], json_columns=("input",), in_place=True)
+            (examples,), found = scrub_frames([(examples, ["prompt", "input", "completion"])], json_columns=("input",), in_place=True, known=scanned)
             pii.update(found)
             examples, removed = _decontaminated_and_split(examples, suite_prompts, params, hash_key)
             counts["removed"] += removed
@@ -205,6 +221,11 @@ def _decontaminated_and_split(frame: pd.DataFrame, suite_prompts: list[str], par
     frame = _consumed_without(frame, overlap)
     split_of_prompt = split_of_hashes(hashes, params.test_percent).to_numpy()  # once per distinct prompt
     return _pseudonymized_and_split(frame, hash_key, split_of_prompt, prompts), int(overlap.sum())
+
+
+def _without(frame: pd.DataFrame, trace_ids: pd.Series) -> pd.DataFrame:
+    """The rows of `frame` whose trace is not among `trace_ids`."""
+    return frame[~is_in(frame["trace_id"], trace_ids)] if len(trace_ids) else frame
 
 
 def _pseudonymized_and_split(frame: pd.DataFrame, hash_key: str, split_of_prompt: np.ndarray, prompts: pd.Series) -> pd.DataFrame:

@@ -32,6 +32,7 @@ from feedback_loop.lib.text import is_in, large_text, positions, repeats, replac
 
 PAIR_COLUMNS = ["pair_id", "source", "prompt", "input", "chosen", "rejected", "chosen_trace_id", "rejected_trace_id", "user_id", "model", "source_date"]
 SIGNAL_COLUMNS = ["trace_id", "edit_type", "edit_text", "edit_distance", "edit_class", "chain_id", "chain_length", "regenerated_by", "chain_accepted"]  # what the pairs read
+LABEL_COLUMNS = ["trace_id", "label", "evidence", "partition_date"]  # what the pairs and examples read of the labels
 TRACE_TEXT_COLUMNS = ["trace_id", "prompt", "input", "output", "user_id", "model", "partition_date"]  # what the pairs and examples read of the traces
 KTO_COLUMNS = ["example_id", "prompt", "input", "completion", "label", "trace_id", "user_id", "model", "source_date"]
 

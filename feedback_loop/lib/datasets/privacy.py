@@ -159,11 +159,16 @@ def scrub_frame(frame: pd.DataFrame, columns: list[str], json_columns: tuple[str
 
 
 def scrub_frames(
-    frames: list[tuple[pd.DataFrame, list[str]]], json_columns: tuple[str, ...] = (), in_place: bool = False
+    frames: list[tuple[pd.DataFrame, list[str]]],
+    json_columns: tuple[str, ...] = (),
+    in_place: bool = False,
+    known: dict[str, tuple[str, Counter]] | None = None,
 ) -> tuple[list[pd.DataFrame], Counter]:
     """`scrub_frame` of several frames, each distinct flagged text scanned once (see `scrub_texts`).
     `in_place`: replace the columns of the given frames themselves (for frames the caller owns: each
-    unscrubbed column is freed as its scrubbed one replaces it, instead of both living to the end)."""
+    unscrubbed column is freed as its scrubbed one replaces it, instead of both living to the end).
+    `known`: `scrub_text` results of earlier calls, reused and added to (for a build that scrubs its
+    data in parts that share texts)."""
     flagged, parsed, texts = [], {}, set()
     for index, (frame, columns) in enumerate(frames):
         for column in columns:
@@ -177,7 +182,12 @@ def scrub_frames(
                 texts.update(values)
     candidates = pd.Series(sorted(texts), dtype="string")
     candidates = candidates[might_contain_pii(candidates)].tolist()
+    if known is not None:
+        candidates = [text for text in candidates if text not in known]
     scrubbed = dict(zip(candidates, scrub_texts(candidates), strict=True))
+    if known is not None:
+        known.update(scrubbed)
+        scrubbed = known
     total: Counter = Counter()
     outs = [frame if in_place else frame.copy(deep=False) for frame, _ in frames]  # scrubbed columns are replaced, never written into
     for index, column, values, rows in flagged:
