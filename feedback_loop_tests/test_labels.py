@@ -2,10 +2,11 @@
 
 import pandas as pd
 
-from feedback_loop.lib.labels import agreement_rate, label_traces
+from feedback_loop.lib.labels import agreement_rate, label_traces, labels_of_days
 from feedback_loop.lib.linking import link_feedback
 from feedback_loop.lib.params import LabelWeights, SignalParams
 from feedback_loop.lib.signals import implicit_signals
+from feedback_loop.lib.tables import FrameTable
 from feedback_loop_tests.frames import at, events, traces
 
 
@@ -66,3 +67,30 @@ def test_weights_are_configurable():
 def test_agreement_rate_counts_only_traces_with_both_kinds():
     frame = pd.DataFrame({"explicit_score": [1.0, -1.0, 1.0, None], "implicit_score": [0.5, -0.4, -0.6, 0.5]})
     assert agreement_rate(frame) == (2 / 3, 3)
+
+
+def test_labels_a_day_at_a_time_are_the_labels_of_the_whole_range():
+    day = 86400
+    tr = traces(
+        {"trace_id": "a", "session_id": "s1", "t": -day},
+        {"trace_id": "b", "session_id": "s1", "t": -day + 30},
+        {"trace_id": "c", "session_id": "s2", "t": 0},
+        {"trace_id": "d", "session_id": "s3", "t": day},
+    )
+    ev = events(
+        {"trace_id": "a", "type": "regenerate", "t": -day + 20},
+        {"trace_id": "b", "type": "thumbs_up", "t": -day + 60},
+        {"trace_id": "c", "type": "thumbs_down", "reason": "not_factual", "t": 2 * day},  # late: two days on
+        {"trace_id": "c", "type": "rating", "value": 2, "t": 5},
+        {"trace_id": "d", "type": "thumbs_up", "t": day + 5},
+    )
+    linked = link_feedback(ev, tr, pd.Timedelta(hours=1)).linked
+    signals = implicit_signals(tr, linked, SignalParams(), horizon=at(3 * day))
+    whole = label_traces(signals, linked, LabelWeights())
+    days = sorted(signals["partition_date"].unique())
+    assert len(days) == 3
+    for range_days in (days, days[1:]):
+        got = labels_of_days(range_days, FrameTable(signals), linked, LabelWeights())
+        expected = whole[whole["partition_date"].isin(range_days)].sort_values("trace_id", ignore_index=True)
+        pd.testing.assert_frame_equal(got.sort_values("trace_id", ignore_index=True), expected)
+    assert whole.set_index("trace_id").loc["c", "evidence"].startswith("thumbs_down(not_factual)")

@@ -6,7 +6,8 @@ import pytest
 
 from feedback_loop.lib.linking import link_feedback
 from feedback_loop.lib.params import SignalParams
-from feedback_loop.lib.signals import classify_edits, data_horizon, implicit_signals, normalize_prompt, session_context, signals_of_day
+from feedback_loop.lib.signals import classify_edits, data_horizon, implicit_signals, normalize_prompt, session_context, signals_of_day, signals_of_days
+from feedback_loop.lib.tables import FrameTable
 from feedback_loop_tests.frames import at, events, traces
 
 PARAMS = SignalParams()
@@ -209,6 +210,11 @@ def test_signals_a_day_at_a_time_with_its_sessions_context_are_the_signals_of_th
         after = by_day[days[i + 1]] if i + 1 < len(days) else none
         expected = whole[whole["partition_date"] == day].reset_index(drop=True)
         pd.testing.assert_frame_equal(signals_of_day(day, session_context(by_day[day], before, after), linked, PARAMS, horizon), expected)
+    linked["trace_date"] = linked["trace_id"].map(tr.set_index("trace_id")["partition_date"])
+    for range_days in (days, days[1:], days[:2]):  # the day before the range, and after it, are context only
+        expected = whole[whole["partition_date"].isin(range_days)].sort_values("trace_id", ignore_index=True)
+        got = signals_of_days(range_days, FrameTable(tr), linked, PARAMS, horizon)
+        pd.testing.assert_frame_equal(got.sort_values("trace_id", ignore_index=True), expected)
     crossing = whole.set_index("trace_id")
     assert crossing.loc["again", "chain_id"] == "late" and crossing.loc["again", "chain_position"] == 2  # seen from its own day too
     assert crossing.loc["eve", "rephrased"]

@@ -21,9 +21,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from feedback_loop.lib.contract import TRACE_IDENTITY
+from feedback_loop.lib.contract import TRACE_IDENTITY, empty_frame
 from feedback_loop.lib.params import LabelWeights
 from feedback_loop.lib.signals import events_on
+from feedback_loop.lib.tables import Table
 from feedback_loop.lib.text import is_in, large_text, positions, sort_order
 
 LABEL_COLUMNS: dict[str, str] = {
@@ -137,6 +138,23 @@ def label_traces(signals: pd.DataFrame, linked: pd.DataFrame, weights: LabelWeig
         }
     )
     return out.astype(LABEL_COLUMNS)[list(LABEL_COLUMNS)]
+
+
+def labels_of_days(days: list[str], signals: Table, linked: pd.DataFrame, weights: LabelWeights) -> pd.DataFrame:
+    """`label_traces` of the signals of `days`, read a day at a time: the same rows (a label depends
+    on its trace's signals and events only), with one day's signals in memory at a time."""
+    keys = signals.read(partitions=days, columns=["trace_id", "partition_date"])
+    at = positions(linked["trace_id"], keys["trace_id"])
+    event_day = pd.Series(np.where(at >= 0, keys["partition_date"].to_numpy(dtype=object)[np.maximum(at, 0)], None))
+    events_of_day = event_day.groupby(event_day, sort=False).indices  # positions in `linked`; events on other traces in none
+    del keys, at, event_day
+    none = np.array([], dtype=np.int64)
+    frames = []
+    for day in days:
+        day_signals = signals.read(partitions=[day])
+        if len(day_signals):
+            frames.append(label_traces(day_signals, linked.take(np.sort(events_of_day.get(day, none))), weights))
+    return pd.concat(frames, ignore_index=True) if frames else empty_frame(LABEL_COLUMNS)
 
 
 def agreement_rate(labels: pd.DataFrame) -> tuple[float | None, int]:

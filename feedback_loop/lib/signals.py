@@ -27,6 +27,7 @@ batch `cpdist` (one C++ call per signal, all cores). Definitions (thresholds in 
 
 from __future__ import annotations
 
+import datetime as dt
 import string
 
 import numpy as np
@@ -36,8 +37,9 @@ import pyarrow.compute as pc
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import Indel
 
-from feedback_loop.lib.contract import TRACE_IDENTITY, utc_array
+from feedback_loop.lib.contract import TRACE_IDENTITY, empty_frame, utc_array
 from feedback_loop.lib.params import SignalParams
+from feedback_loop.lib.tables import Table
 from feedback_loop.lib.text import is_in, large_text, lowered, matches, one_chunk, positions, replaced, sort_order, text_length
 
 # Characters a `trivial` edit may change: white space and punctuation (ASCII and common Unicode).
@@ -118,6 +120,34 @@ def signals_of_day(day: str, context: pd.DataFrame, linked: pd.DataFrame, params
     as over a whole range of days, with one day's texts in memory at a time."""
     signals = implicit_signals(context, linked, params, horizon)
     return signals[(signals["partition_date"] == day).to_numpy()].reset_index(drop=True)
+
+
+def signals_of_days(days: list[str], traces: Table, linked: pd.DataFrame, params: SignalParams, horizon: pd.Timestamp) -> pd.DataFrame:
+    """`implicit_signals` of the traces of `days`, a day at a time (`signals_of_day`), reading each
+    day's traces from `traces` (the days around `days` included, as context); `linked` needs
+    `trace_date`. At most the texts of two days and a slice of a third are held at once."""
+    events_of_day = linked.groupby("trace_date", sort=False).indices
+    none = np.array([], dtype=np.int64)
+    loaded: dict[str, pd.DataFrame] = {}
+    frames = []
+    for day in days:
+        before, after = _shifted(day, -1), _shifted(day, 1)
+        loaded = {d: loaded[d] if d in loaded else traces.read(partitions=[d]) for d in (before, day, after)}
+        if loaded[day].empty:
+            continue
+        context = session_context(loaded[day], loaded[before], loaded[after])
+        # All the next day takes of this one: its traces in the next day's sessions (as `before`).
+        loaded[day] = loaded[day][is_in(loaded[day]["session_id"], loaded[after]["session_id"].dropna())]
+        # The day's events, and those of the days around it that are about its sessions' traces.
+        around = np.concatenate([events_of_day.get(before, none), events_of_day.get(after, none)])
+        around = around[is_in(linked["trace_id"].take(around), context["trace_id"])]
+        rows = np.sort(np.concatenate([events_of_day.get(day, none), around]))
+        frames.append(signals_of_day(day, context, linked.take(rows), params, horizon))
+    return pd.concat(frames, ignore_index=True) if frames else empty_frame(SIGNAL_COLUMNS)
+
+
+def _shifted(day: str, days: int) -> str:
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
 
 
 def data_horizon(traces: pd.DataFrame, linked: pd.DataFrame) -> pd.Timestamp:

@@ -45,9 +45,10 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         if len(keys) == 1:
             self._write(self.path_for(context.asset_key, keys[0]), obj)
             return
-        groups = dict(tuple(obj.groupby(PARTITION_COLUMN, sort=False))) if len(obj) else {}
+        # One partition's copy at a time: a copy of every group at once holds the window's output twice.
+        rows = obj.groupby(PARTITION_COLUMN, sort=False).indices if len(obj) else {}
         for key in keys:
-            self._write(self.path_for(context.asset_key, key), groups.get(key, obj.iloc[0:0]))
+            self._write(self.path_for(context.asset_key, key), obj.take(rows[key]) if key in rows else obj.iloc[0:0])
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame | PartitionedTable:
         columns = (context.definition_metadata or {}).get("columns")

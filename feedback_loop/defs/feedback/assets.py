@@ -5,28 +5,21 @@ by the day of the trace they judge, reading the linked feedback of the following
 `LATE_FEEDBACK_DAYS` days too, so late feedback lands on its trace's own partition.
 """
 
-import datetime as dt
 from collections.abc import Iterator
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
 from feedback_loop.defs.partitions import LATE_FEEDBACK_DAYS, daily_partitions
 from feedback_loop.lib.contract import empty_frame
-from feedback_loop.lib.labels import agreement_rate, label_traces
+from feedback_loop.lib.labels import agreement_rate, labels_of_days
 from feedback_loop.lib.linking import LINK_COLUMNS, TRACE_KEYS, link_feedback
 from feedback_loop.lib.preview import markdown_table
-from feedback_loop.lib.signals import RESPONSE_COLUMNS, SIGNAL_COLUMNS, SIGNAL_EVENT_COLUMNS, data_horizon, session_context, signals_of_day
-from feedback_loop.lib.text import is_in
+from feedback_loop.lib.signals import RESPONSE_COLUMNS, SIGNAL_EVENT_COLUMNS, data_horizon, signals_of_days
 from feedback_loop.resources.settings import FeedbackLoopSettings
 from feedback_loop.resources.warehouse import PartitionedTable
 
 EXPLICIT_COLUMNS = ["trace_id", "user_id", "timestamp", "type", "value_num", "reason", "comment"]
-
-
-def shifted(day: str, days: int) -> str:
-    return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
 
 
 def loaded_or_empty(linked: pd.DataFrame) -> pd.DataFrame:
@@ -122,29 +115,13 @@ def implicit_signals(
 
     Works a trace day at a time, with the day before's and after's traces of the same sessions
     (a session may cross midnight) and the linked feedback of the late-feedback window on them:
-    one day's texts in memory, not the whole window's.
+    two days' texts in memory (the day's and the next's), not the whole window's.
     """
     linked_feedback = loaded_or_empty(linked_feedback)
     # As over the whole range at once: the range's traces (the day before is only context) and the events about them.
     in_range = [day for day in raw_traces.partitions if day >= context.partition_keys[0]]
     horizon = data_horizon(raw_traces.read(partitions=in_range, columns=["trace_id", "timestamp", "latency_ms"]), linked_feedback)
-    events_of_day = linked_feedback.groupby("trace_date", sort=False).indices
-    none = np.array([], dtype=np.int64)
-    loaded: dict[str, pd.DataFrame] = {}
-    frames = []
-    for day in context.partition_keys:
-        before, after = shifted(day, -1), shifted(day, 1)
-        loaded = {d: loaded[d] if d in loaded else raw_traces.read(partitions=[d]) for d in (before, day, after)}
-        if loaded[day].empty:
-            continue
-        traces = session_context(loaded[day], loaded[before], loaded[after])
-        # The day's events, and those of the days around it that are about its sessions' traces.
-        around = np.concatenate([events_of_day.get(before, none), events_of_day.get(after, none)])
-        around = around[is_in(linked_feedback["trace_id"].take(around), traces["trace_id"])]
-        rows = np.sort(np.concatenate([events_of_day.get(day, none), around]))
-        frames.append(signals_of_day(day, traces, linked_feedback.take(rows), settings.signals, horizon))
-    del loaded
-    signals = pd.concat(frames, ignore_index=True) if frames else empty_frame(SIGNAL_COLUMNS)
+    signals = signals_of_days(context.partition_keys, raw_traces, linked_feedback, settings.signals, horizon)
     n = max(len(signals), 1)
     edit_classes = signals["edit_class"].value_counts().rename("traces").reset_index()
     return dg.MaterializeResult(
@@ -168,19 +145,20 @@ def implicit_signals(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     ins={
-        "implicit_signals": dg.AssetIn(),
+        "implicit_signals": dg.AssetIn(metadata={"lazy": True}),
         "linked_feedback": dg.AssetIn(partition_mapping=later_feedback(), metadata={"columns": EXPLICIT_COLUMNS}),
     },
 )
 def trace_labels(
-    context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, implicit_signals: pd.DataFrame, linked_feedback: pd.DataFrame
+    context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, implicit_signals: PartitionedTable, linked_feedback: pd.DataFrame
 ) -> dg.MaterializeResult:
     """One label per trace (positive / negative / neutral / unlabeled) with score, confidence and evidence.
 
     Explicit feedback outweighs implicit signals (weights: `settings.labels`); rows where they disagree
     say so, and the agreement rate between explicit thumbs and implicit signals is metadata.
+    Labels a trace day at a time: one day's signals in memory, not the window's.
     """
-    labels = label_traces(implicit_signals, loaded_or_empty(linked_feedback), settings.labels)
+    labels = labels_of_days(context.partition_keys, implicit_signals, loaded_or_empty(linked_feedback), settings.labels)
     rate, compared = agreement_rate(labels)
     counts = labels["label"].value_counts()
     examples = labels[labels["label"] != "unlabeled"][["trace_id", "label", "score", "confidence", "evidence"]].head(8)
