@@ -43,6 +43,7 @@ from feedback_loop.lib.text import is_in, positions
 
 CASES_FILE = "cases.jsonl"
 SPLITS = ("train", "test")
+KTO_SCHEMA = pa.schema([(name, pa.bool_() if name == "label" else pa.large_string()) for name in [*KTO_COLUMNS, "split"]])  # every day's row group
 
 
 @dataclass
@@ -92,8 +93,6 @@ def regression_release(
     preview = pd.DataFrame([{"case_id": c["case_id"], "error_mode": c["error_mode"], "prompt": c["prompt"], "assertions": json.dumps(c["assertions"])} for c in cases[:10]])
     return Release(content_hash=combined_hash([draft.digest(CASES_FILE)]), manifest=manifest, preview=preview, pii_found=pii)
 
-
-KTO_SCHEMA = pa.schema([(name, pa.bool_() if name == "label" else pa.large_string()) for name in [*KTO_COLUMNS, "split"]])  # every day's row group
 
 
 def preference_release(
