@@ -17,7 +17,6 @@ from feedback_loop.lib.tables import PARTITION_COLUMN
 from feedback_loop.lib.text import ONE_BATCH, is_in, large_text, one_chunk, text_length
 
 
-
 class WarehouseIOManager(dg.ConfigurableIOManager):
     """Stores DataFrames as `<root>/<asset>/<partition>.parquet` (unpartitioned: `<root>/<asset>.parquet`).
 

@@ -184,7 +184,7 @@ def _write_kto(
         parquet = pq.ParquetWriter(files.enter_context(draft.open("kto.parquet")), KTO_SCHEMA)
         jsonl = {split: files.enter_context(draft.open(f"kto_{split}.jsonl")) for split in SPLITS}
         for day in traces.partitions:
-            day_labels = _without(labels.read(partitions=[day], columns=LABEL_COLUMNS), dropped)
+            day_labels = _without(labels.read(partitions=[day], columns=["trace_id", "label"]), dropped)  # what the examples read
             day_labels = day_labels[is_in(day_labels["label"], ["positive", "negative"])]
             if day_labels.empty:
                 continue

@@ -35,8 +35,6 @@ SIGNAL_COLUMNS = ["trace_id", "edit_type", "edit_text", "edit_distance", "edit_c
 LABEL_COLUMNS = ["trace_id", "label", "evidence", "partition_date"]  # what the pairs and examples read of the labels
 TRACE_TEXT_COLUMNS = ["trace_id", "prompt", "input", "output", "user_id", "model", "partition_date"]  # what the pairs and examples read of the traces
 KTO_COLUMNS = ["example_id", "prompt", "input", "completion", "label", "trace_id", "user_id", "model", "source_date"]
-
-
 PLAN_COLUMNS = ["rejected_trace_id", "chosen_trace_id", "source", "chosen_text"]  # a pair before its texts
 
 
@@ -94,7 +92,7 @@ def pairs_of_plan(plan: pd.DataFrame, t: pd.DataFrame) -> tuple[pd.DataFrame, in
         return pd.DataFrame(columns=PAIR_COLUMNS), 0
     rows = t.iloc[_rows_of(t, plan["rejected_trace_id"])]
     given = plan["chosen_text"].notna().to_numpy()
-    chosen = plan["chosen_text"].astype("string").copy()
+    chosen = plan["chosen_text"].astype("string")
     if not given.all():
         outputs = t["output"].iloc[_rows_of(t, plan["chosen_trace_id"][~given])].astype("string")
         chosen = replaced(chosen, np.flatnonzero(~given), outputs) if given.any() else outputs.reset_index(drop=True)
