@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from feedback_loop.lib.labels import agreement_rate, label_traces, labels_of_days
+from feedback_loop.lib.labels import agreement_rate, label_traces, labels_by_day
 from feedback_loop.lib.linking import link_feedback
 from feedback_loop.lib.params import LabelWeights, SignalParams
 from feedback_loop.lib.signals import implicit_signals
@@ -90,7 +90,9 @@ def test_labels_a_day_at_a_time_are_the_labels_of_the_whole_range():
     days = sorted(signals["partition_date"].unique())
     assert len(days) == 3
     for range_days in (days, days[1:]):
-        got = labels_of_days(range_days, FrameTable(signals), linked, LabelWeights())
-        expected = whole[whole["partition_date"].isin(range_days)].sort_values("trace_id", ignore_index=True)
-        pd.testing.assert_frame_equal(got.sort_values("trace_id", ignore_index=True), expected)
+        made = list(labels_by_day(range_days, FrameTable(signals), FrameTable(linked), LabelWeights()))
+        assert [day for day, _ in made] == range_days
+        for day, got in made:
+            expected = whole[whole["partition_date"] == day].sort_values("trace_id", ignore_index=True)
+            pd.testing.assert_frame_equal(got.sort_values("trace_id", ignore_index=True), expected)
     assert whole.set_index("trace_id").loc["c", "evidence"].startswith("thumbs_down(not_factual)")

@@ -2,7 +2,8 @@
 
 import pandas as pd
 
-from feedback_loop.lib.linking import link_feedback
+from feedback_loop.lib.linking import events_about_day, link_feedback
+from feedback_loop.lib.tables import FrameTable
 from feedback_loop_tests.frames import events, traces
 
 GAP = pd.Timedelta(hours=1)
@@ -94,3 +95,24 @@ def test_every_event_is_linked_or_orphaned_exactly_once():
     ev = events(*({"session_id": "s1" if i % 2 else "x", "type": "copy", "t": i} for i in range(50)))
     result = link_feedback(ev, tr, GAP)
     assert sorted(result.linked["event_id"].tolist() + result.orphans["event_id"].tolist()) == sorted(ev["event_id"])
+
+
+def test_the_events_about_a_trace_day_come_from_that_day_and_the_days_after_it():
+    day = 86400
+    tr = traces({"trace_id": "early", "t": -day}, {"trace_id": "today", "t": 0}, {"trace_id": "later", "t": day})
+    ev = events(
+        {"trace_id": "today", "type": "thumbs_up", "t": 10},
+        {"trace_id": "early", "type": "copy", "t": 20},  # late feedback on the day before's trace
+        {"trace_id": "today", "type": "copy", "t": 2 * day},  # late feedback, two days on
+        {"trace_id": "later", "type": "thumbs_down", "t": day + 10},
+        {"trace_id": "today", "type": "edit", "value": "better", "t": 30},
+    )
+    linked = FrameTable(link(ev, tr)[0].reset_index())
+    today = linked.frame.loc[linked.frame["trace_id"] == "today", "partition_date"].iloc[0]
+    got = events_about_day(linked, today, ["event_id", "type", "value"])
+    assert got["event_id"].tolist() == ["e0", "e2", "e4"]  # in the table's order
+    assert got.columns.tolist() == ["event_id", "type", "value"] and got["value"].dtype == "string"
+    earlier_partitions = FrameTable(linked.frame[linked.frame["partition_date"] < today])
+    assert earlier_partitions.read(rows_where=("trace_date", pd.Series([today]))).empty  # nothing about today is linked before today
+    none = events_about_day(FrameTable(linked.frame.iloc[0:0]), today, ["event_id", "timestamp"])
+    assert none.empty and str(none["timestamp"].dtype) == "datetime64[us, UTC]"

@@ -6,7 +6,7 @@ import pytest
 
 from feedback_loop.lib.linking import link_feedback
 from feedback_loop.lib.params import SignalParams
-from feedback_loop.lib.signals import classify_edits, data_horizon, implicit_signals, normalize_prompt, session_context, signals_of_day, signals_of_days
+from feedback_loop.lib.signals import classify_edits, data_horizon, implicit_signals, normalize_prompt, session_context, signals_by_day, signals_of_day
 from feedback_loop.lib.tables import FrameTable
 from feedback_loop_tests.frames import at, events, traces
 
@@ -198,11 +198,12 @@ def test_signals_a_day_at_a_time_with_its_sessions_context_are_the_signals_of_th
     )
     linked = link_feedback(ev, tr, pd.Timedelta(hours=1)).linked
     whole = implicit_signals(tr, linked, PARAMS)
-    horizon = data_horizon(tr[["trace_id", "timestamp", "latency_ms"]], linked)
+    days = ["2026-11-19", "2026-11-20", "2026-11-21"]
+    horizon = data_horizon(tr[["trace_id", "timestamp", "latency_ms"]], FrameTable(linked), days)
     pd.testing.assert_frame_equal(implicit_signals(tr, linked, PARAMS, horizon), whole)
     elsewhere = link_feedback(events({"trace_id": "other", "type": "thumbs_up", "t": 5 * 86400}), traces({"trace_id": "other", "t": 5 * 86400 - 60}), pd.Timedelta(hours=1)).linked
-    assert data_horizon(tr[["trace_id", "timestamp", "latency_ms"]], pd.concat([linked, elsewhere], ignore_index=True)) == horizon  # events about other traces do not count
-    days = ["2026-11-19", "2026-11-20", "2026-11-21"]
+    with_elsewhere = FrameTable(pd.concat([linked, elsewhere], ignore_index=True))
+    assert data_horizon(tr[["trace_id", "timestamp", "latency_ms"]], with_elsewhere, days) == horizon  # events about other traces do not count
     by_day = {day: tr[tr["partition_date"] == day].reset_index(drop=True) for day in days}
     none = tr.iloc[0:0]
     for i, day in enumerate(days):
@@ -210,11 +211,11 @@ def test_signals_a_day_at_a_time_with_its_sessions_context_are_the_signals_of_th
         after = by_day[days[i + 1]] if i + 1 < len(days) else none
         expected = whole[whole["partition_date"] == day].reset_index(drop=True)
         pd.testing.assert_frame_equal(signals_of_day(day, session_context(by_day[day], before, after), linked, PARAMS, horizon), expected)
-    linked["trace_date"] = linked["trace_id"].map(tr.set_index("trace_id")["partition_date"])
     for range_days in (days, days[1:], days[:2]):  # the day before the range, and after it, are context only
-        expected = whole[whole["partition_date"].isin(range_days)].sort_values("trace_id", ignore_index=True)
-        got = signals_of_days(range_days, FrameTable(tr), linked, PARAMS, horizon)
-        pd.testing.assert_frame_equal(got.sort_values("trace_id", ignore_index=True), expected)
+        made = list(signals_by_day(range_days, FrameTable(tr), FrameTable(linked), PARAMS, horizon))
+        assert [day for day, _ in made] == range_days
+        for day, got in made:
+            pd.testing.assert_frame_equal(got.sort_values("trace_id", ignore_index=True), whole[whole["partition_date"] == day].sort_values("trace_id", ignore_index=True))
     crossing = whole.set_index("trace_id")
     assert crossing.loc["again", "chain_id"] == "late" and crossing.loc["again", "chain_position"] == 2  # seen from its own day too
     assert crossing.loc["eve", "rephrased"]

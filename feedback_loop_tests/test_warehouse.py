@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from feedback_loop.lib.text import text_length
-from feedback_loop.resources.warehouse import PartitionedTable, WarehouseIOManager
+from feedback_loop.resources.warehouse import PartitionedTable, PartitionFrames, WarehouseIOManager
 
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
 PARTITIONS = dg.DailyPartitionsDefinition(start_date=DAYS[0])
@@ -99,3 +99,39 @@ def test_a_lazy_input_reads_some_partitions_columns_rows_and_lengths(tmp_path, r
     expected = both.iloc[[1, 5, 10]][["trace_id", "timestamp"]].reset_index(drop=True)  # in the files' order
     pd.testing.assert_frame_equal(rows, expected.assign(text_length=text_length(both["text"].iloc[[1, 5, 10]]).reset_index(drop=True)))
     assert table.read(rows_where=("trace_id", pd.Series([], dtype="string"))).empty
+
+
+def materialize_range(io_manager: WarehouseIOManager, yield_days: list[str]) -> tuple[dg.ExecuteInProcessResult, list[list[str]]]:
+    """Materialize `table` over DAYS, its output made a partition at a time for `yield_days`; and,
+    at each yield, which partition files were already on disk."""
+    on_disk_at_yield = []
+
+    @dg.asset(name="table", partitions_def=PARTITIONS, backfill_policy=dg.BackfillPolicy.single_run())
+    def table() -> dg.MaterializeResult:
+        def frames():
+            for day in yield_days:
+                on_disk_at_yield.append([d for d in DAYS if io_manager.path_for(KEY, d).exists()])
+                yield day, day_frame(day, 3)
+
+        return dg.MaterializeResult(value=PartitionFrames(frames=frames(), metadata=lambda: {"days_made": len(on_disk_at_yield)}))
+
+    tags = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]}
+    result = dg.materialize([table], resources={"io_manager": io_manager}, tags=tags, raise_on_error=False)
+    return result, on_disk_at_yield
+
+
+def test_an_output_made_a_partition_at_a_time_is_written_as_each_partition_is_yielded(tmp_path):
+    io_manager = WarehouseIOManager(root=str(tmp_path))
+    result, on_disk_at_yield = materialize_range(io_manager, DAYS)
+    assert result.success
+    assert on_disk_at_yield == [[], DAYS[:1], DAYS[:2]]  # each day written before the next is made
+    pd.testing.assert_frame_equal(load(io_manager), pd.concat([day_frame(day, 3) for day in DAYS], ignore_index=True))
+    materializations = result.asset_materializations_for_node("table")
+    assert {m.partition for m in materializations} == set(DAYS)
+    assert all(m.metadata["days_made"].value == 3 for m in materializations)  # the summary, gathered once all were made
+
+
+def test_an_output_made_a_partition_at_a_time_must_make_every_partition_of_the_run(tmp_path):
+    result, _ = materialize_range(WarehouseIOManager(root=str(tmp_path)), DAYS[:2])
+    assert not result.success
+    assert "no frame for partitions ['2026-11-03']" in str(result.all_events)

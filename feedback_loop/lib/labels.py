@@ -16,12 +16,15 @@ explicit_share) * implicit`, so explicit feedback outweighs implicit; without it
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from feedback_loop.lib.contract import TRACE_IDENTITY, empty_frame
+from feedback_loop.lib.linking import events_about_day
 from feedback_loop.lib.params import LabelWeights
 from feedback_loop.lib.signals import events_on
 from feedback_loop.lib.tables import Table
@@ -42,6 +45,7 @@ LABEL_COLUMNS: dict[str, str] = {
     "edit_class": "string",
     "partition_date": "string",
 }
+LABEL_EVENT_COLUMNS = ["trace_id", "user_id", "timestamp", "type", "value_num", "reason", "comment"]  # what labels read of linked feedback
 MIN_SIGN = 0.1
 
 
@@ -140,21 +144,16 @@ def label_traces(signals: pd.DataFrame, linked: pd.DataFrame, weights: LabelWeig
     return out.astype(LABEL_COLUMNS)[list(LABEL_COLUMNS)]
 
 
-def labels_of_days(days: list[str], signals: Table, linked: pd.DataFrame, weights: LabelWeights) -> pd.DataFrame:
-    """`label_traces` of the signals of `days`, read a day at a time: the same rows (a label depends
-    on its trace's signals and events only), with one day's signals in memory at a time."""
-    keys = signals.read(partitions=days, columns=["trace_id", "partition_date"])
-    at = positions(linked["trace_id"], keys["trace_id"])
-    event_day = pd.Series(np.where(at >= 0, keys["partition_date"].to_numpy(dtype=object)[np.maximum(at, 0)], None))
-    events_of_day = event_day.groupby(event_day, sort=False).indices  # positions in `linked`; events on other traces in none
-    del keys, at, event_day
-    none = np.array([], dtype=np.int64)
-    frames = []
+def labels_by_day(days: list[str], signals: Table, linked: Table, weights: LabelWeights) -> Iterator[tuple[str, pd.DataFrame]]:
+    """`label_traces` of the signals of each of `days`, yielded a day at a time as made: the same
+    rows as over the whole range (a label depends on its trace's signals and events only), with one
+    day's signals and the events about them (`events_about_day`) in memory at a time."""
     for day in days:
         day_signals = signals.read(partitions=[day])
-        if len(day_signals):
-            frames.append(label_traces(day_signals, linked.take(np.sort(events_of_day.get(day, none))), weights))
-    return pd.concat(frames, ignore_index=True) if frames else empty_frame(LABEL_COLUMNS)
+        if day_signals.empty:
+            yield day, empty_frame(LABEL_COLUMNS)
+            continue
+        yield day, label_traces(day_signals, events_about_day(linked, day, LABEL_EVENT_COLUMNS), weights)
 
 
 def agreement_rate(labels: pd.DataFrame) -> tuple[float | None, int]:

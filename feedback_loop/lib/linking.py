@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from feedback_loop.lib.contract import FEEDBACK_COLUMNS, conform, utc_array
+from feedback_loop.lib.tables import Table
 from feedback_loop.lib.text import positions, sort_order
 
 TRACE_KEY_TYPES: dict[str, str] = {
@@ -107,6 +108,15 @@ def link_feedback(events: pd.DataFrame, traces: pd.DataFrame, session_max_gap: p
         linked=conform(linked, LINK_COLUMNS).reset_index(drop=True),
         orphans=conform(orphans, ORPHAN_COLUMNS).reset_index(drop=True),
     )
+
+
+def events_about_day(linked: Table, day: str, columns: list[str]) -> pd.DataFrame:
+    """The linked events about the traces of `day` (`trace_date`), with `columns`, in the table's
+    order. Only the partitions from `day` on are read: an event is linked to a trace of its own
+    day or of an earlier one, never a later one."""
+    later = [partition for partition in linked.partitions if partition >= day]
+    events = linked.read(partitions=later, columns=columns, rows_where=("trace_date", pd.Series([day], dtype="string")))
+    return conform(events, {name: LINK_COLUMNS[name] for name in columns})
 
 
 def _lookup(index: pd.Series, keys: pd.Series, rows: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import string
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,7 @@ from rapidfuzz import fuzz, process
 from rapidfuzz.distance import Indel
 
 from feedback_loop.lib.contract import TRACE_IDENTITY, empty_frame, utc_array
+from feedback_loop.lib.linking import events_about_day
 from feedback_loop.lib.params import SignalParams
 from feedback_loop.lib.tables import Table
 from feedback_loop.lib.text import is_in, large_text, lowered, matches, one_chunk, positions, replaced, sort_order, text_length
@@ -122,40 +124,38 @@ def signals_of_day(day: str, context: pd.DataFrame, linked: pd.DataFrame, params
     return signals[(signals["partition_date"] == day).to_numpy()].reset_index(drop=True)
 
 
-def signals_of_days(days: list[str], traces: Table, linked: pd.DataFrame, params: SignalParams, horizon: pd.Timestamp) -> pd.DataFrame:
-    """`implicit_signals` of the traces of `days`, a day at a time (`signals_of_day`), reading each
-    day's traces from `traces` (the days around `days` included, as context); `linked` needs
-    `trace_date`. At most the texts of two days and a slice of a third are held at once."""
-    events_of_day = linked.groupby("trace_date", sort=False).indices
-    none = np.array([], dtype=np.int64)
+def signals_by_day(days: list[str], traces: Table, linked: Table, params: SignalParams, horizon: pd.Timestamp) -> Iterator[tuple[str, pd.DataFrame]]:
+    """`implicit_signals` of the traces of each of `days` (`signals_of_day`), yielded a day at a time
+    as made: each day's traces read from `traces` (the days around it too, as context) and the
+    events about them from `linked` (`events_about_day`). At most the texts of two days and a slice
+    of a third, and the events about three days' traces, are held at once."""
     loaded: dict[str, pd.DataFrame] = {}
-    frames = []
+    events: dict[str, pd.DataFrame] = {}
     for day in days:
         before, after = _shifted(day, -1), _shifted(day, 1)
         loaded = {d: loaded[d] if d in loaded else traces.read(partitions=[d]) for d in (before, day, after)}
         if loaded[day].empty:
+            yield day, empty_frame(SIGNAL_COLUMNS)
             continue
+        events = {d: events[d] if d in events else events_about_day(linked, d, SIGNAL_EVENT_COLUMNS) for d in (before, day, after)}
         context = session_context(loaded[day], loaded[before], loaded[after])
         # All the next day takes of this one: its traces in the next day's sessions (as `before`).
         loaded[day] = loaded[day][is_in(loaded[day]["session_id"], loaded[after]["session_id"].dropna())]
         # The day's events, and those of the days around it that are about its sessions' traces.
-        around = np.concatenate([events_of_day.get(before, none), events_of_day.get(after, none)])
-        around = around[is_in(linked["trace_id"].take(around), context["trace_id"])]
-        rows = np.sort(np.concatenate([events_of_day.get(day, none), around]))
-        frames.append(signals_of_day(day, context, linked.take(rows), params, horizon))
-    return pd.concat(frames, ignore_index=True) if frames else empty_frame(SIGNAL_COLUMNS)
+        around = [part[is_in(part["trace_id"], context["trace_id"])] for part in (events[before], events[after])]
+        yield day, signals_of_day(day, context, pd.concat([events[day], *around], ignore_index=True), params, horizon)
 
 
 def _shifted(day: str, days: int) -> str:
     return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
 
 
-def data_horizon(traces: pd.DataFrame, linked: pd.DataFrame) -> pd.Timestamp:
-    """The default `horizon` of `implicit_signals` over `traces` (`trace_id`, `timestamp`,
-    `latency_ms`, without their texts) and `linked`: the latest end of a response, or event about one."""
-    last = _last_spans(traces)
-    about = linked.loc[is_in(linked["trace_id"], last["trace_id"]), ["timestamp"]]  # only the column `_latest` reads
-    return _latest(pd.DataFrame({"_end": _response_end(last)}), about)
+def data_horizon(traces: pd.DataFrame, linked: Table, days: list[str]) -> pd.Timestamp:
+    """The default `horizon` of `implicit_signals` over `traces` (the traces of `days`: `trace_id`,
+    `timestamp`, `latency_ms`, without their texts): the latest end of a response, or of an event
+    about one (the `linked` events whose `trace_date` is among `days`)."""
+    about = linked.read(columns=["timestamp"], rows_where=("trace_date", pd.Series(days, dtype="string")))
+    return _latest(pd.DataFrame({"_end": _response_end(_last_spans(traces))}), about)
 
 
 def events_on(trace_ids: pd.Series, linked: pd.DataFrame) -> pd.DataFrame:

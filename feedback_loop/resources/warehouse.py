@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import dagster as dg
@@ -34,8 +34,11 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         base = UPath(self.root).joinpath(*asset_key.path)
         return base / f"{partition_key}.parquet" if partition_key else base.with_name(base.name + ".parquet")
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | None) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | PartitionFrames | None) -> None:
         if obj is None:
+            return
+        if isinstance(obj, PartitionFrames):
+            self._write_as_made(context, obj)
             return
         if not context.has_asset_partitions:
             self._write(self.path_for(context.asset_key), obj)
@@ -48,6 +51,19 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         rows = obj.groupby(PARTITION_COLUMN, sort=False).indices if len(obj) else {}
         for key in keys:
             self._write(self.path_for(context.asset_key, key), obj.take(rows[key]) if key in rows else obj.iloc[0:0])
+
+    def _write_as_made(self, context: dg.OutputContext, output: PartitionFrames) -> None:
+        """Each partition's frame written as `output` yields it; then `output.metadata()`."""
+        expected = set(context.asset_partition_keys) if context.has_asset_partitions else set()
+        written = set()
+        for key, frame in output.frames:
+            if key not in expected or key in written:
+                raise ValueError(f"{context.asset_key.to_user_string()}: partition {key!r} is not one of the run's, or was yielded twice")
+            self._write(self.path_for(context.asset_key, key), frame)
+            written.add(key)
+        if written != expected:
+            raise ValueError(f"{context.asset_key.to_user_string()}: no frame for partitions {sorted(expected - written)}")
+        context.add_output_metadata(output.metadata())
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame | PartitionedTable:
         columns = (context.definition_metadata or {}).get("columns")
@@ -77,6 +93,17 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             parquet = pq.ParquetFile(fh)
             names = parquet.schema_arrow.names
             return parquet.read(columns=None if columns is None else [c for c in columns if c in names]).to_pandas()
+
+
+@dataclass(frozen=True)
+class PartitionFrames:
+    """An output made a partition at a time (the relabel steps over a window): the IO manager
+    writes each (partition key, frame) as `frames` yields it, so the window's output is never held
+    at once, and then adds `metadata()` (a summary the asset gathered as the frames went by) to
+    the materialization. Every partition of the run must be yielded once."""
+
+    frames: Iterable[tuple[str, pd.DataFrame]]
+    metadata: Callable[[], dict]
 
 
 @dataclass(frozen=True)

@@ -5,26 +5,20 @@ by the day of the trace they judge, reading the linked feedback of the following
 `LATE_FEEDBACK_DAYS` days too, so late feedback lands on its trace's own partition.
 """
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from feedback_loop.defs.partitions import LATE_FEEDBACK_DAYS, daily_partitions
-from feedback_loop.lib.contract import empty_frame
-from feedback_loop.lib.labels import agreement_rate, labels_of_days
-from feedback_loop.lib.linking import LINK_COLUMNS, TRACE_KEYS, link_feedback
+from feedback_loop.lib.labels import LABEL_EVENT_COLUMNS, agreement_rate, labels_by_day
+from feedback_loop.lib.linking import TRACE_KEYS, link_feedback
 from feedback_loop.lib.preview import markdown_table
-from feedback_loop.lib.signals import RESPONSE_COLUMNS, SIGNAL_EVENT_COLUMNS, data_horizon, signals_of_days
+from feedback_loop.lib.signals import RESPONSE_COLUMNS, SIGNAL_EVENT_COLUMNS, data_horizon, signals_by_day
 from feedback_loop.resources.settings import FeedbackLoopSettings
-from feedback_loop.resources.warehouse import PartitionedTable
-
-EXPLICIT_COLUMNS = ["trace_id", "user_id", "timestamp", "type", "value_num", "reason", "comment"]
-
-
-def loaded_or_empty(linked: pd.DataFrame) -> pd.DataFrame:
-    """The linked feedback loaded, or an empty frame of its columns when no partition of it exists yet."""
-    return linked if len(linked.columns) else empty_frame(LINK_COLUMNS)
+from feedback_loop.resources.warehouse import PartitionedTable, PartitionFrames
 
 
 def later_feedback() -> dg.TimeWindowPartitionMapping:
@@ -105,39 +99,56 @@ def linked_feedback(
             partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=1, allow_nonexistent_upstream_partitions=True),
             metadata={"columns": RESPONSE_COLUMNS, "lazy": True},
         ),
-        "linked_feedback": dg.AssetIn(partition_mapping=later_feedback(), metadata={"columns": SIGNAL_EVENT_COLUMNS + ["trace_date"]}),
+        "linked_feedback": dg.AssetIn(partition_mapping=later_feedback(), metadata={"columns": SIGNAL_EVENT_COLUMNS, "lazy": True}),
     },
 )
 def implicit_signals(
-    context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, raw_traces: PartitionedTable, linked_feedback: pd.DataFrame
+    context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, raw_traces: PartitionedTable, linked_feedback: PartitionedTable
 ) -> dg.MaterializeResult:
     """Per trace: edit distance and class, copies, regenerate chain, rephrase, dwell time, abandonment.
 
     Works a trace day at a time, with the day before's and after's traces of the same sessions
-    (a session may cross midnight) and the linked feedback of the late-feedback window on them:
-    two days' texts in memory (the day's and the next's), not the whole window's.
+    (a session may cross midnight) and the linked feedback on them: two days' texts and three
+    days' events in memory, not the window's. Each day's partition is written as it is made.
     """
-    linked_feedback = loaded_or_empty(linked_feedback)
     # As over the whole range at once: the range's traces (the day before is only context) and the events about them.
     in_range = [day for day in raw_traces.partitions if day >= context.partition_keys[0]]
-    horizon = data_horizon(raw_traces.read(partitions=in_range, columns=["trace_id", "timestamp", "latency_ms"]), linked_feedback)
-    signals = signals_of_days(context.partition_keys, raw_traces, linked_feedback, settings.signals, horizon)
-    n = max(len(signals), 1)
-    edit_classes = signals["edit_class"].value_counts().rename("traces").reset_index()
-    return dg.MaterializeResult(
-        value=signals,
-        metadata={
-            "dagster/row_count": len(signals),
-            "edited": int(signals["edit_class"].notna().sum()),
-            "copied": int((signals["copy_count"] > 0).sum()),
-            "regenerated": int(signals["regenerated_by"].notna().sum()),
-            "rephrased": int(signals["rephrased"].sum()),
-            "abandoned": int(signals["abandoned"].sum()),
-            "abandoned_share": round(float(signals["abandoned"].sum()) / n, 4),
-            "median_dwell_s": float(signals["dwell_s"].median()) if signals["dwell_s"].notna().any() else 0.0,
+    horizon = data_horizon(raw_traces.read(partitions=in_range, columns=["trace_id", "timestamp", "latency_ms"]), linked_feedback, in_range)
+    tally = SignalTally()
+    days = signals_by_day(context.partition_keys, raw_traces, linked_feedback, settings.signals, horizon)
+    return dg.MaterializeResult(value=PartitionFrames(frames=tallied(days, tally.add), metadata=tally.metadata))
+
+
+class SignalTally:
+    """What `implicit_signals` reports, gathered from each day's signals as they are written."""
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+        self.edit_classes: Counter = Counter()
+        self.dwell: list[np.ndarray] = []
+
+    def add(self, signals: pd.DataFrame) -> None:
+        self.counts.update(
+            rows=len(signals),
+            edited=int(signals["edit_class"].notna().sum()),
+            copied=int((signals["copy_count"] > 0).sum()),
+            regenerated=int(signals["regenerated_by"].notna().sum()),
+            rephrased=int(signals["rephrased"].sum()),
+            abandoned=int(signals["abandoned"].sum()),
+        )
+        self.edit_classes.update(signals["edit_class"].value_counts().to_dict())
+        self.dwell.append(signals["dwell_s"].dropna().to_numpy(dtype=float))
+
+    def metadata(self) -> dict:
+        dwell = np.concatenate(self.dwell) if self.dwell else np.array([])
+        edit_classes = pd.DataFrame(self.edit_classes.most_common(), columns=["edit_class", "traces"])
+        return {
+            "dagster/row_count": self.counts["rows"],
+            **{name: self.counts[name] for name in ("edited", "copied", "regenerated", "rephrased", "abandoned")},
+            "abandoned_share": round(self.counts["abandoned"] / max(self.counts["rows"], 1), 4),
+            "median_dwell_s": float(np.median(dwell)) if len(dwell) else 0.0,
             "edit_classes": dg.MetadataValue.md(markdown_table(edit_classes)),
-        },
-    )
+        }
 
 
 @dg.asset(
@@ -146,30 +157,60 @@ def implicit_signals(
     backfill_policy=dg.BackfillPolicy.single_run(),
     ins={
         "implicit_signals": dg.AssetIn(metadata={"lazy": True}),
-        "linked_feedback": dg.AssetIn(partition_mapping=later_feedback(), metadata={"columns": EXPLICIT_COLUMNS}),
+        "linked_feedback": dg.AssetIn(partition_mapping=later_feedback(), metadata={"columns": LABEL_EVENT_COLUMNS, "lazy": True}),
     },
 )
 def trace_labels(
-    context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, implicit_signals: PartitionedTable, linked_feedback: pd.DataFrame
+    context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, implicit_signals: PartitionedTable, linked_feedback: PartitionedTable
 ) -> dg.MaterializeResult:
     """One label per trace (positive / negative / neutral / unlabeled) with score, confidence and evidence.
 
     Explicit feedback outweighs implicit signals (weights: `settings.labels`); rows where they disagree
     say so, and the agreement rate between explicit thumbs and implicit signals is metadata.
-    Labels a trace day at a time: one day's signals in memory, not the window's.
+    Labels a trace day at a time (one day's signals and events in memory, not the window's), and
+    writes each day's partition as it is made.
     """
-    labels = labels_of_days(context.partition_keys, implicit_signals, loaded_or_empty(linked_feedback), settings.labels)
-    rate, compared = agreement_rate(labels)
-    counts = labels["label"].value_counts()
-    examples = labels[labels["label"] != "unlabeled"][["trace_id", "label", "score", "confidence", "evidence"]].head(8)
-    return dg.MaterializeResult(
-        value=labels,
-        metadata={
-            "dagster/row_count": len(labels),
-            **{f"label_{name}": int(counts.get(name, 0)) for name in ("positive", "negative", "neutral", "unlabeled")},
-            "explicit_implicit_agreement": round(rate, 4) if rate is not None else "n/a",
+    tally = LabelTally()
+    days = labels_by_day(context.partition_keys, implicit_signals, linked_feedback, settings.labels)
+    return dg.MaterializeResult(value=PartitionFrames(frames=tallied(days, tally.add), metadata=tally.metadata))
+
+
+class LabelTally:
+    """What `trace_labels` reports, gathered from each day's labels as they are written."""
+
+    PREVIEW_ROWS = 8
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+        self.examples: list[pd.DataFrame] = []
+
+    def add(self, labels: pd.DataFrame) -> None:
+        rate, compared = agreement_rate(labels)
+        self.counts.update(labels["label"].value_counts().to_dict())
+        self.counts.update(
+            rows=len(labels),
+            compared=compared,
+            agreed=round(rate * compared) if rate is not None else 0,
+            disagreements=int(labels["disagreement"].sum()),
+        )
+        if sum(map(len, self.examples)) < self.PREVIEW_ROWS:
+            self.examples.append(labels[labels["label"] != "unlabeled"][["trace_id", "label", "score", "confidence", "evidence"]].head(self.PREVIEW_ROWS))
+
+    def metadata(self) -> dict:
+        compared = self.counts["compared"]
+        examples = pd.concat(self.examples, ignore_index=True).head(self.PREVIEW_ROWS) if self.examples else pd.DataFrame()
+        return {
+            "dagster/row_count": self.counts["rows"],
+            **{f"label_{name}": self.counts[name] for name in ("positive", "negative", "neutral", "unlabeled")},
+            "explicit_implicit_agreement": round(self.counts["agreed"] / compared, 4) if compared else "n/a",
             "agreement_compared_traces": compared,
-            "disagreements": int(labels["disagreement"].sum()),
+            "disagreements": self.counts["disagreements"],
             "preview": dg.MetadataValue.md(markdown_table(examples)),
-        },
-    )
+        }
+
+
+def tallied(frames: Iterator[tuple[str, pd.DataFrame]], add: Callable[[pd.DataFrame], None]) -> Iterator[tuple[str, pd.DataFrame]]:
+    """The (partition, frame) pairs of `frames`, each passed to `add` on its way to the warehouse."""
+    for day, frame in frames:
+        add(frame)
+        yield day, frame
