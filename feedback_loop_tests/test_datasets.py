@@ -14,6 +14,7 @@ from feedback_loop.lib.datasets.preference import (
     dpo_pairs,
     kto_examples,
     split_of,
+    suite_overlap,
     with_messages,
 )
 from feedback_loop.lib.datasets.regression import (
@@ -182,6 +183,15 @@ def test_decontamination_finds_suite_duplicates_and_near_duplicates():
     wordless = pd.Series(["?!", "  ?! ", "…"])  # no words, no shingles: only the exact match finds them
     assert contaminated(wordless, ["?!"], 0.8).tolist() == [True, True, False]
     assert contaminated(wordless, ["?!"], 0.8, prompt_hashes(wordless)).tolist() == [True, True, False]
+
+
+def test_suite_overlap_counts_each_distinct_prompt_once_across_batches():
+    suite = ["what is the capital city of australia today?"]
+    near = "What is the capital city of Australia today?"
+    batches = [pd.Series([near, "cooking pasta", near, None]), pd.Series(["cooking pasta", near, "baking bread"]), pd.Series([], dtype="string")]
+    assert suite_overlap(iter(batches), suite, 0.8) == (1, 4)  # distinct: near, pasta, missing, bread
+    assert suite_overlap(iter(batches[1:2]), suite, 0.8) == (1, 3)
+    assert suite_overlap(iter(batches), [], 0.8) == (0, 4)
 
 
 def trace_days(trace_ids: pd.Series, traces: pd.DataFrame) -> pd.Series:

@@ -156,6 +156,13 @@ def sort_order(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return pc.sort_indices(table, sort_keys=[(c, "ascending", "at_end") for c in columns]).to_numpy()
 
 
+def hash64(texts: pd.Series) -> np.ndarray:
+    """A 64-bit hash of each text (missing: of the empty text), computed by DuckDB."""
+    with duckdb.connect() as con:
+        con.register("texts", pa.table({"t": large_text(texts.astype("string").fillna(""))}))
+        return con.sql("SELECT hash(t) AS h FROM texts").to_arrow_table()["h"].to_numpy()
+
+
 def sha256_hex(texts: pd.Series, digits: int = 64) -> pd.Series:
     """The first `digits` hex digits of each text's SHA-256 (UTF-8), computed by DuckDB."""
     with duckdb.connect() as con:

@@ -1,11 +1,11 @@
 """Datasets: the versioned regression suite and preference dataset, published to the dataset store."""
 
 import json
+from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from upath import UPath
 
@@ -16,7 +16,7 @@ from feedback_loop.lib.datasets.build import (
     preference_release,
     regression_release,
 )
-from feedback_loop.lib.datasets.preference import LABEL_COLUMNS, SIGNAL_COLUMNS, TRACE_TEXT_COLUMNS, contaminated
+from feedback_loop.lib.datasets.preference import LABEL_COLUMNS, SIGNAL_COLUMNS, TRACE_TEXT_COLUMNS, suite_overlap
 from feedback_loop.lib.datasets.privacy import find_pii, jsonl_strings, might_contain_pii
 from feedback_loop.lib.datasets.regression import suite_candidates
 from feedback_loop.lib.datasets.store import DatasetStore, Draft
@@ -186,18 +186,15 @@ def preference_dataset_no_suite_overlap(settings: FeedbackLoopSettings, dataset_
     latest = store.latest(PREFERENCE_DATASET)
     if latest is None:
         return dg.AssetCheckResult(passed=True, metadata={"overlap": 0, "note": "nothing published yet"})
-    prompts = distinct_prompts([store.path(PREFERENCE_DATASET, latest, name) for name in ("dpo.parquet", "kto.parquet")])
-    overlap = int(contaminated(prompts, suite_prompts(store), settings.datasets.near_duplicate_threshold).sum())
-    return dg.AssetCheckResult(passed=overlap == 0, metadata={"overlapping_prompts": overlap, "distinct_prompts_checked": len(prompts), "preference_version": latest})
+    paths = [store.path(PREFERENCE_DATASET, latest, name) for name in ("dpo.parquet", "kto.parquet")]
+    overlap, checked = suite_overlap(row_groups(paths, "prompt"), suite_prompts(store), settings.datasets.near_duplicate_threshold)
+    return dg.AssetCheckResult(passed=overlap == 0, metadata={"overlapping_prompts": overlap, "distinct_prompts_checked": checked, "preference_version": latest})
 
 
-def distinct_prompts(paths: list[UPath]) -> pd.Series:
-    """The distinct values of the `prompt` column of Parquet files, read a row group at a time."""
-    distinct: pa.Array = pa.array([], type=pa.large_string())
+def row_groups(paths: list[UPath], column: str) -> Iterator[pd.Series]:
+    """`column` of Parquet files, a row group at a time."""
     for path in paths:
         with path.open("rb") as fh:
             parquet = pq.ParquetFile(fh)
             for group in range(parquet.num_row_groups):
-                column = parquet.read_row_group(group, columns=["prompt"]).column("prompt").cast(pa.large_string())
-                distinct = pc.unique(pa.chunked_array([distinct, *column.chunks], type=pa.large_string()))
-    return pd.Series(distinct, dtype="string")
+                yield pd.Series(parquet.read_row_group(group, columns=[column]).column(column), dtype="string")

@@ -17,6 +17,7 @@ removed (decontamination).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,7 @@ from feedback_loop.lib.contract import last_per_trace
 from feedback_loop.lib.datasets.regression import messages_of, prompt_hashes
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
-from feedback_loop.lib.text import is_in, large_text, positions, repeats, replaced, sort_order
+from feedback_loop.lib.text import hash64, is_in, large_text, positions, repeats, replaced, sort_order
 
 PAIR_COLUMNS = ["pair_id", "source", "prompt", "input", "chosen", "rejected", "chosen_trace_id", "rejected_trace_id", "user_id", "model", "source_date"]
 SIGNAL_COLUMNS = ["trace_id", "edit_type", "edit_text", "edit_distance", "edit_class", "chain_id", "chain_length", "regenerated_by", "chain_accepted"]  # what the pairs read
@@ -236,6 +237,21 @@ def split_of_hashes(hashes: pd.Series, test_percent: int) -> pd.Series:
     digits = np.frombuffer("".join(h[:8] for h in hashes).encode("ascii"), dtype=np.uint8).reshape(-1, 8).astype(np.int64)
     values = np.where(digits >= ord("a"), digits - ord("a") + 10, digits - ord("0")) @ (16 ** np.arange(7, -1, -1, dtype=np.int64))
     return pd.Series(np.where(values % 100 < test_percent, "test", "train"), index=hashes.index)
+
+
+def suite_overlap(prompt_batches: Iterable[pd.Series], suite_prompts: list[str], threshold: float) -> tuple[int, int]:
+    """How many distinct prompts of the batches are `contaminated` by the suite, and how many distinct
+    prompts there are. A batch at a time (a release's files hold millions of prompts); a prompt
+    already checked in an earlier batch, known by its 64-bit hash, is not checked again."""
+    seen = np.array([], dtype=np.uint64)
+    overlap = 0
+    for batch in prompt_batches:
+        distinct = pd.Series(pc.unique(large_text(batch)), dtype="string")
+        keys = hash64(distinct)
+        new = ~np.isin(keys, seen)
+        overlap += int(contaminated(distinct[new].reset_index(drop=True), suite_prompts, threshold).sum())
+        seen = np.union1d(seen, keys)
+    return overlap, len(seen)
 
 
 def contaminated(prompts: pd.Series, suite_prompts: list[str], threshold: float, hashes: pd.Series | None = None) -> np.ndarray:
