@@ -246,6 +246,29 @@ def test_a_release_pairs_across_trace_days_and_writes_the_kto_set_a_day_at_a_tim
     assert sorted(kto.read().column("trace_id").to_pylist()) == sorted(expected["trace_id"])
 
 
+def test_dpo_pairs_written_a_chunk_at_a_time_are_those_written_at_once(tmp_path, monkeypatch):
+    import feedback_loop.lib.datasets.build as build
+
+    at_once, at_once_files = built_release(tmp_path / "at_once", *preference_frames(), ["Plain"])
+    monkeypatch.setattr(build, "DPO_CHUNK_PAIRS", 1)
+    chunked, files = built_release(tmp_path / "chunked", *preference_frames(), ["Plain"])
+    assert pq.ParquetFile(io.BytesIO(files["dpo.parquet"])).num_row_groups == 3  # a pair per chunk
+    pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(files["dpo.parquet"])), pd.read_parquet(io.BytesIO(at_once_files["dpo.parquet"])))
+    assert {name: data for name, data in files.items() if name.endswith(".jsonl")} == {name: data for name, data in at_once_files.items() if name.endswith(".jsonl")}
+    assert chunked.content_hash == at_once.content_hash
+    assert chunked.manifest == at_once.manifest
+    pd.testing.assert_frame_equal(chunked.preview, at_once.preview)
+
+
+def test_pair_chunks_follow_pair_ids_and_keep_the_repeats_of_an_id_together():
+    from feedback_loop.lib.datasets.build import _chunks_by_pair_id
+
+    plan = pd.DataFrame({"pair_id": ["c", "a", "b", "a"], "source": ["s1", "s2", "s3", "s4"]})
+    chunks = [chunk["source"].tolist() for chunk in _chunks_by_pair_id(plan, 1)]
+    assert chunks == [["s2", "s4"], ["s3"], ["s1"]]
+    assert [len(chunk) for chunk in _chunks_by_pair_id(plan.iloc[0:0], 1)] == [0]
+
+
 def test_a_release_leaves_out_every_trace_of_an_opted_out_user(tmp_path):
     traces, signals, labels = preference_frames()
     traces.loc[traces["trace_id"] == "up", "user_id"] = "u-opted-out"

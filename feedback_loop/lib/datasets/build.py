@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -39,7 +40,7 @@ from feedback_loop.lib.datasets.regression import build_cases, merge_suite, prom
 from feedback_loop.lib.datasets.store import Draft, combined_hash
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.tables import Table
-from feedback_loop.lib.text import is_in, positions
+from feedback_loop.lib.text import is_in, positions, sort_order
 
 CASES_FILE = "cases.jsonl"
 SPLITS = ("train", "test")
@@ -110,59 +111,122 @@ def preference_release(
     written into `draft`.
 
     The window's traces, signals and labels are read as needed: the DPO pairs are planned from the
-    signals and labels and take the texts of a few percent of the traces; the KTO set (nearly every
-    trace) is built, scrubbed and written one trace day at a time (a trace's example belongs to its
-    label's day), by example id within each day. Memory is bounded by a day's texts and the window's
-    pairs, whatever the window."""
+    signals and labels (no texts), then built, scrubbed and written DPO_CHUNK_PAIRS at a time, in
+    pair id order, each chunk with the texts of its own traces; the KTO set (nearly every trace) is
+    built, scrubbed and written one trace day at a time (a trace's example belongs to its label's
+    day), by example id within each day. Memory is bounded by the window's plan, a chunk's or a
+    day's texts."""
     opted = pd.Series(sorted(opted_out), dtype="string")
     dropped = traces.read(columns=["trace_id"], rows_where=("user_id", opted))["trace_id"] if opted_out else opted
     window_labels = _without(labels.read(columns=LABEL_COLUMNS), dropped)
     prompts = last_per_trace(traces.read(columns=["trace_id", "prompt"], rows_where=("trace_id", thumbed_trace_ids(window_labels))))
     plan, gates = pair_plan(_without(signals.read(columns=SIGNAL_COLUMNS), dropped), window_labels, prompts, params)
     del prompts, window_labels
-    pairs, gates["identical_texts"] = pairs_of_plan(plan, last_per_trace(traces.read(columns=TRACE_TEXT_COLUMNS, rows_where=("trace_id", plan_trace_ids(plan)))))
-    del plan
     pii: Counter = Counter()
     scanned: dict[str, tuple[str, Counter]] = {}  # the pairs' texts are mostly KTO texts too: each is scanned once
-    (pairs,), found = scrub_frames([(pairs, ["prompt", "input", "chosen", "rejected"])], json_columns=("input",), in_place=True, known=scanned)
-    pii.update(found)
-    pairs = with_messages(pairs)  # the KTO formats take the prompt as text; its Parquet keeps `input`
-    pairs, pairs_removed = _decontaminated_and_split(pairs, suite_prompts, params, hash_key)
-    for split in SPLITS:
-        # Only the columns the exports write: a split of a set with every column is gigabytes.
-        p = pairs.loc[(pairs["split"] == split).to_numpy(), ["prompt", "messages", "chosen", "rejected"]]
-        draft.write(f"dpo_standard_{split}.jsonl", exports.jsonl(exports.dpo_standard(p)))
-        draft.write(f"dpo_conversational_{split}.jsonl", exports.jsonl(exports.dpo_conversational(p)))
-        draft.write(f"openai_preference_{split}.jsonl", exports.jsonl(exports.openai_preference(p)))
-    draft.write("dpo.parquet", _parquet(pairs))
-    dpo_counts = {"dpo_pairs": len(pairs), "per_pair_source": pairs["source"].value_counts().to_dict(), "per_split": pairs["split"].value_counts().to_dict()}
-    dpo_columns, preview = list(pairs.columns), pairs[["pair_id", "source", "split", "prompt", "chosen", "rejected"]].head(8)
-    del pairs  # written: let its texts go before the KTO set's
+    dpo = _write_dpo(traces, plan, suite_prompts, params, hash_key, draft, pii, scanned)
+    gates["identical_texts"] = dpo["identical_texts"]
+    del plan
     kto = _write_kto(traces, labels, dropped, suite_prompts, params, hash_key, draft, pii, scanned)
     manifest = {
         "code_version": code_version(),
         "source_partitions": source_partitions,
         "row_counts": {
-            "dpo_pairs": dpo_counts["dpo_pairs"],
-            "per_pair_source": dpo_counts["per_pair_source"],
+            "dpo_pairs": dpo["pairs"],
+            "per_pair_source": dict(dpo["per_pair_source"].most_common()),
             "kto_examples": kto["examples"],
             "kto_desirable": kto["desirable"],
-            "per_split": {"dpo": dpo_counts["per_split"], "kto": {k: v for k, v in kto["per_split"].items() if v}},
+            "per_split": {"dpo": {k: v for k, v in dpo["per_split"].items() if v}, "kto": {k: v for k, v in kto["per_split"].items() if v}},
         },
         "schema": {
             "dpo_standard_*.jsonl": ["prompt", "chosen", "rejected"],
             "dpo_conversational_*.jsonl": ["prompt", "chosen", "rejected"],
             "openai_preference_*.jsonl": ["input", "preferred_output", "non_preferred_output"],
             "kto_*.jsonl": ["prompt", "completion", "label"],
-            "dpo.parquet": dpo_columns,
+            "dpo.parquet": dpo["columns"],
             "kto.parquet": KTO_SCHEMA.names,
         },
         "quality_gates_dropped": gates,
-        "decontamination": {"near_duplicate_threshold": params.near_duplicate_threshold, "dpo_pairs_removed": pairs_removed, "kto_examples_removed": kto["removed"], "suite_prompts": len(suite_prompts)},
+        "decontamination": {"near_duplicate_threshold": params.near_duplicate_threshold, "dpo_pairs_removed": dpo["removed"], "kto_examples_removed": kto["removed"], "suite_prompts": len(suite_prompts)},
         "privacy": {"opted_out_users": len(opted_out), "pii_replaced": dict(pii)},
     }
     digest = combined_hash(draft.digest(name) for name in sorted(draft.files) if name.endswith(".jsonl"))
-    return Release(content_hash=digest, manifest=manifest, preview=preview, pii_found=pii)
+    return Release(content_hash=digest, manifest=manifest, preview=dpo["preview"], pii_found=pii)
+
+
+DPO_CHUNK_PAIRS = 200_000  # pairs whose texts are read, scrubbed and written at once
+
+
+def _write_dpo(
+    traces: Table,
+    plan: pd.DataFrame,
+    suite_prompts: list[str],
+    params: DatasetParams,
+    hash_key: str,
+    draft: Draft,
+    pii: Counter,
+    scanned: dict,
+) -> dict:
+    """Build, scrub, decontaminate, split and write the planned DPO pairs (`dpo.parquet` and the
+    JSONL formats of each split) DPO_CHUNK_PAIRS at a time, in pair id order, each chunk with the
+    texts of its own traces; add the findings to `pii` and the scanned texts to `scanned`; return
+    the counts, the Parquet columns and a preview."""
+    counts = {"pairs": 0, "removed": 0, "identical_texts": 0, "per_pair_source": Counter(), "per_split": dict.fromkeys(SPLITS, 0), "columns": [], "preview": None}
+    formats = {"dpo_standard": exports.dpo_standard, "dpo_conversational": exports.dpo_conversational, "openai_preference": exports.openai_preference}
+    with ExitStack() as files:
+        jsonl = {(name, split): files.enter_context(draft.open(f"{name}_{split}.jsonl")) for split in SPLITS for name in formats}
+        parquet_file = files.enter_context(draft.open("dpo.parquet"))
+        parquet = None
+        for chunk in _chunks_by_pair_id(plan, DPO_CHUNK_PAIRS):
+            texts = last_per_trace(traces.read(columns=TRACE_TEXT_COLUMNS, rows_where=("trace_id", plan_trace_ids(chunk))))
+            pairs, identical = pairs_of_plan(chunk, texts)
+            del texts
+            (pairs,), found = scrub_frames([(pairs, ["prompt", "input", "chosen", "rejected"])], json_columns=("input",), in_place=True, known=scanned)
+            pii.update(found)
+            pairs = with_messages(pairs)  # the KTO formats take the prompt as text; its Parquet keeps `input`
+            pairs, removed = _decontaminated_and_split(pairs, suite_prompts, params, hash_key)
+            counts["pairs"] += len(pairs)
+            counts["removed"] += removed
+            counts["identical_texts"] += identical
+            counts["per_pair_source"].update(pairs["source"].value_counts().to_dict())
+            for split, n in pairs["split"].value_counts().items():
+                counts["per_split"][split] += int(n)
+            for split in SPLITS:
+                # Only the columns the exports write: a split of a set with every column is gigabytes.
+                p = pairs.loc[(pairs["split"] == split).to_numpy(), ["prompt", "messages", "chosen", "rejected"]]
+                for name, rows in formats.items():
+                    jsonl[name, split].write(exports.jsonl(rows(p)))
+            table = pa.Table.from_pandas(pairs.reset_index(drop=True), preserve_index=False, schema=parquet.schema if parquet else None)
+            if parquet is None:  # the first chunk's schema is every chunk's
+                parquet = pq.ParquetWriter(parquet_file, table.schema)
+                files.callback(parquet.close)  # before its file is closed
+                counts["columns"] = list(pairs.columns)
+                counts["preview"] = pairs[["pair_id", "source", "split", "prompt", "chosen", "rejected"]].head(PREVIEW_PAIRS)
+            elif len(counts["preview"]) < PREVIEW_PAIRS:
+                more = pairs[["pair_id", "source", "split", "prompt", "chosen", "rejected"]].head(PREVIEW_PAIRS - len(counts["preview"]))
+                counts["preview"] = pd.concat([counts["preview"], more], ignore_index=True)
+            parquet.write_table(table)
+            del pairs, table
+    return counts
+
+
+PREVIEW_PAIRS = 8
+
+
+def _chunks_by_pair_id(plan: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
+    """The plan in order of pair id, about `size` pairs at a time (the repeats of a pair id in one
+    chunk, where `pairs_of_plan` drops them); an empty plan is one empty chunk."""
+    plan = plan.iloc[sort_order(plan, ["pair_id"])].reset_index(drop=True)
+    ids = plan["pair_id"].to_numpy()
+    start = 0
+    while True:
+        end = min(start + size, len(plan))
+        while 0 < end < len(plan) and ids[end] == ids[end - 1]:
+            end += 1
+        yield plan.iloc[start:end]
+        if end >= len(plan):
+            return
+        start = end
 
 
 def _write_kto(

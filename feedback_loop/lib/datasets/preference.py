@@ -36,7 +36,7 @@ SIGNAL_COLUMNS = ["trace_id", "edit_type", "edit_text", "edit_distance", "edit_c
 LABEL_COLUMNS = ["trace_id", "label", "evidence", "partition_date"]  # what the pairs and examples read of the labels
 TRACE_TEXT_COLUMNS = ["trace_id", "prompt", "input", "output", "user_id", "model", "partition_date"]  # what the pairs and examples read of the traces
 KTO_COLUMNS = ["example_id", "prompt", "input", "completion", "label", "trace_id", "user_id", "model", "source_date"]
-PLAN_COLUMNS = ["rejected_trace_id", "chosen_trace_id", "source", "chosen_text"]  # a pair before its texts
+PLAN_COLUMNS = ["pair_id", "rejected_trace_id", "chosen_trace_id", "source", "chosen_text"]  # a pair before its texts
 
 
 def dpo_pairs(traces: pd.DataFrame, signals: pd.DataFrame, labels: pd.DataFrame, params: DatasetParams) -> tuple[pd.DataFrame, dict]:
@@ -100,9 +100,7 @@ def pairs_of_plan(plan: pd.DataFrame, t: pd.DataFrame) -> tuple[pd.DataFrame, in
     rejected_key, chosen_key, source = plan["rejected_trace_id"].tolist(), plan["chosen_trace_id"].tolist(), plan["source"].tolist()
     pairs = pd.DataFrame(
         {
-            "pair_id": [
-                "pair-" + hashlib.sha256(f"{r}|{c}|{s}".encode()).hexdigest()[:16] for r, c, s in zip(rejected_key, chosen_key, source, strict=True)
-            ],
+            "pair_id": plan["pair_id"].tolist(),
             "source": source,
             "prompt": rows["prompt"].fillna("").array,
             "input": rows["input"].array,
@@ -163,10 +161,12 @@ def _rank_within(sorted_codes: np.ndarray) -> np.ndarray:
 
 def _plan(rejected_ids, chosen_ids, source, chosen_text: pd.Series | None = None) -> pd.DataFrame:
     source = np.asarray(source.astype(str)) if not isinstance(source, str) else np.full(len(rejected_ids), source)
+    rejected, chosen = [str(r) for r in rejected_ids], [str(c) for c in chosen_ids]
     return pd.DataFrame(
         {
-            "rejected_trace_id": [str(r) for r in rejected_ids],
-            "chosen_trace_id": [str(c) for c in chosen_ids],
+            "pair_id": ["pair-" + hashlib.sha256(f"{r}|{c}|{s}".encode()).hexdigest()[:16] for r, c, s in zip(rejected, chosen, source, strict=True)],
+            "rejected_trace_id": rejected,
+            "chosen_trace_id": chosen,
             "source": source,
             "chosen_text": chosen_text.astype("string").array if chosen_text is not None else pd.array([pd.NA] * len(rejected_ids), dtype="string"),
         },
