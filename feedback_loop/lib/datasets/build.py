@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -32,7 +32,8 @@ from feedback_loop.lib.datasets.preference import (
     pairs_of_plan,
     plan_trace_ids,
     split_of_hashes,
-    thumbed_trace_ids,
+    plan_labels,
+    plan_signals,
     with_messages,
 )
 from feedback_loop.lib.datasets.privacy import pseudonymize, scrub_frame, scrub_frames
@@ -118,9 +119,9 @@ def preference_release(
     day's texts."""
     opted = pd.Series(sorted(opted_out), dtype="string")
     dropped = traces.read(columns=["trace_id"], rows_where=("user_id", opted))["trace_id"] if opted_out else opted
-    window_labels = _without(labels.read(columns=LABEL_COLUMNS), dropped)
-    prompts = last_per_trace(traces.read(columns=["trace_id", "prompt"], rows_where=("trace_id", thumbed_trace_ids(window_labels))))
-    plan, gates = pair_plan(_without(signals.read(columns=SIGNAL_COLUMNS), dropped), window_labels, prompts, params)
+    window_labels = _read_by_day(labels, LABEL_COLUMNS, dropped, plan_labels)
+    prompts = last_per_trace(traces.read(columns=["trace_id", "prompt"], rows_where=("trace_id", window_labels["trace_id"])))
+    plan, gates = pair_plan(_read_by_day(signals, SIGNAL_COLUMNS, dropped, plan_signals), window_labels, prompts, params)
     del prompts, window_labels
     pii: Counter = Counter()
     scanned: dict[str, tuple[str, Counter]] = {}  # the pairs' texts are mostly KTO texts too: each is scanned once
@@ -284,6 +285,12 @@ def _decontaminated_and_split(frame: pd.DataFrame, suite_prompts: list[str], par
     frame = _consumed_without(frame, overlap)
     split_of_prompt = split_of_hashes(hashes, params.test_percent).to_numpy()  # once per distinct prompt
     return _pseudonymized_and_split(frame, hash_key, split_of_prompt, prompts), int(overlap.sum())
+
+
+def _read_by_day(table: Table, columns: list[str], dropped: pd.Series, keep: Callable[[pd.DataFrame], pd.DataFrame]) -> pd.DataFrame:
+    """The rows `keep` selects of `table`'s `columns`, without the `dropped` traces, read a day at a time."""
+    frames = [keep(_without(table.read(partitions=[day], columns=columns), dropped)) for day in table.partitions]
+    return pd.concat(frames, ignore_index=True) if frames else table.read(columns=columns)
 
 
 def _without(frame: pd.DataFrame, trace_ids: pd.Series) -> pd.DataFrame:

@@ -47,16 +47,23 @@ def dpo_pairs(traces: pd.DataFrame, signals: pd.DataFrame, labels: pd.DataFrame,
     return pairs, dropped
 
 
-def thumbed_trace_ids(labels: pd.DataFrame) -> pd.Series:
-    """Traces with a thumbs up or a thumbs down (not both): the candidates of thumbs pairs."""
+def plan_labels(labels: pd.DataFrame) -> pd.DataFrame:
+    """The labels `pair_plan` reads: of the traces with a thumbs up or a thumbs down (not both), the
+    candidates of thumbs pairs."""
     up, down = _thumbs(labels)
-    return labels["trace_id"][up | down]
+    return labels[up | down]
+
+
+def plan_signals(signals: pd.DataFrame) -> pd.DataFrame:
+    """The signals `pair_plan` reads: of the edited traces and of the traces in regenerate chains."""
+    return signals[(signals["edit_text"].notna() | (signals["chain_length"] > 1)).to_numpy(dtype=bool)]
 
 
 def pair_plan(signals: pd.DataFrame, labels: pd.DataFrame, prompts: pd.DataFrame, params: DatasetParams) -> tuple[pd.DataFrame, dict]:
     """The window's DPO pairs without their texts (`PLAN_COLUMNS`: the rejected trace, the chosen trace
     or the user's own text, the source), and how many candidates each quality gate dropped.
-    `prompts`: `trace_id` and `prompt` (the last span's) of at least the `thumbed_trace_ids`."""
+    `prompts`: `trace_id` and `prompt` (the last span's) of at least the traces of `plan_labels`
+    (thumbed: the candidates of thumbs pairs)."""
     edits = signals[signals["edit_text"].notna().to_numpy()]
     gates = {
         "trivial_edit": edits["edit_class"] == "trivial",
