@@ -6,7 +6,6 @@ are replaced by keyed hashes, and every text field is scrubbed of PII and secret
 
 from __future__ import annotations
 
-import io
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -317,9 +316,3 @@ def _consumed_without(frame: pd.DataFrame, drop: np.ndarray) -> pd.DataFrame:
         kept[column] = frame[column].take(rows).reset_index(drop=True)
         del frame[column]
     return pd.DataFrame(kept)
-
-
-def _parquet(frame: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False), buffer)
-    return buffer.getvalue()
