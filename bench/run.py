@@ -279,7 +279,9 @@ def pipeline_stage(landing: Path, workdir: Path, days: int) -> None:
 def io_seconds(start: float, events: list[tuple[float, str]]) -> float:
     """Seconds a step spent in the warehouse IO manager, from its event log: loading its inputs
     (step start to the last LOADED_INPUT) and writing each output (a STEP_OUTPUT to the step's next
-    event, which the IO manager logs once the file is written)."""
+    event, which the IO manager logs once the file is written). A step whose output is made a
+    partition at a time as it is written (`PartitionFrames`: implicit_signals, trace_labels) makes
+    it inside that span: its IO seconds include its computation."""
     loaded = [t for t, kind in events if kind == "LOADED_INPUT"]
     seconds = loaded[-1] - start if loaded else 0.0
     for (t, kind), (after, _) in zip(events, events[1:]):
