@@ -122,12 +122,11 @@ def preference_release(
     prompts = last_per_trace(traces.read(columns=["trace_id", "prompt"], rows_where=("trace_id", window_labels["trace_id"])))
     plan, gates = pair_plan(_read_by_day(signals, SIGNAL_COLUMNS, dropped, plan_signals), window_labels, prompts, params)
     del prompts, window_labels
-    pii: Counter = Counter()
-    scanned: dict[str, tuple[str, Counter]] = {}  # the pairs' texts are mostly KTO texts too: each is scanned once
-    dpo = _write_dpo(traces, plan, suite_prompts, params, hash_key, draft, pii, scanned)
+    finish = _Finishing(suite_prompts, params, hash_key)
+    dpo = _write_dpo(traces, plan, finish, draft)
     gates["identical_texts"] = dpo["identical_texts"]
     del plan
-    kto = _write_kto(traces, labels, dropped, suite_prompts, params, hash_key, draft, pii, scanned)
+    kto = _write_kto(traces, labels, dropped, finish, draft)
     manifest = {
         "code_version": code_version(),
         "source_partitions": source_partitions,
@@ -148,29 +147,41 @@ def preference_release(
         },
         "quality_gates_dropped": gates,
         "decontamination": {"near_duplicate_threshold": params.near_duplicate_threshold, "dpo_pairs_removed": dpo["removed"], "kto_examples_removed": kto["removed"], "suite_prompts": len(suite_prompts)},
-        "privacy": {"opted_out_users": len(opted_out), "pii_replaced": dict(pii)},
+        "privacy": {"opted_out_users": len(opted_out), "pii_replaced": dict(finish.pii)},
     }
     digest = combined_hash(draft.digest(name) for name in sorted(draft.files) if name.endswith(".jsonl"))
-    return Release(content_hash=digest, manifest=manifest, preview=dpo["preview"], pii_found=pii)
+    return Release(content_hash=digest, manifest=manifest, preview=dpo["preview"], pii_found=finish.pii)
+
+
+@dataclass
+class _Finishing:
+    """What the DPO and KTO writers do to each part before writing it: scrub it (a text is scanned
+    once per release: the pairs' texts are mostly KTO texts too), then decontaminate, pseudonymize
+    and split it; with the findings so far."""
+
+    suite_prompts: list[str]
+    params: DatasetParams
+    hash_key: str
+    pii: Counter = field(default_factory=Counter)
+    scanned: dict[str, tuple[str, Counter]] = field(default_factory=dict)
+
+    def scrubbed(self, frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+        """The builder's own frame with `columns` scrubbed (in place)."""
+        (frame,), found = scrub_frames([(frame, columns)], json_columns=("input",), in_place=True, known=self.scanned)
+        self.pii.update(found)
+        return frame
+
+    def decontaminated_and_split(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+        return _decontaminated_and_split(frame, self.suite_prompts, self.params, self.hash_key)
 
 
 DPO_CHUNK_PAIRS = 200_000  # pairs whose texts are read, scrubbed and written at once
 
 
-def _write_dpo(
-    traces: Table,
-    plan: pd.DataFrame,
-    suite_prompts: list[str],
-    params: DatasetParams,
-    hash_key: str,
-    draft: Draft,
-    pii: Counter,
-    scanned: dict,
-) -> dict:
-    """Build, scrub, decontaminate, split and write the planned DPO pairs (`dpo.parquet` and the
-    JSONL formats of each split) DPO_CHUNK_PAIRS at a time, in pair id order, each chunk with the
-    texts of its own traces; add the findings to `pii` and the scanned texts to `scanned`; return
-    the counts, the Parquet columns and a preview."""
+def _write_dpo(traces: Table, plan: pd.DataFrame, finish: _Finishing, draft: Draft) -> dict:
+    """Build, `finish` and write the planned DPO pairs (`dpo.parquet` and the JSONL formats of each
+    split) DPO_CHUNK_PAIRS at a time, in pair id order, each chunk with the texts of its own traces;
+    return the counts, the Parquet columns and a preview."""
     counts = {"pairs": 0, "removed": 0, "identical_texts": 0, "per_pair_source": Counter(), "per_split": dict.fromkeys(SPLITS, 0), "columns": [], "preview": None}
     formats = {"dpo_standard": exports.dpo_standard, "dpo_conversational": exports.dpo_conversational, "openai_preference": exports.openai_preference}
     with ExitStack() as files:
@@ -181,10 +192,8 @@ def _write_dpo(
             texts = last_per_trace(traces.read(columns=TRACE_TEXT_COLUMNS, rows_where=("trace_id", plan_trace_ids(chunk))))
             pairs, identical = pairs_of_plan(chunk, texts)
             del texts
-            (pairs,), found = scrub_frames([(pairs, ["prompt", "input", "chosen", "rejected"])], json_columns=("input",), in_place=True, known=scanned)
-            pii.update(found)
-            pairs = with_messages(pairs)  # the KTO formats take the prompt as text; its Parquet keeps `input`
-            pairs, removed = _decontaminated_and_split(pairs, suite_prompts, params, hash_key)
+            pairs = with_messages(finish.scrubbed(pairs, ["prompt", "input", "chosen", "rejected"]))  # the KTO formats take the prompt as text; its Parquet keeps `input`
+            pairs, removed = finish.decontaminated_and_split(pairs)
             counts["pairs"] += len(pairs)
             counts["removed"] += removed
             counts["identical_texts"] += identical
@@ -229,20 +238,9 @@ def _chunks_by_pair_id(plan: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
         start = end
 
 
-def _write_kto(
-    traces: Table,
-    labels: Table,
-    dropped: pd.Series,
-    suite_prompts: list[str],
-    params: DatasetParams,
-    hash_key: str,
-    draft: Draft,
-    pii: Counter,
-    scanned: dict,
-) -> dict:
-    """Build, scrub, decontaminate, split and write the KTO set a trace day at a time (`kto.parquet`,
-    one row group per day, and `kto_<split>.jsonl`), without the `dropped` traces; add the findings
-    to `pii` and the scanned texts to `scanned`; return the counts."""
+def _write_kto(traces: Table, labels: Table, dropped: pd.Series, finish: _Finishing, draft: Draft) -> dict:
+    """Build, `finish` and write the KTO set a trace day at a time (`kto.parquet`, one row group per
+    day, and `kto_<split>.jsonl`), without the `dropped` traces; return the counts."""
     counts = {"examples": 0, "desirable": 0, "removed": 0, "per_split": dict.fromkeys(SPLITS, 0)}
     with ExitStack() as files:
         parquet = pq.ParquetWriter(files.enter_context(draft.open("kto.parquet")), KTO_SCHEMA)
@@ -255,9 +253,7 @@ def _write_kto(
             day_traces = traces.read(partitions=[day], columns=TRACE_TEXT_COLUMNS)  # nearly every trace is labelled: no row filter
             examples = kto_examples(day_traces, day_labels, consume=True)
             del day_traces
-            (examples,), found = scrub_frames([(examples, ["prompt", "input", "completion"])], json_columns=("input",), in_place=True, known=scanned)
-            pii.update(found)
-            examples, removed = _decontaminated_and_split(examples, suite_prompts, params, hash_key)
+            examples, removed = finish.decontaminated_and_split(finish.scrubbed(examples, ["prompt", "input", "completion"]))
             counts["removed"] += removed
             counts["examples"] += len(examples)
             counts["desirable"] += int(examples["label"].sum())
