@@ -158,14 +158,16 @@ def sort_order(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
 
 def hash64(texts: pd.Series) -> np.ndarray:
     """A 64-bit hash of each text (missing: of the empty text), computed by DuckDB."""
-    with duckdb.connect() as con:
-        con.register("texts", pa.table({"t": large_text(texts.astype("string").fillna(""))}))
-        return con.sql("SELECT hash(t) AS h FROM texts").to_arrow_table()["h"].to_numpy()
+    return _per_text(texts, "hash(t)").to_numpy()
 
 
 def sha256_hex(texts: pd.Series, digits: int = 64) -> pd.Series:
     """The first `digits` hex digits of each text's SHA-256 (UTF-8), computed by DuckDB."""
+    return pd.Series(_per_text(texts, f"left(sha256(t), {int(digits)})"), index=texts.index, dtype="string")
+
+
+def _per_text(texts: pd.Series, expression: str) -> pa.ChunkedArray:
+    """DuckDB's `expression` of each text `t` (missing: the empty text), in order."""
     with duckdb.connect() as con:
         con.register("texts", pa.table({"t": large_text(texts.astype("string").fillna(""))}))
-        out = con.sql(f"SELECT left(sha256(t), {int(digits)}) AS h FROM texts").to_arrow_table()["h"]
-    return pd.Series(out, index=texts.index, dtype="string")
+        return con.sql(f"SELECT {expression} AS h FROM texts").to_arrow_table()["h"]

@@ -210,16 +210,15 @@ def _write_dpo(traces: Table, plan: pd.DataFrame, finish: _Finishing, draft: Dra
                 parquet = pq.ParquetWriter(parquet_file, table.schema)
                 files.callback(parquet.close)  # before its file is closed
                 counts["columns"] = list(pairs.columns)
-                counts["preview"] = pairs[["pair_id", "source", "split", "prompt", "chosen", "rejected"]].head(PREVIEW_PAIRS)
-            elif len(counts["preview"]) < PREVIEW_PAIRS:
-                more = pairs[["pair_id", "source", "split", "prompt", "chosen", "rejected"]].head(PREVIEW_PAIRS - len(counts["preview"]))
-                counts["preview"] = pd.concat([counts["preview"], more], ignore_index=True)
+            first = pairs[PREVIEW_COLUMNS].head(PREVIEW_PAIRS)
+            counts["preview"] = first if counts["preview"] is None else pd.concat([counts["preview"], first], ignore_index=True).head(PREVIEW_PAIRS)
             parquet.write_table(table)
             del pairs, table
     return counts
 
 
 PREVIEW_PAIRS = 8
+PREVIEW_COLUMNS = ["pair_id", "source", "split", "prompt", "chosen", "rejected"]
 
 
 def _chunks_by_pair_id(plan: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
