@@ -356,6 +356,42 @@ def test_datasets_publish_once_per_change_scrubbed_and_apart(resources, generate
     assert {"prompt", "chosen", "rejected", "split"} <= set(loaded["dpo"].column_names)
 
 
+def test_a_suite_release_reads_the_texts_of_its_shortlist_only(tmp_path):
+    from feedback_loop.lib.datasets.build import regression_release
+    from feedback_loop.lib.datasets.regression import case_texts, regenerated_trace_ids, suite_candidates
+    from feedback_loop.lib.datasets.store import DatasetStore
+    from feedback_loop.lib.tables import FrameTable
+    from feedback_loop.lib.text import is_in
+
+    ids = [f"t{i:02d}" for i in range(45)]
+    source = {"span_id": "s", "user_id": "u", "model": "m", "prompt_version": "v1", "partition_date": "2026-11-20"}
+    modes = pd.DataFrame({"trace_id": ids, "mode": "refusal", "mode_id": "EM-003", "confidence": 0.9, "evidence": "reason tag"})
+    negatives = pd.DataFrame({"trace_id": ids, **source, "edit_text_length": [40 if i % 5 == 4 else None for i in range(45)]})
+    negative_texts = pd.DataFrame({"trace_id": ids, "input": None, "prompt": [f"question {i} on subject {i * 37}" for i in range(45)], "output": "I can't help with that.", "edit_text": [f"edit {i}" if i % 5 == 4 else None for i in range(45)]})
+    signals = FrameTable(pd.DataFrame({"trace_id": ["t00", "r1", "r2"], "regenerated_by": ["x", "y", None], "partition_date": "2026-11-20"}))
+    regenerated_ids = regenerated_trace_ids(signals)
+    assert list(regenerated_ids) == ["t00", "r1"]
+    traces = pd.DataFrame({"trace_id": ["t00", "r1", "r1"], **source, "input": None, "prompt": ["question 0", "a fresh question", "a fresh question"], "output": ["no", "first span", "last span"]})
+    candidates = suite_candidates(modes, negatives, traces[is_in(traces["trace_id"], regenerated_ids)])
+    assert len(candidates) == 46 and candidates["has_reference"].sum() == 9  # t00 is a negative, not a regenerated case
+
+    requested = []
+
+    def texts(shortlisted):
+        requested.extend(shortlisted["trace_id"])
+        return case_texts(shortlisted, negative_texts[is_in(negative_texts["trace_id"], shortlisted["trace_id"])], traces[is_in(traces["trace_id"], shortlisted["trace_id"])])
+
+    store = DatasetStore(str(tmp_path))
+    draft = store.draft("regression_suite", "2026-11-20")
+    release = regression_release(candidates, texts, [], DatasetParams(max_new_cases_per_mode=1), "key", set(), ["2026-11-20"], draft)
+    assert len(requested) == 21 and {f"t{i:02d}" for i in range(4, 45, 5)} < set(requested)  # 20 of the stratum, those with an edit first; and r1
+    assert release.manifest["build"]["candidates"] == 46
+    published = store.commit(draft, release.content_hash, release.manifest)
+    cases = {c["lineage"]["source_trace_id"]: c for c in map(json.loads, store.read_bytes("regression_suite", published.version, "cases.jsonl").decode().splitlines())}
+    assert set(cases) == {"t04", "r1"}
+    assert cases["t04"]["reference_output"] == "edit 4" and cases["r1"]["output"] == "last span" and cases["r1"]["reference_output"] is None
+
+
 def test_new_cases_per_version_are_capped_and_stratified_across_models():
     rows = [candidate(i, "refusal", f"distinct question {i} about subject {i * 17} and more") for i in range(10)]
     for i, row in enumerate(rows):

@@ -90,7 +90,7 @@ def test_a_lazy_input_reads_some_partitions_columns_rows_and_lengths(tmp_path, r
         definition_metadata={"lazy": True, "columns": ["trace_id", "text"]},
     )
     table = io_manager.load_input(context)
-    assert isinstance(table, PartitionedTable) and table.partitions == DAYS[:2]
+    assert isinstance(table, PartitionedTable) and table.partitions == DAYS[:2] and table.row_count() == 12
     both = pd.concat([frames[DAYS[0]], frames[DAYS[1]]], ignore_index=True)
     pd.testing.assert_frame_equal(table.read(), both[["trace_id", "text"]])
     pd.testing.assert_frame_equal(table.read(partitions=[DAYS[1], DAYS[2]], columns=["count"]), frames[DAYS[1]][["count"]])

@@ -126,21 +126,26 @@ def signals_of_day(day: str, context: pd.DataFrame, linked: pd.DataFrame, params
 
 def signals_by_day(days: list[str], traces: Table, linked: Table, params: SignalParams, horizon: pd.Timestamp) -> Iterator[tuple[str, pd.DataFrame]]:
     """`implicit_signals` of the traces of each of `days` (`signals_of_day`), yielded a day at a time
-    as made: each day's traces read from `traces` (the days around it too, as context) and the
-    events about them from `linked` (`events_about_day`). At most the texts of two days and a slice
-    of a third, and the events about three days' traces, are held at once."""
-    loaded: dict[str, pd.DataFrame] = {}
+    as made: each day's traces read from `traces`, with the traces of the days around it in the same
+    sessions as context, and the events about them from `linked` (`events_about_day`). One day's
+    texts, slices of its neighbours', and the events about three days' traces are held at once."""
+    previous: tuple[str, pd.DataFrame] | None = None  # (day, the day's traces in the next day's sessions)
     events: dict[str, pd.DataFrame] = {}
     for day in days:
         before, after = _shifted(day, -1), _shifted(day, 1)
-        loaded = {d: loaded[d] if d in loaded else traces.read(partitions=[d]) for d in (before, day, after)}
-        if loaded[day].empty:
+        today = traces.read(partitions=[day])
+        if today.empty:
+            previous = None
             yield day, empty_frame(SIGNAL_COLUMNS)
             continue
+        sessions = today["session_id"].dropna()
+        earlier = previous[1] if previous is not None and previous[0] == before else traces.read(partitions=[before], rows_where=("session_id", sessions))
+        later = traces.read(partitions=[after], rows_where=("session_id", sessions))
         events = {d: events[d] if d in events else events_about_day(linked, d, SIGNAL_EVENT_COLUMNS) for d in (before, day, after)}
-        context = session_context(loaded[day], loaded[before], loaded[after])
-        # All the next day takes of this one: its traces in the next day's sessions (as `before`).
-        loaded[day] = loaded[day][is_in(loaded[day]["session_id"], loaded[after]["session_id"].dropna())]
+        context = session_context(today, earlier, later)
+        # All the next day takes of this one: its traces in the next day's sessions (as `earlier`).
+        previous = (day, today[is_in(today["session_id"], later["session_id"].dropna())])
+        del today, earlier
         # The day's events, and those of the days around it that are about its sessions' traces.
         around = [part[is_in(part["trace_id"], context["trace_id"])] for part in (events[before], events[after])]
         yield day, signals_of_day(day, context, pd.concat([events[day], *around], ignore_index=True), params, horizon)

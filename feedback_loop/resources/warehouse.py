@@ -122,6 +122,14 @@ class PartitionedTable:
     def partitions(self) -> list[str]:
         return list(self.files)
 
+    def row_count(self) -> int:
+        """Rows in all partitions, from the files' footers."""
+        total = 0
+        for path in self.files.values():
+            with path.open("rb") as fh:
+                total += pq.ParquetFile(fh).metadata.num_rows
+        return total
+
     def read(
         self,
         partitions: Iterable[str] | None = None,

@@ -18,17 +18,16 @@ from feedback_loop.lib.datasets.build import (
 )
 from feedback_loop.lib.datasets.preference import LABEL_COLUMNS, SIGNAL_COLUMNS, TRACE_TEXT_COLUMNS, suite_overlap
 from feedback_loop.lib.datasets.privacy import find_pii, jsonl_strings, might_contain_pii
-from feedback_loop.lib.datasets.regression import suite_candidates
+from feedback_loop.lib.datasets.regression import CASE_SOURCE_COLUMNS, case_texts, regenerated_trace_ids, suite_candidates
 from feedback_loop.lib.datasets.store import DatasetStore, Draft
 from feedback_loop.lib.preview import markdown_table
-from feedback_loop.lib.text import line_blocks, lines_of
+from feedback_loop.lib.text import is_in, line_blocks, lines_of
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
 from feedback_loop.resources.settings import FeedbackLoopSettings
 from feedback_loop.resources.warehouse import PartitionedTable
 
 REGRESSION_SUITE = "regression_suite"
 PREFERENCE_DATASET = "preference_dataset"
-TEXT_COLUMNS = ["trace_id", "span_id", "user_id", "model", "prompt_version", "input", "prompt", "output", "partition_date"]
 window = dict(partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(), group_name="datasets")
 
 
@@ -54,9 +53,9 @@ def publish(store: DatasetStore, draft: Draft, release: Release) -> dg.Materiali
     **window,
     ins={
         "error_modes": dg.AssetIn(),
-        "negative_traces": dg.AssetIn(metadata={"columns": TEXT_COLUMNS + ["edit_text"]}),
-        "implicit_signals": dg.AssetIn(metadata={"columns": ["trace_id", "regenerated_by"]}),
-        "raw_traces": dg.AssetIn(metadata={"columns": TEXT_COLUMNS, "lazy": True}),
+        "negative_traces": dg.AssetIn(metadata={"lazy": True}),
+        "implicit_signals": dg.AssetIn(metadata={"columns": ["trace_id", "regenerated_by"], "lazy": True}),
+        "raw_traces": dg.AssetIn(metadata={"lazy": True}),
     },
 )
 def regression_suite(
@@ -65,8 +64,8 @@ def regression_suite(
     dataset_store: DatasetStoreResource,
     privacy: Privacy,
     error_modes: pd.DataFrame,
-    negative_traces: pd.DataFrame,
-    implicit_signals: pd.DataFrame,
+    negative_traces: PartitionedTable,
+    implicit_signals: PartitionedTable,
     raw_traces: PartitionedTable,
 ) -> dg.MaterializeResult:
     """Hard cases (negative and regenerated-away responses) by error mode, cumulative and versioned.
@@ -74,20 +73,29 @@ def regression_suite(
     Near-duplicate prompts collapse to one case; each mode is capped with oldest-first eviction;
     each case has assertions derived from its mode and lineage back to its trace. Exports:
     promptfoo tests, Langfuse dataset items, OpenAI evals. Publishes a new version only when the
-    content changes.
+    content changes. Reads the texts of the shortlisted candidates only.
     """
     store = dataset_store.store()
     params = settings.datasets
     latest = store.latest(REGRESSION_SUITE)
     previous = [json.loads(line) for line in store.read_bytes(REGRESSION_SUITE, latest, CASES_FILE).decode().splitlines()] if latest else []
     if len(error_modes.columns):
-        regenerated = implicit_signals.loc[implicit_signals["regenerated_by"].notna().to_numpy(), "trace_id"]
-        candidates = suite_candidates(error_modes, negative_traces, implicit_signals, raw_traces.read(rows_where=("trace_id", regenerated)))
+        negatives = negative_traces.read(columns=CASE_SOURCE_COLUMNS, lengths=["edit_text"])
+        regenerated = raw_traces.read(columns=CASE_SOURCE_COLUMNS, rows_where=("trace_id", regenerated_trace_ids(implicit_signals)))
+        candidates = suite_candidates(error_modes, negatives, regenerated)
     else:
-        candidates = pd.DataFrame(columns=TEXT_COLUMNS + ["mode", "mode_id", "confidence", "evidence", "reference_output"])
+        candidates = pd.DataFrame(columns=[*CASE_SOURCE_COLUMNS, "mode", "mode_id", "confidence", "evidence", "has_reference"])
+
+    def texts(shortlisted: pd.DataFrame) -> pd.DataFrame:
+        ids = shortlisted["trace_id"]
+        negative_texts = negative_traces.read(columns=["trace_id", "input", "prompt", "output", "edit_text"], rows_where=("trace_id", ids))
+        trace_texts = raw_traces.read(columns=["trace_id", "input", "prompt", "output"], rows_where=("trace_id", ids[~is_in(ids, negative_texts["trace_id"])]))
+        return case_texts(shortlisted, negative_texts, trace_texts)
+
     draft = store.draft(REGRESSION_SUITE, context.partition_key_range.end)
     release = regression_release(
         candidates,
+        texts,
         previous,
         params,
         privacy.user_hash_key,

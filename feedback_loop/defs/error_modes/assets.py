@@ -17,17 +17,18 @@ TRACE_TEXT_COLUMNS = ["trace_id", "input", "prompt", "output"]
 window = dict(partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(), group_name="error_modes")
 
 
-@dg.asset(**window, ins={"trace_labels": dg.AssetIn(), "raw_traces": dg.AssetIn(metadata={"lazy": True})})
-def negative_traces(trace_labels: pd.DataFrame, raw_traces: PartitionedTable) -> dg.MaterializeResult:
+@dg.asset(**window, ins={"trace_labels": dg.AssetIn(metadata={"lazy": True}), "raw_traces": dg.AssetIn(metadata={"lazy": True})})
+def negative_traces(trace_labels: PartitionedTable, raw_traces: PartitionedTable) -> dg.MaterializeResult:
     """Traces labelled negative, with their evidence, prompt, output and length relative to their peers.
 
-    Reads the texts of the negatives' traces only, and the output length of every trace (the peers).
+    Reads the negatives' labels and texts only, and the output length of every trace (the peers).
     """
-    negative_ids = trace_labels.loc[(trace_labels["label"] == "negative").to_numpy(), "trace_id"]
+    labels = trace_labels.read(rows_where=("label", pd.Series(["negative"], dtype="string")))
     lengths = raw_traces.read(columns=["trace_id", "model", "prompt_version"], lengths=["output"])
-    texts = raw_traces.read(columns=TRACE_TEXT_COLUMNS, rows_where=("trace_id", negative_ids))
-    negatives = select_negatives(trace_labels, texts, lengths)
-    share = len(negatives) / len(trace_labels) if len(trace_labels) else 0.0
+    texts = raw_traces.read(columns=TRACE_TEXT_COLUMNS, rows_where=("trace_id", labels["trace_id"]))
+    negatives = select_negatives(labels, texts, lengths)
+    labelled = trace_labels.row_count()
+    share = len(negatives) / labelled if labelled else 0.0
     return dg.MaterializeResult(
         value=negatives,
         metadata={

@@ -63,6 +63,7 @@ def code_version() -> str:
 
 def regression_release(
     candidates: pd.DataFrame,
+    texts: Callable[[pd.DataFrame], pd.DataFrame],
     previous: list[dict],
     params: DatasetParams,
     hash_key: str,
@@ -71,9 +72,10 @@ def regression_release(
     draft: Draft,
 ) -> Release:
     """The next regression suite from the window's candidates and the previous version's cases,
-    written into `draft`."""
+    written into `draft`. `candidates` come without their texts (`suite_candidates`): `texts` adds
+    them to the shortlisted ones (`case_texts`), so only those are read."""
     kept = candidates[~candidates["user_id"].isin(opted_out)]
-    kept = shortlist(kept[kept["confidence"] >= params.min_case_confidence], params).copy()
+    kept = texts(shortlist(kept[kept["confidence"] >= params.min_case_confidence], params))
     kept["user_hash"] = pseudonymize(kept["user_id"], hash_key)
     scrubbed, pii = scrub_frame(kept, ["prompt", "input", "output", "reference_output", "evidence"], json_columns=("input",))
     dropped_users = set(pseudonymize(pd.Series(sorted(opted_out), dtype="string"), hash_key).dropna())

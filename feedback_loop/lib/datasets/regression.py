@@ -35,6 +35,7 @@ from feedback_loop.lib.error_modes.rules import (
 )
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
+from feedback_loop.lib.tables import Table
 from feedback_loop.lib.text import is_in, per_distinct, sha256_hex
 
 BRIEF_MAX_WORDS = 60
@@ -181,10 +182,11 @@ def merge_suite(previous: list[dict], new: list[dict], params: DatasetParams, dr
 
 def shortlist(candidates: pd.DataFrame, params: DatasetParams, factor: int = 20) -> pd.DataFrame:
     """The candidates that can still be chosen: per (mode, model, prompt version), the best
-    `factor x max_new_cases_per_mode` by priority. Bounds the work (PII scrubbing, LSH) per run."""
+    `factor x max_new_cases_per_mode` by priority. Bounds the work (text reads, PII scrubbing, LSH)
+    per run."""
     if candidates.empty:
         return candidates
-    ranked = candidates.assign(_no_ref=candidates["reference_output"].isna(), _neg_conf=-candidates["confidence"])
+    ranked = candidates.assign(_no_ref=~candidates["has_reference"].astype(bool), _neg_conf=-candidates["confidence"])
     ranked = ranked.sort_values(["_no_ref", "_neg_conf", "partition_date", "trace_id"], kind="stable")
     strata = [ranked["mode"], ranked["model"].fillna(""), ranked["prompt_version"].fillna("")]
     keep = ranked.groupby(strata, sort=False).cumcount() < factor * params.max_new_cases_per_mode
@@ -194,15 +196,42 @@ def shortlist(candidates: pd.DataFrame, params: DatasetParams, factor: int = 20)
 REGENERATED_CONFIDENCE = 0.6
 
 
-def suite_candidates(error_modes: pd.DataFrame, negatives: pd.DataFrame, signals: pd.DataFrame, traces: pd.DataFrame) -> pd.DataFrame:
-    """Hard cases of the window: negative traces with their mode, and responses regenerated away from
-    that were not labelled negative (mode `other`). `reference_output` is the user's edit, if any."""
-    text = ["trace_id", "span_id", "user_id", "model", "prompt_version", "input", "prompt", "output", "partition_date"]
+CASE_SOURCE_COLUMNS = ["trace_id", "span_id", "user_id", "model", "prompt_version", "partition_date"]
+CASE_TEXT_COLUMNS = ["input", "prompt", "output", "reference_output"]
+
+
+def regenerated_trace_ids(signals: Table) -> pd.Series:
+    """The traces whose response the user regenerated, from `signals` (trace_id, regenerated_by)
+    read a day at a time."""
+    ids = [day.loc[day["regenerated_by"].notna().to_numpy(), "trace_id"] for day in (signals.read([key], ["trace_id", "regenerated_by"]) for key in signals.partitions)]
+    return pd.concat(ids, ignore_index=True) if ids else pd.Series(dtype="string")
+
+
+def suite_candidates(error_modes: pd.DataFrame, negatives: pd.DataFrame, regenerated: pd.DataFrame) -> pd.DataFrame:
+    """Hard cases of the window, without their texts: negative traces with their mode, and responses
+    regenerated away from that were not labelled negative (mode `other`).
+
+    `negatives` and `regenerated` (one row per span, in the window's order) have
+    CASE_SOURCE_COLUMNS; `negatives` also `edit_text_length`, null when the user made no edit.
+    `has_reference`: the user's edit is the case's reference output. `case_texts` adds the texts.
+    """
     negative = error_modes[["trace_id", "mode", "mode_id", "confidence", "evidence"]].merge(
-        negatives[text + ["edit_text"]], on="trace_id", how="inner"
-    ).rename(columns={"edit_text": "reference_output"})
-    regenerated = signals.loc[signals["regenerated_by"].notna().to_numpy() & ~is_in(signals["trace_id"], negative["trace_id"]), ["trace_id"]]
-    regenerated = regenerated.merge(last_per_trace(traces)[text], on="trace_id").assign(
-        mode="other", mode_id="EM-999", confidence=REGENERATED_CONFIDENCE, evidence="regenerated away", reference_output=None
+        negatives[CASE_SOURCE_COLUMNS + ["edit_text_length"]], on="trace_id", how="inner"
+    )
+    negative = negative.assign(has_reference=negative.pop("edit_text_length").notna().to_numpy())
+    regenerated = last_per_trace(regenerated)
+    regenerated = regenerated.loc[~is_in(regenerated["trace_id"], negative["trace_id"]), CASE_SOURCE_COLUMNS].assign(
+        mode="other", mode_id="EM-999", confidence=REGENERATED_CONFIDENCE, evidence="regenerated away", has_reference=False
     )
     return pd.concat([negative, regenerated], ignore_index=True)
+
+
+def case_texts(candidates: pd.DataFrame, negative_texts: pd.DataFrame, trace_texts: pd.DataFrame) -> pd.DataFrame:
+    """`candidates` with CASE_TEXT_COLUMNS: a negative's from `negative_texts` (trace_id, input,
+    prompt, output, edit_text: the reference output), a regenerated response's from its trace's last
+    span in `trace_texts` (trace_id, input, prompt, output; no reference)."""
+    negative = negative_texts.rename(columns={"edit_text": "reference_output"})
+    trace_texts = last_per_trace(trace_texts)
+    regenerated = trace_texts[~is_in(trace_texts["trace_id"], negative["trace_id"])].assign(reference_output=None)
+    texts = pd.concat([negative[["trace_id", *CASE_TEXT_COLUMNS]], regenerated[["trace_id", *CASE_TEXT_COLUMNS]]], ignore_index=True)
+    return candidates.merge(texts, on="trace_id", how="left", validate="one_to_one")
