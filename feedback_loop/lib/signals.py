@@ -149,6 +149,7 @@ def signals_by_day(days: list[str], traces: Table, linked: Table, params: Signal
         # The day's events, and those of the days around it that are about its sessions' traces.
         around = [part[is_in(part["trace_id"], context["trace_id"])] for part in (events[before], events[after])]
         yield day, signals_of_day(day, context, pd.concat([events[day], *around], ignore_index=True), params, horizon)
+        del context, around  # before the next day's texts are read
 
 
 def _shifted(day: str, days: int) -> str:
