@@ -128,7 +128,8 @@ def signals_by_day(days: list[str], traces: Table, linked: Table, params: Signal
     """`implicit_signals` of the traces of each of `days` (`signals_of_day`), yielded a day at a time
     as made: each day's traces read from `traces`, with the traces of the days around it in the same
     sessions as context, and the events about them from `linked` (`events_about_day`). One day's
-    texts, slices of its neighbours', and the events about three days' traces are held at once."""
+    texts and slices of its neighbours', the events about two days' traces and a slice of a third's
+    are held at once."""
     previous: tuple[str, pd.DataFrame] | None = None  # (day, the day's traces in the next day's sessions)
     events: dict[str, pd.DataFrame] = {}
     for day in days:
@@ -150,6 +151,8 @@ def signals_by_day(days: list[str], traces: Table, linked: Table, params: Signal
         around = [part[is_in(part["trace_id"], context["trace_id"])] for part in (events[before], events[after])]
         yield day, signals_of_day(day, context, pd.concat([events[day], *around], ignore_index=True), params, horizon)
         del context, around  # before the next day's texts are read
+        # All the next day takes of this day's events: those about its traces in the next day's sessions.
+        events[day] = events[day][is_in(events[day]["trace_id"], previous[1]["trace_id"])]
 
 
 def _shifted(day: str, days: int) -> str:
