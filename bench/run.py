@@ -15,9 +15,9 @@ For N traces (default 1,000,000) and about 3N feedback events in one daily parti
    without the Parquet reads and writes of the Dagster steps);
 5. times error-mode assignment on 100,000 negative traces.
 `--days D` measures a night in steady state: the landing folder holds D days of N traces each, the
-days before the last are ingested first (untimed), and the timed nightly run for the last day
-relabels every trace day of its window (`FEEDBACK_LOOP_LATE_FEEDBACK_DAYS` + 1 days, 8 by default)
-as production nights do; with the default, 1, the window holds only the run's own day.
+days before the last are ingested first (untimed, in a process of
+their own), and the timed nightly run for the last day relabels every trace day of its window
+(`FEEDBACK_LOOP_LATE_FEEDBACK_DAYS` + 1 days, 8 by default) as production nights do; with the default, 1, the window holds only the run's own day.
 `--scaling` runs 100k, 300k and 1M and prints how time grows; `--repeat R` runs the DAG and the
 DuckDB reference R times and reports medians (on a noisy machine). Results go to
 bench/results/<timestamp>.json; the last line printed is a one-line summary.
@@ -61,6 +61,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.stage == "generate":
         return generate_stage(args.traces, Path(args.landing), args.days)
+    if args.stage == "earlier_days":
+        return earlier_days_stage(Path(args.landing), Path(args.workdir), args.days)
     if args.stage == "pipeline":
         return pipeline_stage(Path(args.landing), Path(args.workdir), args.days)
     if args.stage == "reference":
@@ -206,7 +208,8 @@ class RssSampler(threading.Thread):
         return max(inside, default=0.0)
 
 
-def pipeline_stage(landing: Path, workdir: Path, days: int) -> None:
+def bench_environment(landing: Path, workdir: Path) -> None:
+    """The pipeline's settings for a benchmark run, and a Dagster home under `workdir`."""
     os.environ.update(
         FEEDBACK_LOOP_LANDING=str(landing),
         FEEDBACK_LOOP_WAREHOUSE=str(workdir / "warehouse"),
@@ -215,21 +218,39 @@ def pipeline_stage(landing: Path, workdir: Path, days: int) -> None:
         FEEDBACK_LOOP_USER_HASH_KEY="benchmark",
         FEEDBACK_LOOP_START_DATE="2026-11-01",
     )
+    (workdir / "home").mkdir(exist_ok=True)
+    (workdir / "home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+
+
+def earlier_days_stage(landing: Path, workdir: Path, days: int) -> None:
+    """The nights before the benchmarked one, ingested only (the timed relabel run recomputes their trace days)."""
+    bench_environment(landing, workdir)
+    import dagster as dg
+
+    from feedback_loop.pipeline import ingest_job
+
+    with dg.DagsterInstance.from_config(str(workdir / "home")) as instance:
+        for earlier in range(days - 1, 0, -1):
+            partition = (DAY - dt.timedelta(days=earlier)).isoformat()
+            with dg.execute_job(dg.reconstructable(ingest_job), instance=instance, tags={"dagster/partition": partition}) as result:
+                assert result.success, f"ingest of {partition} failed"
+
+
+def pipeline_stage(landing: Path, workdir: Path, days: int) -> None:
+    # The earlier nights in a process of their own: the timed night starts in a fresh process, as a
+    # launched run does, not in one that has already run (and kept the memory of) days of ingests.
+    if days > 1:
+        subprocess.run([sys.executable, __file__, "--stage", "earlier_days", "--landing", str(landing), "--workdir", str(workdir), "--days", str(days)], check=True)
+    bench_environment(landing, workdir)
     import dagster as dg
     import pyarrow.parquet as pq
 
     from feedback_loop.defs.jobs import relabel_window
-    from feedback_loop.pipeline import ingest_job, run_nightly
+    from feedback_loop.pipeline import run_nightly
 
     sampler = RssSampler()
     sampler.start()
-    (workdir / "home").mkdir()
-    (workdir / "home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     with dg.DagsterInstance.from_config(str(workdir / "home")) as instance:
-        for earlier in range(days - 1, 0, -1):  # the nights before, ingested only: the timed relabel run recomputes their trace days
-            partition = (DAY - dt.timedelta(days=earlier)).isoformat()
-            with dg.execute_job(dg.reconstructable(ingest_job), instance=instance, tags={"dagster/partition": partition}) as result:
-                assert result.success, f"ingest of {partition} failed"
         start = time.time()
         report = run_nightly(DAY.isoformat(), instance)  # the code location's own jobs, run as a launched run runs them
         end = time.time()
