@@ -15,9 +15,10 @@ For N traces (default 1,000,000) and about 3N feedback events in one daily parti
    without the Parquet reads and writes of the Dagster steps);
 5. times error-mode assignment on 100,000 negative traces.
 `--days D` measures a night in steady state: the landing folder holds D days of N traces each, the
-days before the last are ingested first (untimed, in a process of
-their own), and the timed nightly run for the last day relabels every trace day of its window
-(`FEEDBACK_LOOP_LATE_FEEDBACK_DAYS` + 1 days, 8 by default) as production nights do; with the default, 1, the window holds only the run's own day.
+days before the last are ingested first (untimed, in a process of their own), and the timed
+nightly run for the last day relabels every trace day of its window
+(`FEEDBACK_LOOP_LATE_FEEDBACK_DAYS` + 1 days, 8 by default) as production nights do; with the
+default, 1, the window holds only the run's own day.
 `--scaling` runs 100k, 300k and 1M and prints how time grows; `--repeat R` runs the DAG and the
 DuckDB reference R times and reports medians (on a noisy machine). Results go to
 bench/results/<timestamp>.json; the last line printed is a one-line summary.

@@ -18,7 +18,13 @@ from feedback_loop.lib.datasets.build import (
 )
 from feedback_loop.lib.datasets.preference import LABEL_COLUMNS, SIGNAL_COLUMNS, TRACE_TEXT_COLUMNS, suite_overlap
 from feedback_loop.lib.datasets.privacy import find_pii, jsonl_strings, might_contain_pii
-from feedback_loop.lib.datasets.regression import CASE_SOURCE_COLUMNS, case_texts, regenerated_trace_ids, suite_candidates
+from feedback_loop.lib.datasets.regression import (
+    CASE_SOURCE_COLUMNS,
+    TRACE_CASE_TEXT_COLUMNS,
+    case_texts,
+    regenerated_trace_ids,
+    suite_candidates,
+)
 from feedback_loop.lib.datasets.store import DatasetStore, Draft
 from feedback_loop.lib.preview import markdown_table
 from feedback_loop.lib.text import is_in, line_blocks, lines_of
@@ -88,8 +94,8 @@ def regression_suite(
 
     def texts(shortlisted: pd.DataFrame) -> pd.DataFrame:
         ids = shortlisted["trace_id"]
-        negative_texts = negative_traces.read(columns=["trace_id", "input", "prompt", "output", "edit_text"], rows_where=("trace_id", ids))
-        trace_texts = raw_traces.read(columns=["trace_id", "input", "prompt", "output"], rows_where=("trace_id", ids[~is_in(ids, negative_texts["trace_id"])]))
+        negative_texts = negative_traces.read(columns=[*TRACE_CASE_TEXT_COLUMNS, "edit_text"], rows_where=("trace_id", ids))
+        trace_texts = raw_traces.read(columns=TRACE_CASE_TEXT_COLUMNS, rows_where=("trace_id", ids[~is_in(ids, negative_texts["trace_id"])]))
         return case_texts(shortlisted, negative_texts, trace_texts)
 
     draft = store.draft(REGRESSION_SUITE, context.partition_key_range.end)

@@ -108,7 +108,7 @@ def implicit_signals(
     """Per trace: edit distance and class, copies, regenerate chain, rephrase, dwell time, abandonment.
 
     Works a trace day at a time, with the day before's and after's traces of the same sessions
-    (a session may cross midnight) and the linked feedback on them: one day's texts and three
+    (a session may cross midnight) and the linked feedback on them: one day's texts and about two
     days' events in memory, not the window's. Each day's partition is written as it is made.
     """
     # As over the whole range at once: the range's traces (the day before is only context) and the events about them.

@@ -198,12 +198,16 @@ REGENERATED_CONFIDENCE = 0.6
 
 CASE_SOURCE_COLUMNS = ["trace_id", "span_id", "user_id", "model", "prompt_version", "partition_date"]
 CASE_TEXT_COLUMNS = ["input", "prompt", "output", "reference_output"]
+TRACE_CASE_TEXT_COLUMNS = ["trace_id", "input", "prompt", "output"]  # what `case_texts` takes of a trace; of a negative, with `edit_text`
 
 
 def regenerated_trace_ids(signals: Table) -> pd.Series:
     """The traces whose response the user regenerated, from `signals` (trace_id, regenerated_by)
     read a day at a time."""
-    ids = [day.loc[day["regenerated_by"].notna().to_numpy(), "trace_id"] for day in (signals.read([key], ["trace_id", "regenerated_by"]) for key in signals.partitions)]
+    ids = []
+    for key in signals.partitions:
+        day = signals.read([key], ["trace_id", "regenerated_by"])
+        ids.append(day.loc[day["regenerated_by"].notna().to_numpy(), "trace_id"])
     return pd.concat(ids, ignore_index=True) if ids else pd.Series(dtype="string")
 
 
@@ -227,9 +231,9 @@ def suite_candidates(error_modes: pd.DataFrame, negatives: pd.DataFrame, regener
 
 
 def case_texts(candidates: pd.DataFrame, negative_texts: pd.DataFrame, trace_texts: pd.DataFrame) -> pd.DataFrame:
-    """`candidates` with CASE_TEXT_COLUMNS: a negative's from `negative_texts` (trace_id, input,
-    prompt, output, edit_text: the reference output), a regenerated response's from its trace's last
-    span in `trace_texts` (trace_id, input, prompt, output; no reference)."""
+    """`candidates` with CASE_TEXT_COLUMNS: a negative's from `negative_texts` (TRACE_CASE_TEXT_COLUMNS
+    and `edit_text`, the reference output), a regenerated response's from its trace's last span in
+    `trace_texts` (TRACE_CASE_TEXT_COLUMNS; no reference)."""
     negative = negative_texts.rename(columns={"edit_text": "reference_output"})
     trace_texts = last_per_trace(trace_texts)
     regenerated = trace_texts[~is_in(trace_texts["trace_id"], negative["trace_id"])].assign(reference_output=None)
