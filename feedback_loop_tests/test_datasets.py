@@ -224,6 +224,20 @@ def test_preference_release_removes_suite_prompts_and_keeps_the_other_rows_whole
     assert sorted(line["completion"] for line in lines) == ["abc", "first try", "second try"]
 
 
+def test_a_kto_prompt_is_decontaminated_as_scrubbed_and_its_pii_is_counted_only_when_published(tmp_path):
+    traces, signals, labels = preference_frames()
+    traces.loc[traces["trace_id"] == "e3", "prompt"] = "Mail bob@example.com the fix"  # the suite holds it scrubbed
+    traces.loc[traces["trace_id"] == "r1", "prompt"] = "Mail ann@example.org the answer"  # published: its e-mail is counted
+    release, files = built_release(tmp_path, traces, signals, labels, ["Mail <EMAIL_ADDRESS> the fix"])
+    kto = pd.read_parquet(io.BytesIO(files["kto.parquet"]))
+    assert "e3" not in set(kto["trace_id"]) and "r1" in set(kto["trace_id"])
+    assert kto.set_index("trace_id").loc["r1", "prompt"] == "Mail <EMAIL_ADDRESS> the answer"
+    assert release.manifest["decontamination"]["kto_examples_removed"] == 1
+    dpo = pd.read_parquet(io.BytesIO(files["dpo.parquet"]))
+    published_emails = sum(text.count("<EMAIL_ADDRESS>") for frame in (kto, dpo) for column in ("prompt", "chosen", "rejected", "completion") if column in frame for text in frame[column])
+    assert release.pii_found["EMAIL_ADDRESS"] == published_emails  # e3's e-mail was never published, so never counted
+
+
 def test_a_release_pairs_across_trace_days_and_writes_the_kto_set_a_day_at_a_time(tmp_path):
     one_day, one_day_files = built_release(tmp_path / "one", *preference_frames(), ["Plain"])
     traces, signals, labels = preference_frames()

@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow as pa
 
 from feedback_loop.lib import text
-from feedback_loop.lib.text import matches, positions, repeats, sort_order, text_length
+from feedback_loop.lib.text import matches, positions, repeats, rows_kept, sort_order, text_length
 
 
 def test_positions_are_get_indexer_with_missing_keys_never_found():
@@ -16,6 +16,21 @@ def test_positions_are_get_indexer_with_missing_keys_never_found():
     assert positions(keys, index).tolist() == [1, -1, -1, 3, 0, 1]
     assert positions(keys, pd.Series([], dtype="string")).tolist() == [-1] * 6
     assert positions(np.array(["c"], dtype=object), index).tolist() == [3]
+
+
+def test_rows_kept_is_a_boolean_row_filter_with_its_index_and_dtypes():
+    frame = pd.DataFrame(
+        {
+            "s": pd.Series(["a", None, "c", "d"], dtype="string"),
+            "n": [1.0, np.nan, 3.0, 4.0],
+            "t": pd.to_datetime(["2026-11-20T01:00Z", None, "2026-11-20T03:00Z", "2026-11-20T04:00Z"]),
+            "b": pd.array([True, None, False, True], dtype="boolean"),
+        },
+        index=[10, 11, 12, 13],
+    )
+    keep = np.array([False, True, True, False])
+    pd.testing.assert_frame_equal(rows_kept(frame, keep), frame[keep])
+    pd.testing.assert_frame_equal(rows_kept(frame, np.zeros(4, dtype=bool)), frame.iloc[:0])
 
 
 def test_sort_order_is_a_stable_multi_column_sort_with_missing_values_last():

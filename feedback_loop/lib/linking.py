@@ -21,7 +21,7 @@ import pandas as pd
 
 from feedback_loop.lib.contract import FEEDBACK_COLUMNS, conform, utc_array
 from feedback_loop.lib.tables import Table
-from feedback_loop.lib.text import positions, sort_order
+from feedback_loop.lib.text import positions, rows_kept, sort_order
 
 TRACE_KEY_TYPES: dict[str, str] = {
     "trace_id": "string",
@@ -95,12 +95,12 @@ def link_feedback(events: pd.DataFrame, traces: pd.DataFrame, session_max_gap: p
             np.where(known_session, "no trace of the session at or before the event within the gap", "session_id not found among traces of the linking window"),
         )
     linked_mask = pos >= 0
-    linked = events[linked_mask]  # a new frame: adding columns leaves `events` as it is
+    linked = rows_kept(events, linked_mask)  # a new frame: adding columns leaves `events` as it is
     target = spans[["trace_id", "span_id", "partition_date", "timestamp"]].iloc[pos[linked_mask]]
     for column, source in (("trace_id", "trace_id"), ("span_id", "span_id"), ("trace_date", "partition_date"), ("trace_timestamp", "timestamp")):
         linked[column] = target[source].array
     linked["link_method"] = method[linked_mask]
-    orphans = events[~linked_mask]
+    orphans = rows_kept(events, ~linked_mask)
     orphans["orphan_reason"] = pd.Series(reason[~linked_mask], index=orphans.index, dtype="string").fillna(
         "no trace_id, span_id or session_id to link by"
     )

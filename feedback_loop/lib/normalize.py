@@ -24,7 +24,7 @@ from feedback_loop.lib.contract import (
     conform,
     empty_frame,
 )
-from feedback_loop.lib.text import large_text, repeats, replaced
+from feedback_loop.lib.text import large_text, repeats, replaced, rows_kept
 
 
 @dataclass(frozen=True)
@@ -193,12 +193,12 @@ def _finish(
     schema: pa.DataFrameSchema,
 ) -> Normalized:
     day = clean["partition_date"].iloc[0] if len(clean) else ""
-    ok = reason.isna().to_numpy()
-    rows = np.flatnonzero(ok)
+    keep = reason.isna().to_numpy(copy=True)
+    rows = np.flatnonzero(keep)
     repeated = repeats(clean[key].iloc[rows])  # among the readable rows: the first one of an id is kept
     duplicates = int(repeated.sum())
-    rows = rows[~repeated]
-    good = conform(clean if len(rows) == len(clean) else clean.iloc[rows], columns)  # one take of every column
+    keep[rows[repeated]] = False
+    good = conform(clean if keep.all() else rows_kept(clean, keep), columns)  # one filter of every column
     failures = _schema_failures(good, schema)
     if len(failures):
         reason = reason.copy()

@@ -42,7 +42,7 @@ from feedback_loop.lib.contract import TRACE_IDENTITY, empty_frame, utc_array
 from feedback_loop.lib.linking import events_about_day
 from feedback_loop.lib.params import SignalParams
 from feedback_loop.lib.tables import Table
-from feedback_loop.lib.text import is_in, large_text, lowered, matches, one_chunk, positions, replaced, sort_order, text_length
+from feedback_loop.lib.text import is_in, large_text, lowered, matches, one_chunk, positions, replaced, rows_kept, sort_order, text_length
 
 # Characters a `trivial` edit may change: white space and punctuation (ASCII and common Unicode).
 _IGNORED = string.whitespace + string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00a0\u00b7\u2022"
@@ -267,7 +267,7 @@ def _edits(out: pd.DataFrame, traces: pd.DataFrame, t: pd.DataFrame, ev: pd.Data
 def _copies(
     out: pd.DataFrame, traces: pd.DataFrame, t: pd.DataFrame, ev: pd.DataFrame, copy_count: np.ndarray, params: SignalParams
 ) -> None:
-    copies = ev.loc[(ev["type"] == "copy").to_numpy(), ["_code", "value"]]
+    copies = rows_kept(ev[["_code", "value"]], (ev["type"] == "copy").to_numpy(dtype=bool, na_value=False))
     codes = copies["_code"].to_numpy()
     out_len = text_length(traces["output"]).fillna(0).to_numpy(dtype=float)[t["_row"].to_numpy()[codes]]  # counted in place: no take of the texts
     copied_len = text_length(copies["value"]).to_numpy(dtype=float, na_value=np.nan)

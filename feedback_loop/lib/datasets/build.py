@@ -176,6 +176,17 @@ class _Finishing:
     def decontaminated_and_split(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
         return _decontaminated_and_split(frame, self.suite_prompts, self.params, self.hash_key)
 
+    def split(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """`decontaminated_and_split` of a frame already without contaminated prompts."""
+        prompts = frame["prompt"].drop_duplicates().reset_index(drop=True)
+        return _pseudonymized_and_split(frame, self.hash_key, split_of_hashes(prompt_hashes(prompts), self.params.test_percent).to_numpy(), prompts)
+
+    def contaminated(self, prompts: pd.Series) -> np.ndarray:
+        """Whether each raw prompt, once scrubbed (as its example's will be: the scrubbed texts are
+        kept for the example's own scrub, whose findings are the ones counted), is `contaminated`."""
+        (scrubbed,), _ = scrub_frames([(pd.DataFrame({"prompt": prompts}), ["prompt"])], known=self.scanned)
+        return contaminated(scrubbed["prompt"], self.suite_prompts, self.params.near_duplicate_threshold)
+
 
 DPO_CHUNK_PAIRS = 200_000  # pairs whose texts are read, scrubbed and written at once
 
@@ -252,9 +263,10 @@ def _write_kto(traces: Table, labels: Table, dropped: pd.Series, finish: _Finish
             if day_labels.empty:
                 continue
             day_traces = traces.read(partitions=[day], columns=TRACE_TEXT_COLUMNS)  # nearly every trace is labelled: no row filter
+            day_labels, removed = _without_contaminated(day_labels, day_traces, finish)
             examples = kto_examples(day_traces, day_labels, consume=True)
             del day_traces
-            examples, removed = finish.decontaminated_and_split(finish.scrubbed(examples, ["prompt", "input", "completion"]))
+            examples = finish.split(finish.scrubbed(examples, ["prompt", "input", "completion"]))
             counts["removed"] += removed
             counts["examples"] += len(examples)
             counts["desirable"] += int(examples["label"].sum())
@@ -269,6 +281,24 @@ def _write_kto(traces: Table, labels: Table, dropped: pd.Series, finish: _Finish
             pa.default_memory_pool().release_unused()
         parquet.close()
     return counts
+
+
+def _without_contaminated(labels: pd.DataFrame, traces: pd.DataFrame, finish: _Finishing) -> tuple[pd.DataFrame, int]:
+    """The labels without those whose example's prompt would be contaminated, and how many examples
+    that removes: decided on the distinct prompts before `kto_examples` takes the texts, so that the
+    day's examples are taken once (dropping rows after the take copies ~1.3 GB again at 1M traces)."""
+    t = last_per_trace(traces[["trace_id", "prompt"]])
+    at = positions(labels["trace_id"], t["trace_id"])
+    found = np.flatnonzero(at >= 0)  # the labels that become examples
+    prompts = t["prompt"].iloc[at[found]].fillna("")  # an example's prompt (see `kto_examples`)
+    distinct = prompts.drop_duplicates().reset_index(drop=True)
+    bad = distinct[finish.contaminated(distinct)]
+    if bad.empty:
+        return labels, 0
+    drop = found[is_in(prompts, bad)]
+    keep = np.ones(len(labels), dtype=bool)
+    keep[drop] = False
+    return labels[keep], len(drop)
 
 
 def _decontaminated_and_split(frame: pd.DataFrame, suite_prompts: list[str], params: DatasetParams, hash_key: str) -> tuple[pd.DataFrame, int]:
