@@ -40,7 +40,7 @@ from feedback_loop.lib.datasets.regression import build_cases, merge_suite, prom
 from feedback_loop.lib.datasets.store import Draft, combined_hash
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.tables import Table
-from feedback_loop.lib.text import is_in, positions, sort_order
+from feedback_loop.lib.text import is_in, positions, rows_kept, sort_order
 
 CASES_FILE = "cases.jsonl"
 SPLITS = ("train", "test")
@@ -298,7 +298,7 @@ def _without_contaminated(labels: pd.DataFrame, traces: pd.DataFrame, finish: _F
     drop = found[is_in(prompts, bad)]
     keep = np.ones(len(labels), dtype=bool)
     keep[drop] = False
-    return labels[keep], len(drop)
+    return rows_kept(labels, keep), len(drop)
 
 
 def _decontaminated_and_split(frame: pd.DataFrame, suite_prompts: list[str], params: DatasetParams, hash_key: str) -> tuple[pd.DataFrame, int]:
