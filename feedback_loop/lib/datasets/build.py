@@ -179,7 +179,7 @@ class _Finishing:
     def split(self, frame: pd.DataFrame) -> pd.DataFrame:
         """`decontaminated_and_split` of a frame already without contaminated prompts."""
         prompts = frame["prompt"].drop_duplicates().reset_index(drop=True)
-        return _pseudonymized_and_split(frame, self.hash_key, split_of_hashes(prompt_hashes(prompts), self.params.test_percent).to_numpy(), prompts)
+        return _pseudonymized_and_split(frame, self.hash_key, self.params.test_percent, prompts, prompt_hashes(prompts))
 
     def contaminated(self, prompts: pd.Series) -> np.ndarray:
         """Whether each raw prompt, once scrubbed (as its example's will be: the scrubbed texts are
@@ -309,8 +309,7 @@ def _decontaminated_and_split(frame: pd.DataFrame, suite_prompts: list[str], par
     hashes = prompt_hashes(prompts)
     overlap = is_in(frame["prompt"], prompts[contaminated(prompts, suite_prompts, params.near_duplicate_threshold, hashes)])
     frame = _consumed_without(frame, overlap)
-    split_of_prompt = split_of_hashes(hashes, params.test_percent).to_numpy()  # once per distinct prompt
-    return _pseudonymized_and_split(frame, hash_key, split_of_prompt, prompts), int(overlap.sum())
+    return _pseudonymized_and_split(frame, hash_key, params.test_percent, prompts, hashes), int(overlap.sum())
 
 
 def _read_by_day(table: Table, columns: list[str], dropped: pd.Series, keep: Callable[[pd.DataFrame], pd.DataFrame]) -> pd.DataFrame:
@@ -324,17 +323,18 @@ def _without(frame: pd.DataFrame, trace_ids: pd.Series) -> pd.DataFrame:
     return frame[~is_in(frame["trace_id"], trace_ids)] if len(trace_ids) else frame
 
 
-def _pseudonymized_and_split(frame: pd.DataFrame, hash_key: str, split_of_prompt: np.ndarray, prompts: pd.Series) -> pd.DataFrame:
-    """The builder's own frame with pseudonymous user ids and the split of its prompt."""
+def _pseudonymized_and_split(frame: pd.DataFrame, hash_key: str, test_percent: int, prompts: pd.Series, hashes: pd.Series) -> pd.DataFrame:
+    """The builder's own frame with pseudonymous user ids and the split of its prompt, from the
+    `prompt_hashes` of its distinct `prompts` (each split once per distinct prompt)."""
     frame["user_id"] = pseudonymize(frame["user_id"], hash_key)
-    frame["split"] = split_of_prompt[positions(frame["prompt"], prompts)]
+    frame["split"] = split_of_hashes(hashes, test_percent).to_numpy()[positions(frame["prompt"], prompts)]
     return frame
 
 
 def _consumed_without(frame: pd.DataFrame, drop: np.ndarray) -> pd.DataFrame:
     """`frame` without the rows where `drop` is set, built column by column while `frame` gives up
-    each column it has copied (the builder's own frame, consumed: at 1M traces the KTO set is
-    ~1.3 GB, and a take of every column at once holds it twice)."""
+    each column it has copied (the builder's own frame, consumed: a take of every column at once
+    holds a DPO chunk's texts twice)."""
     if not drop.any():
         return frame
     rows = np.flatnonzero(~drop)
