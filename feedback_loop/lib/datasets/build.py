@@ -26,7 +26,9 @@ from feedback_loop.lib.datasets.preference import (
     SIGNAL_COLUMNS,
     TRACE_TEXT_COLUMNS,
     contaminated,
-    kto_examples,
+    KtoRows,
+    kto_examples_of,
+    kto_rows,
     pair_plan,
     pairs_of_plan,
     plan_trace_ids,
@@ -40,7 +42,7 @@ from feedback_loop.lib.datasets.regression import build_cases, merge_suite, prom
 from feedback_loop.lib.datasets.store import Draft, combined_hash
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.tables import Table
-from feedback_loop.lib.text import is_in, positions, rows_kept, sort_order
+from feedback_loop.lib.text import is_in, positions, sort_order
 
 CASES_FILE = "cases.jsonl"
 SPLITS = ("train", "test")
@@ -263,8 +265,8 @@ def _write_kto(traces: Table, labels: Table, dropped: pd.Series, finish: _Finish
             if day_labels.empty:
                 continue
             day_traces = traces.read(partitions=[day], columns=TRACE_TEXT_COLUMNS)  # nearly every trace is labelled: no row filter
-            day_labels, removed = _without_contaminated(day_labels, day_traces, finish)
-            examples = kto_examples(day_traces, day_labels, consume=True)
+            selected, removed = _without_contaminated(kto_rows(day_traces, day_labels), finish)
+            examples = kto_examples_of(selected, consumed=day_traces)
             del day_traces
             examples = finish.split(finish.scrubbed(examples, ["prompt", "input", "completion"]))
             counts["removed"] += removed
@@ -283,22 +285,17 @@ def _write_kto(traces: Table, labels: Table, dropped: pd.Series, finish: _Finish
     return counts
 
 
-def _without_contaminated(labels: pd.DataFrame, traces: pd.DataFrame, finish: _Finishing) -> tuple[pd.DataFrame, int]:
-    """The labels without those whose example's prompt would be contaminated, and how many examples
-    that removes: decided on the distinct prompts before `kto_examples` takes the texts, so that the
-    day's examples are taken once (dropping rows after the take copies ~1.3 GB again at 1M traces)."""
-    t = last_per_trace(traces[["trace_id", "prompt"]])
-    at = positions(labels["trace_id"], t["trace_id"])
-    found = np.flatnonzero(at >= 0)  # the labels that become examples
-    prompts = t["prompt"].iloc[at[found]].fillna("")  # an example's prompt (see `kto_examples`)
+def _without_contaminated(selected: KtoRows, finish: _Finishing) -> tuple[KtoRows, int]:
+    """The selected examples without those whose prompt is contaminated, and how many that removes:
+    decided on the distinct prompts before `kto_examples_of` takes the texts, so that the day's
+    examples are taken once (dropping rows after the take copies ~1.3 GB again at 1M traces)."""
+    prompts = selected.prompts()
     distinct = prompts.drop_duplicates().reset_index(drop=True)
     bad = distinct[finish.contaminated(distinct)]
     if bad.empty:
-        return labels, 0
-    drop = found[is_in(prompts, bad)]
-    keep = np.ones(len(labels), dtype=bool)
-    keep[drop] = False
-    return rows_kept(labels, keep), len(drop)
+        return selected, 0
+    drop = is_in(prompts, bad)
+    return selected.without(drop), int(drop.sum())
 
 
 def _decontaminated_and_split(frame: pd.DataFrame, suite_prompts: list[str], params: DatasetParams, hash_key: str) -> tuple[pd.DataFrame, int]:

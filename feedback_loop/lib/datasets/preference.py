@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -190,30 +191,57 @@ def _rows_of(t: pd.DataFrame, trace_ids) -> np.ndarray:
 
 
 def kto_examples(traces: pd.DataFrame, labels: pd.DataFrame, consume: bool = False) -> pd.DataFrame:
-    """Every positive or negative response as an unpaired example.
+    """Every positive or negative response as an unpaired example (`kto_rows`, then `kto_examples_of`).
+    `consume`: drop each column of `traces` once it is taken (see `kto_examples_of`)."""
+    return kto_examples_of(kto_rows(traces, labels), traces if consume else None)
 
-    `consume`: drop each column of `traces` once it is taken, for a caller done with them (the
-    examples hold nearly every trace's texts: taking every column before letting any go holds
-    the window's texts twice)."""
+
+@dataclass(frozen=True)
+class KtoRows:
+    """The responses that become KTO examples, before their texts are taken."""
+
+    responses: pd.DataFrame  # the last span of each trace (the traces themselves when ids are unique)
+    rows: np.ndarray  # each example's row in `responses`, by example id
+    positive: np.ndarray  # each example's label
+
+    def prompts(self) -> pd.Series:
+        """Each example's prompt, as `kto_examples_of` gives it (missing: "")."""
+        return self.responses["prompt"].iloc[self.rows].fillna("").reset_index(drop=True)
+
+    def without(self, drop: np.ndarray) -> KtoRows:
+        return KtoRows(self.responses, self.rows[~drop], self.positive[~drop])
+
+
+def kto_rows(traces: pd.DataFrame, labels: pd.DataFrame) -> KtoRows:
+    """The positive and negative responses among `traces`, by example id."""
     labelled = labels[is_in(labels["label"], ["positive", "negative"])]
     t = last_per_trace(traces)
     at = positions(labelled["trace_id"], t["trace_id"])
     found = np.flatnonzero(at >= 0)
     found = found[pc.sort_indices(pa.array(labelled["trace_id"].iloc[found].astype("string"))).to_numpy()]  # by example_id
+    return KtoRows(t, at[found], labelled["label"].to_numpy()[found] == "positive")
+
+
+def kto_examples_of(selected: KtoRows, consumed: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The examples of `selected`, their columns taken from its responses. `consumed`: the traces
+    the responses came from, for a caller done with them: each column of both is dropped once it
+    is taken (the examples hold nearly every trace's texts: taking every column before letting any
+    go holds the window's texts twice)."""
+    t = selected.responses
     rows = {}
     for name in ("trace_id", "prompt", "input", "output", "user_id", "model", "partition_date"):
-        rows[name] = t[name].take(at[found]).reset_index(drop=True)
-        if consume:
+        rows[name] = t[name].take(selected.rows).reset_index(drop=True)
+        if consumed is not None:
             del t[name]
-            if name in traces:
-                del traces[name]
+            if name in consumed:
+                del consumed[name]
     return pd.DataFrame(
         {
             "example_id": "kto-" + rows["trace_id"].astype(str),
             "prompt": _without_missing(rows["prompt"]),
             "input": rows["input"],
             "completion": _without_missing(rows["output"]),
-            "label": (labelled["label"].to_numpy()[found] == "positive"),
+            "label": selected.positive,
             "trace_id": rows["trace_id"],
             "user_id": rows["user_id"],
             "model": rows["model"],
