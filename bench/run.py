@@ -153,6 +153,7 @@ def median_run(runs: list[dict]) -> dict:
             "seconds": statistics.median(r["per_asset"][asset]["seconds"] for r in runs),
             "peak_rss_mb": max(r["per_asset"][asset]["peak_rss_mb"] for r in runs),
             "io_seconds": statistics.median(r["per_asset"][asset]["io_seconds"] for r in runs),
+            "cpu_seconds": statistics.median(r["per_asset"][asset].get("cpu_seconds", 0) for r in runs),
         }
         for asset in runs[0]["per_asset"]
     }
@@ -188,11 +189,12 @@ def generate_stage(traces: int, landing: Path, days: int) -> None:
 
 
 class RssSampler(threading.Thread):
-    """Samples this process's resident set size every 20 ms."""
+    """Samples this process's resident set size and CPU seconds (its own and its waited-for
+    children's, as `os.times` counts them) every 20 ms."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.samples: list[tuple[float, float]] = []
+        self.samples: list[tuple[float, float, float]] = []
         self.running = True
 
     def run(self) -> None:
@@ -200,13 +202,20 @@ class RssSampler(threading.Thread):
             with open("/proc/self/status") as fh:
                 for line in fh:
                     if line.startswith("VmRSS:"):
-                        self.samples.append((time.time(), int(line.split()[1]) / 1024))
+                        times = os.times()
+                        cpu = times.user + times.system + times.children_user + times.children_system
+                        self.samples.append((time.time(), int(line.split()[1]) / 1024, cpu))
                         break
             time.sleep(0.02)
 
     def peak(self, start: float, end: float) -> float:
-        inside = [rss for t, rss in self.samples if start <= t <= end]
+        inside = [rss for t, rss, _ in self.samples if start <= t <= end]
         return max(inside, default=0.0)
+
+    def cpu_seconds(self, start: float, end: float) -> float:
+        """CPU seconds spent between the samples nearest to `start` and `end`."""
+        inside = [cpu for t, _, cpu in self.samples if start <= t <= end]
+        return inside[-1] - inside[0] if inside else 0.0
 
 
 def bench_environment(landing: Path, workdir: Path) -> None:
@@ -269,6 +278,7 @@ def pipeline_stage(landing: Path, workdir: Path, days: int) -> None:
                 per_asset[step] = {
                     "seconds": round(step_end - step_start, 2),
                     "peak_rss_mb": round(sampler.peak(step_start, step_end), 0),
+                    "cpu_seconds": round(sampler.cpu_seconds(step_start, step_end), 2),
                     "io_seconds": round(io_seconds(step_start, events), 2),
                 }
         materializations = {m.asset_key.to_user_string(): m.metadata for m in report.materializations()}
@@ -421,9 +431,9 @@ def print_run(result: dict) -> None:
     if result["days"] > 1:
         print(f"steady state: {result['days']} landing days; the relabel run's window of {result['window_days']} days holds {result['window_traces']:,} traces")
     width = max(len(asset) for asset in [*result["per_asset"], "total (2 runs, wall)"]) + 2
-    print(f"{'asset or check':<{width}}{'seconds':>10}{'of which IO':>13}{'peak RSS MB':>14}")
+    print(f"{'asset or check':<{width}}{'seconds':>10}{'of which IO':>13}{'CPU s':>9}{'peak RSS MB':>14}")
     for asset, figures in result["per_asset"].items():
-        print(f"{asset:<{width}}{figures['seconds']:>10.2f}{figures['io_seconds']:>13.2f}{figures['peak_rss_mb']:>14,.0f}")
+        print(f"{asset:<{width}}{figures['seconds']:>10.2f}{figures['io_seconds']:>13.2f}{figures.get('cpu_seconds', 0):>9.1f}{figures['peak_rss_mb']:>14,.0f}")
     print(f"{'total (2 runs, wall)':<{width}}{result['total_seconds']:>10.2f}{'':>13}{result['peak_rss_mb']:>14,.0f}")
     if "dag_runs" in result:
         totals = ", ".join(f"{r['total_seconds']:.1f}" for r in result["dag_runs"])
