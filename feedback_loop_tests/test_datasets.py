@@ -466,3 +466,28 @@ def test_near_duplicate_join_equals_brute_force_jaccard(seed, chunk, dense_cells
     for threshold in (0.5, 0.8):
         found = near_duplicate_of(pd.Series(texts, dtype="string"), references, threshold).tolist()
         assert found == brute_force_near_duplicates(texts, references, threshold)
+
+
+@pytest.mark.parametrize("chunk", [100_000, 3, 1], ids=["one chunk", "chunks of 3", "a chunk per text"])
+def test_near_duplicates_of_unicode_and_ascii_text_agree_with_brute_force(chunk, monkeypatch):
+    """Chunks of plain ASCII text are tokenized by Arrow's ASCII kernels, others by the Unicode ones:
+    both give `words_of`'s words (lower-cased, split on any white space, 0x1C-0x1F included, and
+    trimmed of punctuation, curly quotes and dashes included)."""
+    from feedback_loop.lib.datasets import near_duplicates
+    from feedback_loop.lib.datasets.near_duplicates import near_duplicate_of
+
+    monkeypatch.setattr(near_duplicates, "CHUNK_TEXTS", chunk)
+    references = ["Le café “noir” est très bon ce matin", "please summarize the attached report in three bullet points"]
+    texts = [
+        "le CAFÉ noir est très bon ce matin",  # Unicode: lower-cased like str.lower
+        "Le café ‘noir’ est très bon ce matin…",
+        "please\x1csummarize the attached\x1freport in three bullet points",  # separators are white space
+        "Please summarize the attached report in three bullet points!",  # ASCII: in chunks of 3, a plain chunk
+        "please summarize\tthe attached report in three bullet points",
+        "please summarize the attached report in four short bullet points",
+        "tell me a joke",
+    ]
+    for threshold in (0.5, 0.8):
+        found = near_duplicate_of(pd.Series(texts, dtype="string"), references, threshold).tolist()
+        assert found == brute_force_near_duplicates(texts, references, threshold)
+    assert near_duplicate_of(pd.Series(texts, dtype="string"), references, 0.8).tolist()[:5] == [True] * 5
