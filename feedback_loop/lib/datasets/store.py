@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -156,7 +157,8 @@ class Draft:
 
 
 class HashingWriter:
-    """A write-only file that hashes what goes through it (Parquet writers accept it as a sink)."""
+    """A write-only file that hashes what goes through it (Parquet writers accept it as a sink).
+    A large block is hashed on another thread while it is written (both release the GIL)."""
 
     def __init__(self, fh: BinaryIO) -> None:
         self._fh = fh
@@ -164,11 +166,17 @@ class HashingWriter:
         self.size = 0
         self.closed = False
 
-    def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        self._fh.write(data)
-        self.size += len(data)
-        return len(data)
+    def write(self, data: bytes | memoryview) -> int:
+        size = memoryview(data).nbytes
+        if size >= OVERLAP_MIN_BYTES:
+            hashed = _HASHER.submit(self.digest.update, data)
+            self._fh.write(data)
+            hashed.result()  # before the next block: the digest takes blocks in order
+        else:
+            self.digest.update(data)
+            self._fh.write(data)
+        self.size += size
+        return size
 
     def tell(self) -> int:
         return self.size
@@ -184,6 +192,10 @@ class HashingWriter:
 
     def seekable(self) -> bool:
         return False
+
+
+OVERLAP_MIN_BYTES = 1 << 20
+_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="draft-hash")
 
 
 def _key(version: str) -> tuple[str, int]:
