@@ -1,5 +1,6 @@
 """Column helpers on Arrow: each agrees with the plain pandas / Python definition."""
 
+import os
 import re
 
 import numpy as np
@@ -45,6 +46,14 @@ def test_matches_scans_in_slices_on_threads_with_the_same_answer(monkeypatch):
     monkeypatch.setattr(text, "SLICE_ROWS", 64)
     assert matches(pa.array(values), r"\d{3}-\d{4}").tolist() == expected
     assert matches(pa.chunked_array([values[:500], values[500:]]), r"\d{3}-\d{4}").tolist() == expected
+    # Fewer rows than a slice, but enough to scan a slice per core (odd: the last slice is short).
+    monkeypatch.setattr(text, "SLICE_ROWS", 100_000)
+    monkeypatch.setattr(text, "PARALLEL_MIN_ROWS", 10)
+    slices = []
+    real = text.in_chunks
+    monkeypatch.setattr(text, "in_chunks", lambda values, compute, rows: slices.append(rows) or real(values, compute, rows=rows))
+    assert matches(pa.array(values[:999]), r"\d{3}-\d{4}").tolist() == expected[:999]
+    assert slices == [-(-999 // (os.cpu_count() or 1))]
 
 
 def test_text_length_counts_characters_and_keeps_missing():
