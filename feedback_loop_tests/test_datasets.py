@@ -175,6 +175,24 @@ def test_kto_examples_and_prompt_hash_split():
     assert (split_of(prompts, 10) == split).all()
 
 
+def test_kto_rows_distinct_prompts_are_the_examples_prompts_once_each():
+    """Each example's prompt is its distinct prompt at its position; prompts of responses that are
+    no example are not among them; a missing prompt is "" as in the examples."""
+    from feedback_loop.lib.datasets.preference import kto_examples_of, kto_rows
+
+    traces = pd.DataFrame({
+        "trace_id": ["a", "b", "c", "d", "e"],
+        "prompt": pd.Series(["same", "other", "same", None, "unlabelled"], dtype="string"),
+        **{name: ["x"] * 5 for name in ("input", "output", "user_id", "model", "partition_date")},
+    })
+    labels = pd.DataFrame({"trace_id": ["d", "c", "b", "a", "e"], "label": ["negative", "positive", "positive", "negative", "neutral"]})
+    selected = kto_rows(traces, labels)
+    distinct, at = selected.distinct_prompts()
+    examples = kto_examples_of(selected)
+    assert distinct.iloc[at].tolist() == examples["prompt"].tolist() == ["same", "other", "same", ""]
+    assert sorted(distinct) == ["", "other", "same"]
+
+
 def test_decontamination_finds_suite_duplicates_and_near_duplicates():
     prompts = pd.Series(["What is the capital city of Australia today?", "Something else entirely, about cooking pasta.", "what is  the capital city of Australia, today"])
     suite = ["what is the capital city of australia today?", "Completely different suite prompt here."]

@@ -204,9 +204,15 @@ class KtoRows:
     rows: np.ndarray  # each example's row in `responses`, by example id
     positive: np.ndarray  # each example's label
 
-    def prompts(self) -> pd.Series:
-        """Each example's prompt, as `kto_examples_of` gives it (missing: "")."""
-        return self.responses["prompt"].iloc[self.rows].fillna("").reset_index(drop=True)
+    def distinct_prompts(self) -> tuple[pd.Series, np.ndarray]:
+        """The examples' distinct prompts, as `kto_examples_of` gives them (missing: ""), and each
+        example's position among them: from the responses' prompts dictionary-encoded, so that no
+        example's prompt is copied or hashed as text."""
+        encoded = pc.dictionary_encode(large_text(self.responses["prompt"].fillna("")))
+        encoded = encoded.combine_chunks() if isinstance(encoded, pa.ChunkedArray) else encoded
+        codes = encoded.indices.to_numpy()[self.rows]
+        used, at = np.unique(codes, return_inverse=True)
+        return pd.Series(encoded.dictionary.take(pa.array(used)), dtype="string"), at
 
     def without(self, drop: np.ndarray) -> KtoRows:
         return KtoRows(self.responses, self.rows[~drop], self.positive[~drop])
