@@ -5,7 +5,7 @@
 For N traces (default 1,000,000) and about 3N feedback events in one daily partition:
 1. generates the landing files with the project's generator (seeded, cached in bench/cache/);
 2. runs the nightly DAG for that partition through Dagster, exactly as `feedback-loop run` does
-   (ingest job, then the relabel job), in a fresh process, and reports wall seconds and peak RSS
+   (ingest job, then the relabel job), in a fresh process, and reports wall seconds, CPU seconds and peak RSS
    per asset and in total, and per asset the seconds spent reading and writing the warehouse's
    Parquet files (from the step's IO events in the run's event log);
 3. runs a DuckDB SQL reference of ingest + dedupe + link + per-trace signal aggregation over the
