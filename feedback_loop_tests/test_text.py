@@ -2,6 +2,7 @@
 
 import os
 import re
+import string
 
 import numpy as np
 import pandas as pd
@@ -72,3 +73,21 @@ def test_repeats_is_pandas_duplicated_over_several_columns_with_missing_values()
     assert repeats(frame.iloc[0:0]).tolist() == []
     chunked = pd.concat([pd.Series(["x", "y"], dtype="string[pyarrow]"), pd.Series(["y"], dtype="string[pyarrow]")], ignore_index=True)
     assert repeats(pd.DataFrame({"a": chunked})).tolist() == [False, False, True]  # a column of several Arrow chunks
+
+
+def test_lowered_words_are_str_split_words_whichever_kernels_tokenize_the_row():
+    """Plain ASCII rows go through Arrow's ASCII kernels, the others (non-ASCII, or the separators
+    0x1C-0x1F that only Unicode and `str.split` take for white space) through the Unicode ones: the
+    words are `str.lower().split()`'s, trimmed, each row's contiguous and in order."""
+    from feedback_loop.lib.text import lowered_words
+
+    punctuation = string.punctuation + "\u2019\u00bf"
+    texts = pd.Series(["Hello, World!", "¿Qué TAL? l’été", None, "a\x1cb  c.", "", "It's   (fine)", "don’t’"], dtype="string")
+    owner, words = lowered_words(texts, punctuation)
+    expected = {row: [w.strip(punctuation) for w in (text if isinstance(text, str) else "").lower().split()] for row, text in enumerate(texts.tolist())}
+    got: dict[int, list[str]] = {}
+    for row, word in zip(owner.tolist(), words.to_pylist(), strict=True):
+        if word:  # empty words are kept (an empty text is one): callers drop them
+            got.setdefault(row, []).append(word)
+    assert got == {row: [w for w in ws if w] for row, ws in expected.items() if any(ws)}
+    assert list(dict.fromkeys(owner.tolist())) == [0, 2, 4, 5, 1, 3, 6]  # plain rows first, each row's words together

@@ -80,6 +80,33 @@ def lowered(values: pd.Series) -> pa.Array:
     return pc.utf8_lower(large_text(values.astype("string").fillna("")))
 
 
+def lowered_words(texts: pd.Series, punctuation: str) -> tuple[np.ndarray, pa.Array]:
+    """The words of each text: lower-cased, split on white space, trimmed of `punctuation`, with
+    the row of each. Empty words are kept (an empty or missing text gives one). A row's words are
+    contiguous and in order; plain ASCII rows come first.
+
+    Rows of plain ASCII text (no byte that the ASCII kernels treat differently from the Unicode
+    ones: non-ASCII, and the separators 0x1C-0x1F, white space to Unicode and `str.split` only) are
+    tokenized by Arrow's ASCII kernels, ~2x faster, the others by the Unicode kernels."""
+    values = large_text(texts.astype("string").fillna(""))
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    plain = ~pc.match_substring_regex(values, NOT_PLAIN_ASCII).to_numpy(zero_copy_only=False).astype(bool)
+    ascii_punctuation = "".join(c for c in punctuation if ord(c) < 128)
+    owners, words = [np.zeros(0, dtype=np.int64)], [pa.array([], type=pa.large_string())]
+    for rows, ascii in ((np.flatnonzero(plain), True), (np.flatnonzero(~plain), False)):
+        if not len(rows):
+            continue
+        part = values if len(rows) == len(values) else values.take(pa.array(rows))
+        tokens = pc.ascii_split_whitespace(pc.ascii_lower(part)) if ascii else pc.utf8_split_whitespace(pc.utf8_lower(part))
+        owners.append(rows[pc.list_parent_indices(tokens).to_numpy()])
+        flat = pc.list_flatten(tokens)
+        words.append(pc.ascii_trim(flat, characters=ascii_punctuation) if ascii else pc.utf8_trim(flat, characters=punctuation))
+    return np.concatenate(owners), pa.concat_arrays(words)
+
+
+NOT_PLAIN_ASCII = r"[^\x00-\x1b\x20-\x7f]"
+
+
 def text_length(values: pd.Series) -> pd.Series:
     """Characters per text (missing stays missing), counted by Arrow."""
     return pd.Series(pc.utf8_length(large_text(values)), index=values.index, dtype="Int64")

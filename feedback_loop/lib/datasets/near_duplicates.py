@@ -16,12 +16,10 @@ import pyarrow.compute as pc
 from datasketch import MinHash, MinHashLSH
 from scipy import sparse
 
-from feedback_loop.lib.text import in_chunks, large_text
+from feedback_loop.lib.text import in_chunks, lowered_words
 
 NUM_PERM = 128
 PUNCTUATION = "".join(sorted(set(string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026")))
-ASCII_PUNCTUATION = string.punctuation
-NOT_PLAIN = r"[^\x00-\x1b\x20-\x7f]"
 
 
 def words_of(text: str) -> list[str]:
@@ -145,17 +143,8 @@ DENSE_CELLS = 4_000_000  # references x their distinct shingles up to which B is
 def _shingles(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(document, shingle hash) for the word 3-grams of each text (see `words_of`); a text of one or
     two words is one shingle, a text without words has none. Repeats within a text are kept."""
-    values = large_text(texts.astype("string").fillna(""))
-    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    # Text without bytes that the ASCII kernels treat differently from the Unicode ones (non-ASCII,
-    # and the separators 0x1C-0x1F, white space to Unicode only) gets the same tokens from them,
-    # ~2x faster: the templated prompts of a busy day are ASCII.
-    plain = not pc.any(pc.match_substring_regex(values, NOT_PLAIN)).as_py()
-    tokens = pc.ascii_split_whitespace(pc.ascii_lower(values)) if plain else pc.utf8_split_whitespace(pc.utf8_lower(values))
-    offsets = tokens.offsets.to_numpy()
-    doc = np.repeat(np.arange(len(tokens), dtype=np.int32), np.diff(offsets))
-    words = tokens.values[offsets[0] : offsets[-1]]
-    flat = pc.ascii_trim(words, characters=ASCII_PUNCTUATION) if plain else pc.utf8_trim(words, characters=PUNCTUATION)
+    doc, flat = lowered_words(texts, PUNCTUATION)
+    doc = doc.astype(np.int32)
     keep = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
     if not keep.all():
         doc, flat = doc[keep], flat.filter(pa.array(keep))

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from feedback_loop.lib.error_modes.refusal import refusal_evidence
-from feedback_loop.lib.text import in_chunks, in_processes, lowered, matches
+from feedback_loop.lib.text import in_chunks, in_processes, lowered, lowered_words, matches
 
 REASON_TO_MODE = {
     "not_factual": "hallucination",
@@ -212,10 +212,7 @@ def languages(texts: pd.Series) -> np.ndarray:
 
 
 def _languages(texts: pd.Series) -> np.ndarray:
-    tokens = pc.utf8_split_whitespace(lowered(texts))
-    tokens = tokens.combine_chunks() if isinstance(tokens, pa.ChunkedArray) else tokens
-    owner = pc.list_parent_indices(tokens).to_numpy()
-    words = pc.utf8_trim(pc.list_flatten(tokens), characters=string.punctuation + "\u00bf\u00a1")
+    owner, words = lowered_words(texts, string.punctuation + "\u00bf\u00a1")
     is_word = pc.greater(pc.utf8_length(words), 1).to_numpy(zero_copy_only=False)
     n = len(texts)
     total = np.bincount(owner[is_word], minlength=n)
