@@ -153,7 +153,7 @@ def median_run(runs: list[dict]) -> dict:
             "seconds": statistics.median(r["per_asset"][asset]["seconds"] for r in runs),
             "peak_rss_mb": max(r["per_asset"][asset]["peak_rss_mb"] for r in runs),
             "io_seconds": statistics.median(r["per_asset"][asset]["io_seconds"] for r in runs),
-            "cpu_seconds": statistics.median(r["per_asset"][asset].get("cpu_seconds", 0) for r in runs),
+            "cpu_seconds": statistics.median(r["per_asset"][asset]["cpu_seconds"] for r in runs),
         }
         for asset in runs[0]["per_asset"]
     }
@@ -213,7 +213,7 @@ class RssSampler(threading.Thread):
         return max(inside, default=0.0)
 
     def cpu_seconds(self, start: float, end: float) -> float:
-        """CPU seconds spent between the samples nearest to `start` and `end`."""
+        """CPU seconds spent between the first and the last sample taken from `start` to `end`."""
         inside = [cpu for t, _, cpu in self.samples if start <= t <= end]
         return inside[-1] - inside[0] if inside else 0.0
 
@@ -433,8 +433,8 @@ def print_run(result: dict) -> None:
     width = max(len(asset) for asset in [*result["per_asset"], "total (2 runs, wall)"]) + 2
     print(f"{'asset or check':<{width}}{'seconds':>10}{'of which IO':>13}{'CPU s':>9}{'peak RSS MB':>14}")
     for asset, figures in result["per_asset"].items():
-        print(f"{asset:<{width}}{figures['seconds']:>10.2f}{figures['io_seconds']:>13.2f}{figures.get('cpu_seconds', 0):>9.1f}{figures['peak_rss_mb']:>14,.0f}")
-    print(f"{'total (2 runs, wall)':<{width}}{result['total_seconds']:>10.2f}{'':>13}{result['peak_rss_mb']:>14,.0f}")
+        print(f"{asset:<{width}}{figures['seconds']:>10.2f}{figures['io_seconds']:>13.2f}{figures['cpu_seconds']:>9.1f}{figures['peak_rss_mb']:>14,.0f}")
+    print(f"{'total (2 runs, wall)':<{width}}{result['total_seconds']:>10.2f}{'':>13}{'':>9}{result['peak_rss_mb']:>14,.0f}")
     if "dag_runs" in result:
         totals = ", ".join(f"{r['total_seconds']:.1f}" for r in result["dag_runs"])
         print(f"(medians of {len(result['dag_runs'])} DAG runs, whose totals were {totals} s)")

@@ -488,8 +488,8 @@ def test_near_duplicate_join_equals_brute_force_jaccard(seed, chunk, dense_cells
 
 @pytest.mark.parametrize("chunk", [100_000, 3, 1], ids=["one chunk", "chunks of 3", "a chunk per text"])
 def test_near_duplicates_of_unicode_and_ascii_text_agree_with_brute_force(chunk, monkeypatch):
-    """Chunks of plain ASCII text are tokenized by Arrow's ASCII kernels, others by the Unicode ones:
-    both give `words_of`'s words (lower-cased, split on any white space, 0x1C-0x1F included, and
+    """Rows of plain ASCII text are tokenized by Arrow's ASCII kernels, others by the Unicode ones,
+    in one chunk or many: both give `words_of`'s words (lower-cased, split on any white space, 0x1C-0x1F included, and
     trimmed of punctuation, curly quotes and dashes included)."""
     from feedback_loop.lib.datasets import near_duplicates
     from feedback_loop.lib.datasets.near_duplicates import near_duplicate_of
@@ -500,7 +500,7 @@ def test_near_duplicates_of_unicode_and_ascii_text_agree_with_brute_force(chunk,
         "le CAFÉ noir est très bon ce matin",  # Unicode: lower-cased like str.lower
         "Le café ‘noir’ est très bon ce matin…",
         "please\x1csummarize the attached\x1freport in three bullet points",  # separators are white space
-        "Please summarize the attached report in three bullet points!",  # ASCII: in chunks of 3, a plain chunk
+        "Please summarize the attached report in three bullet points!",  # plain ASCII
         "please summarize\tthe attached report in three bullet points",
         "please summarize the attached report in four short bullet points",
         "tell me a joke",

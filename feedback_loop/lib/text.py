@@ -93,14 +93,14 @@ def lowered_words(texts: pd.Series, punctuation: str) -> tuple[np.ndarray, pa.Ar
     plain = ~pc.match_substring_regex(values, NOT_PLAIN_ASCII).to_numpy(zero_copy_only=False).astype(bool)
     ascii_punctuation = "".join(c for c in punctuation if ord(c) < 128)
     owners, words = [np.zeros(0, dtype=np.int64)], [pa.array([], type=pa.large_string())]
-    for rows, ascii in ((np.flatnonzero(plain), True), (np.flatnonzero(~plain), False)):
+    for rows, is_plain in ((np.flatnonzero(plain), True), (np.flatnonzero(~plain), False)):
         if not len(rows):
             continue
         part = values if len(rows) == len(values) else values.take(pa.array(rows))
-        tokens = pc.ascii_split_whitespace(pc.ascii_lower(part)) if ascii else pc.utf8_split_whitespace(pc.utf8_lower(part))
+        tokens = pc.ascii_split_whitespace(pc.ascii_lower(part)) if is_plain else pc.utf8_split_whitespace(pc.utf8_lower(part))
         owners.append(rows[pc.list_parent_indices(tokens).to_numpy()])
         flat = pc.list_flatten(tokens)
-        words.append(pc.ascii_trim(flat, characters=ascii_punctuation) if ascii else pc.utf8_trim(flat, characters=punctuation))
+        words.append(pc.ascii_trim(flat, characters=ascii_punctuation) if is_plain else pc.utf8_trim(flat, characters=punctuation))
     return np.concatenate(owners), pa.concat_arrays(words)
 
 
