@@ -180,6 +180,27 @@ def test_typed_message_lists_in_parquet_give_the_last_user_message(tmp_path):
     assert json.loads(result.clean.set_index("trace_id").loc["m1", "input"])[3] == {"role": "user", "content": "second"}
 
 
+def test_a_trace_key_is_clean_once_and_a_quarantined_record_does_not_claim_it(tmp_path):
+    """(trace_id, span_id) is unique among clean traces: the first readable record of a key wins, and
+    a record quarantined for another reason does not hold its key against a good one after it."""
+    span = {"trace_id": "t1", "span_id": "s1", "timestamp": TS, "input": "hi", "output": "a"}
+    result = traces(
+        tmp_path,
+        [
+            {**span, "trace_id": "t2", "latency_ms": "slow"},
+            span,
+            {**span, "output": "b"},
+            {**span, "span_id": "s2"},
+            {**span, "trace_id": "t2"},
+        ],
+    )
+    assert list(zip(result.clean["trace_id"], result.clean["span_id"], result.clean["output"], strict=True)) == [
+        ("t1", "s1", "a"), ("t1", "s2", "a"), ("t2", "s1", "a")
+    ]
+    assert result.duplicates == 1
+    assert reasons(result) == ["latency_ms is not a number"]
+
+
 def test_records_come_in_file_and_line_order_across_files(tmp_path):
     """Rows of several files, an unreadable line among them, are ordered by file then line (first of a duplicate wins)."""
     rows = lambda name: [{"event_id": "dup", "trace_id": name, "timestamp": TS, "type": "copy"}, {"event_id": f"{name}-2", "trace_id": name, "timestamp": TS, "type": "copy"}]
