@@ -84,7 +84,7 @@ def main() -> None:
     print(
         f"\nSUMMARY traces={last['traces']:,} window_traces={last['window_traces']:,} events={last['events']:,} total={last['total_seconds']:.1f}s "
         f"peak_rss={last['peak_rss_mb']:,.0f}MB ingest+link+signals={last['ingest_link_signals_seconds']:.1f}s "
-        f"duckdb={last['duckdb_reference_seconds']:.1f}s ratio={last['ratio_to_duckdb']:.2f} "
+        f"duckdb={last['duckdb_reference_seconds']:.1f}s ratio={last['ratio_to_duckdb']:.2f} night/duckdb={last['night_to_duckdb']:.1f} "
         f"link+signals+labels={last['link_signals_labels_seconds']:.1f}s (in memory; {last['link_signals_labels_dag_seconds']:.1f}s as steps) "
         f"error_modes_100k={last['error_modes_100k_seconds']:.1f}s -> bench/results/{stamp}.json"
     )
@@ -130,6 +130,9 @@ def run_size(traces: int, keep: bool, repeat: int = 1, days: int = 1) -> dict:
         "ratio_to_duckdb": round(ils / reference["seconds"], 2),
         "duckdb_reference_with_writes_seconds": reference["seconds_with_writes"],
         "ratio_to_duckdb_with_writes": round(ils / reference["seconds_with_writes"], 2),
+        # The whole night in units of the reference run on the same machine: comparable across
+        # machines (and hours) whose speed differs, as absolute seconds are not.
+        "night_to_duckdb": round(pipeline["total_seconds"] / reference["seconds"], 2),
         "link_signals_labels_seconds": core["seconds"],
         "link_signals_labels": core,
         "link_signals_labels_dag_seconds": round(sum(pipeline["per_asset"][a]["seconds"] for a in LINK_SIGNALS_LABELS if a in pipeline["per_asset"]), 2),
@@ -435,6 +438,7 @@ def print_run(result: dict) -> None:
     for asset, figures in result["per_asset"].items():
         print(f"{asset:<{width}}{figures['seconds']:>10.2f}{figures['io_seconds']:>13.2f}{figures['cpu_seconds']:>9.1f}{figures['peak_rss_mb']:>14,.0f}")
     print(f"{'total (2 runs, wall)':<{width}}{result['total_seconds']:>10.2f}{'':>13}{'':>9}{result['peak_rss_mb']:>14,.0f}")
+    print(f"the night took {result['night_to_duckdb']:.1f}x the DuckDB reference's time on this machine (comparable across machines, unlike seconds)")
     if "dag_runs" in result:
         totals = ", ".join(f"{r['total_seconds']:.1f}" for r in result["dag_runs"])
         print(f"(medians of {len(result['dag_runs'])} DAG runs, whose totals were {totals} s)")
