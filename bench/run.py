@@ -1,6 +1,7 @@
 """Benchmark the nightly pipeline at production scale.
 
     python bench/run.py [--traces N] [--days D] [--scaling] [--repeat R] [--keep]
+    python bench/run.py --compare REV [--traces N] [--days D] [--repeat R]
 
 For N traces (default 1,000,000) and about 3N feedback events in one daily partition:
 1. generates the landing files with the project's generator (seeded, cached in bench/cache/);
@@ -22,6 +23,11 @@ default, 1, the window holds only the run's own day.
 `--scaling` runs 100k, 300k and 1M and prints how time grows; `--repeat R` runs the DAG and the
 DuckDB reference R times and reports medians (on a noisy machine). Results go to
 bench/results/<timestamp>.json; the last line printed is a one-line summary.
+`--compare REV` is a before/after on one machine: nights of the code at git revision REV (checked
+out in a worktree under bench/cache/) and of the working tree alternate R times (default 2), in the
+order base, head, head, base, ... so that a machine drifting in speed favours neither; it prints
+each step's median seconds on both sides, and whether both sides built the same warehouse tables
+and datasets (bench/results/<timestamp>-compare.json).
 """
 
 from __future__ import annotations
@@ -55,7 +61,8 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=1, help="trace days of N traces each in the landing folder; the nightly run for the last one relabels its window (steady state)")
     parser.add_argument("--scaling", action="store_true", help="run 100k, 300k and 1M traces")
     parser.add_argument("--keep", action="store_true", help="keep the run's warehouse and datasets")
-    parser.add_argument("--repeat", type=int, default=1, help="run the DAG and the DuckDB reference N times; report medians")
+    parser.add_argument("--repeat", type=int, default=None, help="run the DAG and the DuckDB reference N times; report medians (with --compare: nights per side, default 2)")
+    parser.add_argument("--compare", metavar="REV", help="alternate nights of the code at git revision REV and of the working tree; compare times and outputs")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--landing", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -72,8 +79,10 @@ def main() -> None:
         return error_modes_stage(Path(args.workdir))
     if args.stage == "link_signals_labels":
         return link_signals_labels_stage(Path(args.workdir))
+    if args.compare:
+        return compare_stage(args.compare, args.traces, args.days, args.repeat or 2)
     sizes = [100_000, 300_000, 1_000_000] if args.scaling else [args.traces]
-    results = [run_size(n, args.keep, args.repeat, args.days) for n in sizes]
+    results = [run_size(n, args.keep, args.repeat or 1, args.days) for n in sizes]
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
     payload = results[-1] if len(results) == 1 else {**results[-1], "scaling": scaling(results)}
@@ -90,18 +99,23 @@ def main() -> None:
     )
 
 
-def run_size(traces: int, keep: bool, repeat: int = 1, days: int = 1) -> dict:
+def landing_of(traces: int, days: int) -> tuple[str, Path]:
+    """The run's name and its landing folder, generated on first use and cached."""
     name = f"{traces}" if days == 1 else f"{traces}x{days}"
     landing = CACHE / f"landing-{name}"
     if not (landing / "ground_truth" / "summary.json").exists():
         print(f"generating {days} day(s) of {traces:,} traces into {landing} (cached for later runs) ...", flush=True)
         shutil.rmtree(landing, ignore_errors=True)
         stage("generate", "--traces", str(traces), "--days", str(days), "--landing", str(landing))
+    return name, landing
+
+
+def run_size(traces: int, keep: bool, repeat: int = 1, days: int = 1) -> dict:
+    name, landing = landing_of(traces, days)
     workdir = CACHE / f"run-{name}"
     runs, references = [], []
     for n in range(repeat):
-        shutil.rmtree(workdir, ignore_errors=True)
-        workdir.mkdir(parents=True)
+        fresh_workdir(workdir)
         print(f"running the nightly DAG on {traces:,} traces ({n + 1}/{repeat}) ...", flush=True)
         runs.append(json.loads(stage("pipeline", "--landing", str(landing), "--workdir", str(workdir), "--days", str(days))))
         print(f"running the DuckDB reference ({n + 1}/{repeat}) ...", flush=True)
@@ -130,8 +144,8 @@ def run_size(traces: int, keep: bool, repeat: int = 1, days: int = 1) -> dict:
         "ratio_to_duckdb": round(ils / reference["seconds"], 2),
         "duckdb_reference_with_writes_seconds": reference["seconds_with_writes"],
         "ratio_to_duckdb_with_writes": round(ils / reference["seconds_with_writes"], 2),
-        # The whole night in units of the reference run on the same machine: comparable across
-        # machines (and hours) whose speed differs, as absolute seconds are not.
+        # The whole night in units of the reference run on the same machine: for one size, comparable
+        # across machines (and hours) whose speed differs, as absolute seconds are not.
         "night_to_duckdb": round(pipeline["total_seconds"] / reference["seconds"], 2),
         "link_signals_labels_seconds": core["seconds"],
         "link_signals_labels": core,
@@ -143,6 +157,15 @@ def run_size(traces: int, keep: bool, repeat: int = 1, days: int = 1) -> dict:
     }
     print_run(result)
     return result
+
+
+def fresh_workdir(workdir: Path) -> None:
+    """An empty `workdir`, with the disk's pending writes flushed first: a night started while the
+    kernel still writes back the last night's gigabytes waits on the disk (its first steps took 2.5x
+    their CPU time in wall time here) and measures the previous night, not itself."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    os.sync()
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -170,13 +193,20 @@ def median_run(runs: list[dict]) -> dict:
     }
 
 
-def stage(name: str, *args: str) -> str:
-    out = subprocess.run([sys.executable, str(Path(__file__)), "--stage", name, *args], capture_output=True, text=True)
+def stage(name: str, *args: str, root: Path = HERE.parent) -> str:
+    """Run a stage in a fresh process, with the code of the checkout at `root` (default: this one)."""
+    out = subprocess.run([sys.executable, str(root / "bench" / "run.py"), "--stage", name, *args], capture_output=True, text=True, env=code_of(root))
     if out.returncode == -signal.SIGKILL:
         sys.exit(f"the {name} stage was killed (SIGKILL): most likely out of memory; the relabel run holds its whole window (docs/benchmark.md)")
     if out.returncode:
         sys.exit(f"the {name} stage failed with exit code {out.returncode}:\n{out.stderr[-4000:]}")
     return out.stdout.strip().splitlines()[-1]
+
+
+def code_of(root: Path) -> dict[str, str]:
+    """The environment in which a script of the checkout at `root` imports that checkout's
+    `feedback_loop` (ahead of the one the virtualenv has installed)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
 
 
 def generate_stage(traces: int, landing: Path, days: int) -> None:
@@ -438,7 +468,7 @@ def print_run(result: dict) -> None:
     for asset, figures in result["per_asset"].items():
         print(f"{asset:<{width}}{figures['seconds']:>10.2f}{figures['io_seconds']:>13.2f}{figures['cpu_seconds']:>9.1f}{figures['peak_rss_mb']:>14,.0f}")
     print(f"{'total (2 runs, wall)':<{width}}{result['total_seconds']:>10.2f}{'':>13}{'':>9}{result['peak_rss_mb']:>14,.0f}")
-    print(f"the night took {result['night_to_duckdb']:.1f}x the DuckDB reference's time on this machine (comparable across machines, unlike seconds)")
+    print(f"the night took {result['night_to_duckdb']:.1f}x the DuckDB reference's time on this machine (comparable across machines at one size, unlike seconds)")
     if "dag_runs" in result:
         totals = ", ".join(f"{r['total_seconds']:.1f}" for r in result["dag_runs"])
         print(f"(medians of {len(result['dag_runs'])} DAG runs, whose totals were {totals} s)")
@@ -456,6 +486,82 @@ def print_run(result: dict) -> None:
         f"labels {core['labels']:.2f}); {result['link_signals_labels_dag_seconds']:.2f}s as Dagster steps (with their Parquet reads and writes)"
     )
     print(f"error modes: {result['error_modes_seconds']}s in the DAG ({result['negatives']:,} negatives); {result['error_modes_100k_seconds']:.2f}s for 100,000 negatives")
+
+
+def compare_stage(rev: str, traces: int, days: int, repeat: int) -> None:
+    """Nights of the code at `rev` (base) and of the working tree (head), alternating; see the module docstring."""
+    _, landing = landing_of(traces, days)
+    repo = HERE.parent
+    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", f"{rev}^{{commit}}"], capture_output=True, text=True, check=True).stdout.strip()
+    base = CACHE / f"worktree-{sha[:12]}"
+    if not base.exists():
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(base), sha], check=True, capture_output=True)
+    roots = {"base": base, "head": repo}
+    for side, root in roots.items():  # a script's own folder leads sys.path, as in `stage`
+        imported = subprocess.run([sys.executable, "-c", "import feedback_loop; print(feedback_loop.__file__)"], capture_output=True, text=True, env=code_of(root), cwd=root / "bench", check=True).stdout.strip()
+        if Path(imported).parent != root / "feedback_loop":
+            sys.exit(f"the {side} side would run {imported}, not the code at {root}")
+    runs: dict[str, list[dict]] = {"base": [], "head": []}
+    order = [side for n in range(repeat) for side in (("base", "head") if n % 2 == 0 else ("head", "base"))]
+    for n, side in enumerate(order, 1):
+        workdir = CACHE / f"compare-{side}"
+        fresh_workdir(workdir)
+        print(f"night {n}/{len(order)}: {side} ...", flush=True)
+        runs[side].append(json.loads(stage("pipeline", "--landing", str(landing), "--workdir", str(workdir), "--days", str(days), root=roots[side])))
+    differences = output_differences(CACHE / "compare-base", CACHE / "compare-head")
+    medians = {side: median_run(side_runs) for side, side_runs in runs.items()}
+    head = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+    result = {"base": sha, "head": head, "traces": traces, "days": days, "order": order, "sides": medians, "output_differences": differences}
+    RESULTS.mkdir(exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+    (RESULTS / f"{stamp}-compare.json").write_text(json.dumps(result, indent=2))
+    print_comparison(result)
+    print(f"-> bench/results/{stamp}-compare.json")
+
+
+def output_differences(base: Path, head: Path) -> list[str]:
+    """What differs between two runs' outputs: each warehouse table (Arrow equality of its data and
+    schema), and each dataset's manifest but for when it was created (it holds every file's digest)."""
+    import pyarrow.parquet as pq
+
+    found = []
+    tables = {path.relative_to(base / "warehouse") for path in (base / "warehouse").rglob("*.parquet")}
+    tables |= {path.relative_to(head / "warehouse") for path in (head / "warehouse").rglob("*.parquet")}
+    for table in sorted(tables):
+        a, b = base / "warehouse" / table, head / "warehouse" / table
+        if not (a.exists() and b.exists()):
+            found.append(f"warehouse/{table}: only in {'base' if a.exists() else 'head'}")
+        elif not pq.read_table(a).equals(pq.read_table(b)):
+            found.append(f"warehouse/{table}: different rows or schema")
+    for dataset in sorted({p.parent.name for p in (base / "datasets").glob("*/LATEST")} | {p.parent.name for p in (head / "datasets").glob("*/LATEST")}):
+        manifests = []
+        for root in (base, head):
+            latest = root / "datasets" / dataset / "LATEST"
+            manifest = json.loads((root / "datasets" / dataset / latest.read_text().strip() / "manifest.json").read_text()) if latest.exists() else {}
+            manifest.pop("created_at", None)
+            manifests.append(manifest)
+        if manifests[0] != manifests[1]:
+            keys = sorted(k for k in manifests[0].keys() | manifests[1].keys() if manifests[0].get(k) != manifests[1].get(k))
+            found.append(f"datasets/{dataset}: manifests differ in {', '.join(keys)}")
+    return found
+
+
+def print_comparison(result: dict) -> None:
+    base, head = result["sides"]["base"], result["sides"]["head"]
+    print(f"\nbase {result['base'][:12]} against head {result['head']}, {result['traces']:,} traces, nights in the order {', '.join(result['order'])}")
+    width = max(len(step) for step in [*head["per_asset"], "total (2 runs, wall)"]) + 2
+    print(f"{'asset or check':<{width}}{'base s':>9}{'head s':>9}{'change':>9}{'base CPU s':>12}{'head CPU s':>12}")
+    for step, new in head["per_asset"].items():
+        old = base["per_asset"].get(step)
+        if old is None:
+            print(f"{step:<{width}}{'-':>9}{new['seconds']:>9.2f}{'':>9}{'-':>12}{new['cpu_seconds']:>12.1f}")
+        else:
+            print(f"{step:<{width}}{old['seconds']:>9.2f}{new['seconds']:>9.2f}{new['seconds'] - old['seconds']:>+9.2f}{old['cpu_seconds']:>12.1f}{new['cpu_seconds']:>12.1f}")
+    print(f"{'total (2 runs, wall)':<{width}}{base['total_seconds']:>9.2f}{head['total_seconds']:>9.2f}{head['total_seconds'] - base['total_seconds']:>+9.2f}")
+    for side, figures in (("base", base), ("head", head)):
+        totals = ", ".join(f"{r['total_seconds']:.1f}" for r in figures.get("dag_runs", [figures]))
+        print(f"{side} nights: {totals} s; peak RSS {figures['peak_rss_mb']:,.0f} MB")
+    print("outputs: identical warehouse tables and datasets" if not result["output_differences"] else "outputs differ:\n  " + "\n  ".join(result["output_differences"]))
 
 
 def scaling(results: list[dict]) -> list[dict]:
