@@ -24,10 +24,10 @@ default, 1, the window holds only the run's own day.
 DuckDB reference R times and reports medians (on a noisy machine). Results go to
 bench/results/<timestamp>.json; the last line printed is a one-line summary.
 `--compare REV` is a before/after on one machine: nights of the code at git revision REV (checked
-out in a worktree under bench/cache/) and of the working tree alternate R times (default 2), in the
-order base, head, head, base, ... so that a machine drifting in speed favours neither; it prints
-each step's median seconds on both sides, and whether both sides built the same warehouse tables
-and datasets (bench/results/<timestamp>-compare.json).
+out in a worktree under bench/cache/) and of the working tree alternate, R a side (default 2), in
+the order base, head, head, base, ... so that a machine drifting in speed favours neither; it
+prints each step's median wall and CPU seconds on both sides, and whether both sides built the same
+warehouse tables and datasets (bench/results/<timestamp>-compare.json).
 """
 
 from __future__ import annotations
