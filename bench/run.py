@@ -174,15 +174,10 @@ def median_run(runs: list[dict]) -> dict:
     differ by up to a sixth in total and a third per step.)"""
     if len(runs) == 1:
         return runs[0]
-    per_asset = {
-        asset: {
-            "seconds": statistics.median(r["per_asset"][asset]["seconds"] for r in runs),
-            "peak_rss_mb": max(r["per_asset"][asset]["peak_rss_mb"] for r in runs),
-            "io_seconds": statistics.median(r["per_asset"][asset]["io_seconds"] for r in runs),
-            "cpu_seconds": statistics.median(r["per_asset"][asset]["cpu_seconds"] for r in runs),
-        }
-        for asset in runs[0]["per_asset"]
-    }
+    per_asset = {}
+    for asset, figures in runs[0]["per_asset"].items():
+        shared = [name for name in figures if all(name in r["per_asset"][asset] for r in runs)]  # an older revision's runs record fewer
+        per_asset[asset] = {name: (max if name == "peak_rss_mb" else statistics.median)(r["per_asset"][asset][name] for r in runs) for name in shared}
     return {
         **runs[0],
         "success": all(r["success"] for r in runs),
@@ -222,33 +217,38 @@ def generate_stage(traces: int, landing: Path, days: int) -> None:
 
 
 class RssSampler(threading.Thread):
-    """Samples this process's resident set size and CPU seconds (its own and its waited-for
-    children's, as `os.times` counts them) every 20 ms."""
+    """Samples, every 20 ms, this process's resident set size and CPU seconds (its own and its
+    waited-for children's, as `os.times` counts them), and the machine's iowait and steal seconds
+    (all cores, from /proc/stat): time a step waited on the disk, or for the hypervisor to run it."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.samples: list[tuple[float, float, float]] = []
+        self.samples: list[tuple[float, float, float, float, float]] = []  # time, RSS MB, CPU s, iowait s, steal s
         self.running = True
+        self.tick = os.sysconf("SC_CLK_TCK")
 
     def run(self) -> None:
         while self.running:
             with open("/proc/self/status") as fh:
-                for line in fh:
-                    if line.startswith("VmRSS:"):
-                        times = os.times()
-                        cpu = times.user + times.system + times.children_user + times.children_system
-                        self.samples.append((time.time(), int(line.split()[1]) / 1024, cpu))
-                        break
+                rss = next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:"))
+            with open("/proc/stat") as fh:
+                fields = fh.readline().split()  # cpu user nice system idle iowait irq softirq steal ...
+            times = os.times()
+            cpu = times.user + times.system + times.children_user + times.children_system
+            self.samples.append((time.time(), rss, cpu, int(fields[5]) / self.tick, int(fields[8]) / self.tick))
             time.sleep(0.02)
 
     def peak(self, start: float, end: float) -> float:
-        inside = [rss for t, rss, _ in self.samples if start <= t <= end]
+        inside = [sample[1] for sample in self.samples if start <= sample[0] <= end]
         return max(inside, default=0.0)
 
-    def cpu_seconds(self, start: float, end: float) -> float:
-        """CPU seconds spent between the first and the last sample taken from `start` to `end`."""
-        inside = [cpu for t, _, cpu in self.samples if start <= t <= end]
-        return inside[-1] - inside[0] if inside else 0.0
+    def spent(self, start: float, end: float) -> dict[str, float]:
+        """CPU, iowait and steal seconds between the first and the last sample taken from `start` to `end`."""
+        inside = [sample for sample in self.samples if start <= sample[0] <= end]
+        if not inside:
+            return {"cpu_seconds": 0.0, "iowait_seconds": 0.0, "steal_seconds": 0.0}
+        first, last = inside[0], inside[-1]
+        return {name: round(last[i] - first[i], 2) for i, name in ((2, "cpu_seconds"), (3, "iowait_seconds"), (4, "steal_seconds"))}
 
 
 def bench_environment(landing: Path, workdir: Path) -> None:
@@ -311,7 +311,7 @@ def pipeline_stage(landing: Path, workdir: Path, days: int) -> None:
                 per_asset[step] = {
                     "seconds": round(step_end - step_start, 2),
                     "peak_rss_mb": round(sampler.peak(step_start, step_end), 0),
-                    "cpu_seconds": round(sampler.cpu_seconds(step_start, step_end), 2),
+                    **sampler.spent(step_start, step_end),
                     "io_seconds": round(io_seconds(step_start, events), 2),
                 }
         materializations = {m.asset_key.to_user_string(): m.metadata for m in report.materializations()}
@@ -464,10 +464,14 @@ def print_run(result: dict) -> None:
     if result["days"] > 1:
         print(f"steady state: {result['days']} landing days; the relabel run's window of {result['window_days']} days holds {result['window_traces']:,} traces")
     width = max(len(asset) for asset in [*result["per_asset"], "total (2 runs, wall)"]) + 2
-    print(f"{'asset or check':<{width}}{'seconds':>10}{'of which IO':>13}{'CPU s':>9}{'peak RSS MB':>14}")
+    print(f"{'asset or check':<{width}}{'seconds':>10}{'of which IO':>13}{'CPU s':>9}{'iowait s':>10}{'steal s':>9}{'peak RSS MB':>14}")
     for asset, figures in result["per_asset"].items():
-        print(f"{asset:<{width}}{figures['seconds']:>10.2f}{figures['io_seconds']:>13.2f}{figures['cpu_seconds']:>9.1f}{figures['peak_rss_mb']:>14,.0f}")
-    print(f"{'total (2 runs, wall)':<{width}}{result['total_seconds']:>10.2f}{'':>13}{'':>9}{result['peak_rss_mb']:>14,.0f}")
+        print(
+            f"{asset:<{width}}{figures['seconds']:>10.2f}{figures['io_seconds']:>13.2f}{figures['cpu_seconds']:>9.1f}"
+            f"{figures['iowait_seconds']:>10.1f}{figures['steal_seconds']:>9.1f}{figures['peak_rss_mb']:>14,.0f}"
+        )
+    print(f"{'total (2 runs, wall)':<{width}}{result['total_seconds']:>10.2f}{'':>13}{'':>9}{'':>10}{'':>9}{result['peak_rss_mb']:>14,.0f}")
+    print("(iowait and steal: the machine's, over both cores: time waiting on the disk, or for the hypervisor)")
     print(f"the night took {result['night_to_duckdb']:.1f}x the DuckDB reference's time on this machine (comparable across machines at one size, unlike seconds)")
     if "dag_runs" in result:
         totals = ", ".join(f"{r['total_seconds']:.1f}" for r in result["dag_runs"])
