@@ -4,6 +4,7 @@ import io
 import json
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -191,6 +192,27 @@ def test_kto_rows_distinct_prompts_are_the_examples_prompts_once_each():
     examples = kto_examples_of(selected)
     assert distinct.iloc[at].tolist() == examples["prompt"].tolist() == ["same", "other", "same", ""]
     assert sorted(distinct) == ["", "other", "same"]
+
+
+def test_kto_examples_take_replaced_prompts_and_keep_them_aligned_when_rows_are_dropped():
+    """`with_prompts` gives the examples other prompts (as the release gives them scrubbed ones),
+    by distinct value; dropping examples drops their positions too."""
+    from feedback_loop.lib.datasets.preference import kto_examples_of, kto_rows
+
+    traces = pd.DataFrame({
+        "trace_id": ["a", "b", "c", "d"],
+        "prompt": pd.Series(["call 555", "other", "call 555", "x"], dtype="string"),
+        **{name: ["v"] * 4 for name in ("input", "output", "user_id", "model", "partition_date")},
+    })
+    labels = pd.DataFrame({"trace_id": ["a", "b", "c", "d"], "label": ["positive", "negative", "negative", "positive"]})
+    selected = kto_rows(traces, labels)
+    distinct, at = selected.distinct_prompts()
+    replaced = distinct.str.replace("555", "<PHONE_NUMBER>")
+    kept = selected.with_prompts(replaced, at).without(np.array([False, True, False, False]))
+    examples = kto_examples_of(kept)
+    assert examples["trace_id"].tolist() == ["a", "c", "d"]
+    assert examples["prompt"].tolist() == ["call <PHONE_NUMBER>", "call <PHONE_NUMBER>", "x"]
+    assert examples["label"].tolist() == [True, False, True]
 
 
 def test_decontamination_finds_suite_duplicates_and_near_duplicates():

@@ -16,6 +16,7 @@ from importlib.metadata import version
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from feedback_loop.lib.datasets import exports
@@ -42,7 +43,7 @@ from feedback_loop.lib.datasets.regression import build_cases, merge_suite, prom
 from feedback_loop.lib.datasets.store import Draft, combined_hash
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.tables import Table
-from feedback_loop.lib.text import is_in, positions, sort_order
+from feedback_loop.lib.text import is_in, large_text, positions, sort_order
 
 CASES_FILE = "cases.jsonl"
 SPLITS = ("train", "test")
@@ -178,16 +179,20 @@ class _Finishing:
     def decontaminated_and_split(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
         return _decontaminated_and_split(frame, self.suite_prompts, self.params, self.hash_key)
 
-    def split(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """`decontaminated_and_split` of a frame already without contaminated prompts."""
-        prompts = frame["prompt"].drop_duplicates().reset_index(drop=True)
-        return _pseudonymized_and_split(frame, self.hash_key, self.params.test_percent, prompts, prompt_hashes(prompts))
-
-    def contaminated(self, prompts: pd.Series) -> np.ndarray:
-        """Whether each raw prompt, once scrubbed (as its example's will be: the scrubbed texts are
-        kept for the example's own scrub, whose findings are the ones counted), is `contaminated`."""
+    def scrubbed_prompts(self, prompts: pd.Series) -> pd.Series:
+        """Distinct raw prompts scrubbed, their findings not counted yet (`count_prompt_findings`
+        counts them once per published example)."""
         (scrubbed,), _ = scrub_frames([(pd.DataFrame({"prompt": prompts}), ["prompt"])], known=self.scanned)
-        return contaminated(scrubbed["prompt"], self.suite_prompts, self.params.near_duplicate_threshold)
+        return scrubbed["prompt"]
+
+    def count_prompt_findings(self, raw: pd.Series, scrubbed: pd.Series, at: np.ndarray) -> None:
+        """Count the findings of the distinct `raw` prompts (`scrubbed` by `scrubbed_prompts`) once
+        for each example at positions `at`."""
+        changed = np.flatnonzero(pc.not_equal(large_text(raw), large_text(scrubbed)).to_numpy(zero_copy_only=False))
+        uses = np.bincount(at, minlength=len(raw))[changed]
+        for text, n in zip(large_text(raw).take(pa.array(changed, type=pa.int64())).to_pylist(), uses.tolist(), strict=True):
+            for kind, count in self.scanned[text][1].items():
+                self.pii[kind] += count * n
 
 
 DPO_CHUNK_PAIRS = 200_000  # pairs whose texts are read, scrubbed and written at once
@@ -265,10 +270,11 @@ def _write_kto(traces: Table, labels: Table, dropped: pd.Series, finish: _Finish
             if day_labels.empty:
                 continue
             day_traces = traces.read(partitions=[day], columns=TRACE_TEXT_COLUMNS)  # nearly every trace is labelled: no row filter
-            selected, removed = _without_contaminated(kto_rows(day_traces, day_labels), finish)
+            selected, hashes, removed = _with_clean_prompts(kto_rows(day_traces, day_labels), finish)
             examples = kto_examples_of(selected, consumed=day_traces)
             del day_traces
-            examples = finish.split(finish.scrubbed(examples, ["prompt", "input", "completion"]))
+            examples = finish.scrubbed(examples, ["input", "completion"])  # the prompts are scrubbed already
+            examples = _pseudonymized_and_split(examples, finish.hash_key, finish.params.test_percent, hashes, selected.prompts[1])
             counts["removed"] += removed
             counts["examples"] += len(examples)
             counts["desirable"] += int(examples["label"].sum())
@@ -285,16 +291,19 @@ def _write_kto(traces: Table, labels: Table, dropped: pd.Series, finish: _Finish
     return counts
 
 
-def _without_contaminated(selected: KtoRows, finish: _Finishing) -> tuple[KtoRows, int]:
-    """The selected examples without those whose prompt is contaminated, and how many that removes:
-    decided on the distinct prompts before `kto_examples_of` takes the texts, so that the day's
-    examples are taken once (dropping rows after the take copies ~1.3 GB again at 1M traces)."""
-    distinct, at = selected.distinct_prompts()
-    bad = finish.contaminated(distinct)
-    if not bad.any():
-        return selected, 0
-    drop = bad[at]
-    return selected.without(drop), int(drop.sum())
+def _with_clean_prompts(selected: KtoRows, finish: _Finishing) -> tuple[KtoRows, pd.Series, int]:
+    """The selected examples with their prompts scrubbed, without those whose scrubbed prompt is
+    `contaminated`; the `prompt_hashes` of their distinct prompts; how many examples that removes.
+    Decided on the distinct prompts before `kto_examples_of` takes the texts: the day's examples
+    are taken once (dropping rows after the take copies ~1.3 GB again at 1M traces), and their
+    prompts are neither scanned nor hashed row by row."""
+    raw, at = selected.distinct_prompts()
+    prompts = finish.scrubbed_prompts(raw)
+    hashes = prompt_hashes(prompts)
+    drop = contaminated(prompts, finish.suite_prompts, finish.params.near_duplicate_threshold, hashes)[at]
+    selected = selected.with_prompts(prompts, at).without(drop)
+    finish.count_prompt_findings(raw, prompts, selected.prompts[1])
+    return selected, hashes, int(drop.sum())
 
 
 def _decontaminated_and_split(frame: pd.DataFrame, suite_prompts: list[str], params: DatasetParams, hash_key: str) -> tuple[pd.DataFrame, int]:
@@ -305,7 +314,7 @@ def _decontaminated_and_split(frame: pd.DataFrame, suite_prompts: list[str], par
     hashes = prompt_hashes(prompts)
     overlap = is_in(frame["prompt"], prompts[contaminated(prompts, suite_prompts, params.near_duplicate_threshold, hashes)])
     frame = _consumed_without(frame, overlap)
-    return _pseudonymized_and_split(frame, hash_key, params.test_percent, prompts, hashes), int(overlap.sum())
+    return _pseudonymized_and_split(frame, hash_key, params.test_percent, hashes, positions(frame["prompt"], prompts)), int(overlap.sum())
 
 
 def _read_by_day(table: Table, columns: list[str], dropped: pd.Series, keep: Callable[[pd.DataFrame], pd.DataFrame]) -> pd.DataFrame:
@@ -319,11 +328,12 @@ def _without(frame: pd.DataFrame, trace_ids: pd.Series) -> pd.DataFrame:
     return frame[~is_in(frame["trace_id"], trace_ids)] if len(trace_ids) else frame
 
 
-def _pseudonymized_and_split(frame: pd.DataFrame, hash_key: str, test_percent: int, prompts: pd.Series, hashes: pd.Series) -> pd.DataFrame:
+def _pseudonymized_and_split(frame: pd.DataFrame, hash_key: str, test_percent: int, hashes: pd.Series, at: np.ndarray) -> pd.DataFrame:
     """The builder's own frame with pseudonymous user ids and the split of its prompt, from the
-    `prompt_hashes` of its distinct `prompts` (each split once per distinct prompt)."""
+    `prompt_hashes` of the distinct prompts and each row's position `at` among them (each split
+    once per distinct prompt)."""
     frame["user_id"] = pseudonymize(frame["user_id"], hash_key)
-    frame["split"] = split_of_hashes(hashes, test_percent).to_numpy()[positions(frame["prompt"], prompts)]
+    frame["split"] = split_of_hashes(hashes, test_percent).to_numpy()[at]
     return frame
 
 

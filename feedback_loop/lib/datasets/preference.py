@@ -203,19 +203,28 @@ class KtoRows:
     responses: pd.DataFrame  # the last span of each trace (the traces themselves when ids are unique)
     rows: np.ndarray  # each example's row in `responses`, by example id
     positive: np.ndarray  # each example's label
+    prompts: tuple[pd.Series, np.ndarray] | None = None  # set by `with_prompts`: the examples' prompts instead of the responses'
 
     def distinct_prompts(self) -> tuple[pd.Series, np.ndarray]:
         """The examples' distinct prompts, as `kto_examples_of` gives them (missing: ""), and each
         example's position among them: from the responses' prompts dictionary-encoded, so that no
         example's prompt is copied or hashed as text."""
+        if self.prompts is not None:
+            return self.prompts
         encoded = pc.dictionary_encode(large_text(self.responses["prompt"].fillna("")))
         encoded = encoded.combine_chunks() if isinstance(encoded, pa.ChunkedArray) else encoded
         codes = encoded.indices.to_numpy()[self.rows]
         used, at = np.unique(codes, return_inverse=True)
         return pd.Series(encoded.dictionary.take(pa.array(used)), dtype="string"), at
 
+    def with_prompts(self, distinct: pd.Series, at: np.ndarray) -> KtoRows:
+        """The examples with other prompts (e.g. `distinct_prompts` scrubbed): `distinct` values, and
+        each example's position among them."""
+        return KtoRows(self.responses, self.rows, self.positive, (distinct, at))
+
     def without(self, drop: np.ndarray) -> KtoRows:
-        return KtoRows(self.responses, self.rows[~drop], self.positive[~drop])
+        prompts = None if self.prompts is None else (self.prompts[0], self.prompts[1][~drop])
+        return KtoRows(self.responses, self.rows[~drop], self.positive[~drop], prompts)
 
 
 def kto_rows(traces: pd.DataFrame, labels: pd.DataFrame) -> KtoRows:
@@ -229,14 +238,19 @@ def kto_rows(traces: pd.DataFrame, labels: pd.DataFrame) -> KtoRows:
 
 
 def kto_examples_of(selected: KtoRows, consumed: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The examples of `selected`, their columns taken from its responses. `consumed`: the traces
+    """The examples of `selected`, their columns taken from its responses (the prompts from its own,
+    when it has them: `KtoRows.with_prompts`). `consumed`: the traces
     the responses came from, for a caller done with them: each column of both is dropped once it
     is taken (the examples hold nearly every trace's texts: taking every column before letting any
     go holds the window's texts twice)."""
     t = selected.responses
     rows = {}
     for name in ("trace_id", "prompt", "input", "output", "user_id", "model", "partition_date"):
-        rows[name] = t[name].take(selected.rows).reset_index(drop=True)
+        if name == "prompt" and selected.prompts is not None:
+            distinct, at = selected.prompts
+            rows[name] = pd.Series(large_text(distinct).take(pa.array(at)), dtype="string")
+        else:
+            rows[name] = t[name].take(selected.rows).reset_index(drop=True)
         if consumed is not None:
             del t[name]
             if name in consumed:
