@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from feedback_loop.lib.labels import agreement_rate, label_traces, labels_by_day
+from feedback_loop.lib.labels import agreement, label_traces, labels_by_day
 from feedback_loop.lib.linking import link_feedback
 from feedback_loop.lib.params import LabelWeights, SignalParams
 from feedback_loop.lib.signals import implicit_signals
@@ -64,9 +64,10 @@ def test_weights_are_configurable():
     assert labels(one(), events({"trace_id": "a", "type": "thumbs_down", "t": 5}), weights).loc["a", "label"] == "neutral"
 
 
-def test_agreement_rate_counts_only_traces_with_both_kinds():
+def test_agreement_counts_only_traces_with_both_kinds():
     frame = pd.DataFrame({"explicit_score": [1.0, -1.0, 1.0, None], "implicit_score": [0.5, -0.4, -0.6, 0.5]})
-    assert agreement_rate(frame) == (2 / 3, 3)
+    assert agreement(frame) == (2, 3)
+    assert agreement(frame.iloc[3:]) == (0, 0)
 
 
 def test_labels_a_day_at_a_time_are_the_labels_of_the_whole_range():

@@ -156,14 +156,12 @@ def labels_by_day(days: list[str], signals: Table, linked: Table, weights: Label
         yield day, label_traces(day_signals, events_about_day(linked, day, LABEL_EVENT_COLUMNS), weights)
 
 
-def agreement_rate(labels: pd.DataFrame) -> tuple[float | None, int]:
-    """Share of traces with both explicit and implicit evidence whose signs agree, and how many there are."""
+def agreement(labels: pd.DataFrame) -> tuple[int, int]:
+    """How many traces with both explicit and implicit evidence have signs that agree, and how many there are."""
     both = labels.dropna(subset=["explicit_score", "implicit_score"])
     both = both[(both["explicit_score"].abs() >= MIN_SIGN) & (both["implicit_score"].abs() >= MIN_SIGN)]
-    if both.empty:
-        return None, 0
     agree = np.sign(both["explicit_score"]) == np.sign(both["implicit_score"])
-    return float(agree.mean()), len(both)
+    return int(agree.sum()), len(both)
 
 
 def _weight_of(values: pd.Series, weights: dict[str, float]) -> np.ndarray:

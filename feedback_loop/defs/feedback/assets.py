@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from feedback_loop.defs.partitions import LATE_FEEDBACK_DAYS, daily_partitions
-from feedback_loop.lib.labels import LABEL_EVENT_COLUMNS, agreement_rate, labels_by_day
+from feedback_loop.lib.labels import LABEL_EVENT_COLUMNS, agreement, labels_by_day
 from feedback_loop.lib.linking import TRACE_KEYS, link_feedback
 from feedback_loop.lib.preview import markdown_table
 from feedback_loop.lib.signals import RESPONSE_COLUMNS, SIGNAL_EVENT_COLUMNS, data_horizon, signals_by_day
@@ -185,12 +185,12 @@ class LabelTally:
         self.examples: list[pd.DataFrame] = []
 
     def add(self, labels: pd.DataFrame) -> None:
-        rate, compared = agreement_rate(labels)
+        agreed, compared = agreement(labels)
         self.counts.update(labels["label"].value_counts().to_dict())
         self.counts.update(
             rows=len(labels),
             compared=compared,
-            agreed=round(rate * compared) if rate is not None else 0,
+            agreed=agreed,
             disagreements=int(labels["disagreement"].sum()),
         )
         if sum(map(len, self.examples)) < self.PREVIEW_ROWS:
