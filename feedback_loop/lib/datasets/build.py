@@ -274,7 +274,7 @@ def _write_kto(traces: Table, labels: Table, dropped: pd.Series, finish: _Finish
             examples = kto_examples_of(selected, consumed=day_traces)
             del day_traces
             examples = finish.scrubbed(examples, ["input", "completion"])  # the prompts are scrubbed already
-            examples = _pseudonymized_and_split(examples, finish.hash_key, finish.params.test_percent, hashes, selected.prompts[1])
+            examples = _pseudonymized_and_split(examples, finish.hash_key, finish.params.test_percent, hashes, selected.distinct_prompts()[1])
             counts["removed"] += removed
             counts["examples"] += len(examples)
             counts["desirable"] += int(examples["label"].sum())
@@ -302,7 +302,7 @@ def _with_clean_prompts(selected: KtoRows, finish: _Finishing) -> tuple[KtoRows,
     hashes = prompt_hashes(prompts)
     drop = contaminated(prompts, finish.suite_prompts, finish.params.near_duplicate_threshold, hashes)[at]
     selected = selected.with_prompts(prompts, at).without(drop)
-    finish.count_prompt_findings(raw, prompts, selected.prompts[1])
+    finish.count_prompt_findings(raw, prompts, selected.distinct_prompts()[1])
     return selected, hashes, int(drop.sum())
 
 
