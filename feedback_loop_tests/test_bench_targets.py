@@ -1,0 +1,71 @@
+"""The benchmark's verdict on its targets (`bench/run.py`): which targets a result measures, and whether each is met."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_run", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def result(traces=1_000_000, days=1, total=94.3, ratio=3.1, peak=4_100.0, modes=5.8, sample=100_000, scaling=None) -> dict:
+    figures = {
+        "traces": traces,
+        "days": days,
+        "total_seconds": total,
+        "ratio_to_duckdb": ratio,
+        "peak_rss_mb": peak,
+        "error_modes_100k_seconds": modes,
+        "error_modes_100k": {"negatives": sample},
+    }
+    return figures if scaling is None else {**figures, "scaling": scaling}
+
+
+def verdicts(rows: list[dict]) -> dict[str, bool]:
+    return {row["target"]: row["met"] for row in rows}
+
+
+def test_a_first_night_at_1m_traces_is_judged_on_every_target_it_measures(bench):
+    rows = bench.targets(result())
+    assert verdicts(rows) == {
+        "nightly DAG wall seconds": False,
+        "ingest + link + signals / DuckDB reference": False,
+        "peak RSS MB (6 GB)": True,
+        "error-mode assignment seconds, 100k negatives": True,
+    }
+    assert [row["measured"] for row in rows] == [94.3, 3.1, 4_100.0, 5.8]
+
+
+def test_targets_are_met_at_their_limits_and_missed_above(bench):
+    at_limits = verdicts(bench.targets(result(total=90.0, ratio=1.5, peak=6e9 / 2**20 - 1, modes=15.0)))
+    assert all(at_limits.values())
+    above = verdicts(bench.targets(result(total=90.01, ratio=1.51, peak=5_800.0, modes=15.01)))
+    assert not any(above.values())
+
+
+def test_a_steady_state_night_is_judged_on_its_peak_only(bench):
+    assert set(verdicts(bench.targets(result(days=8)))) == {"peak RSS MB (6 GB)", "error-mode assignment seconds, 100k negatives"}
+
+
+def test_other_sizes_measure_no_night_target_and_a_small_sample_no_error_mode_target(bench):
+    assert bench.targets(result(traces=100_000, sample=11_000)) == []
+
+
+def test_a_scaling_run_is_judged_on_the_growth_from_100k_to_1m(bench):
+    scaling = [
+        {"traces": 100_000, "total_seconds": 17.6, "time_ratio": 1.0, "size_ratio": 1.0},
+        {"traces": 300_000, "total_seconds": 35.1, "time_ratio": 2.0, "size_ratio": 3.0},
+        {"traces": 1_000_000, "total_seconds": 95.1, "time_ratio": 5.42, "size_ratio": 10.0},
+    ]
+    rows = bench.targets(result(scaling=scaling))
+    assert rows[-1] == {"target": "time ratio for 10x the traces", "limit": 11.0, "measured": 5.42, "met": True}
+    slow = [*scaling[:2], {**scaling[2], "time_ratio": 11.2}]
+    assert verdicts(bench.targets(result(scaling=slow)))["time ratio for 10x the traces"] is False
