@@ -598,7 +598,7 @@ def targets(result: dict) -> list[dict]:
         rows.append(("nightly DAG wall seconds", 90.0, result["total_seconds"]))
         rows.append(("ingest + link + signals / DuckDB reference", 1.5, result["ratio_to_duckdb"]))
     if at_size:
-        rows.append(("peak RSS MB (6 GB)", round(TARGET_PEAK_MB), result["peak_rss_mb"]))
+        rows.append(("peak RSS MB (6 GB)", TARGET_PEAK_MB, result["peak_rss_mb"]))
     if result["error_modes_100k"]["negatives"] == 100_000:
         rows.append(("error-mode assignment seconds, 100k negatives", 15.0, result["error_modes_100k_seconds"]))
     grown = [row for row in result.get("scaling", []) if row["size_ratio"] == 10.0]
@@ -610,7 +610,7 @@ def targets(result: dict) -> list[dict]:
 def print_targets(rows: list[dict]) -> None:
     print("\ntargets:" if rows else "\ntargets: none measured at this size")
     for row in rows:
-        print(f"  {row['target']:<48} {row['measured']:>9,.2f} <= {row['limit']:<7,g} {'met' if row['met'] else 'NOT MET'}")
+        print(f"  {row['target']:<48} {row['measured']:>9,.2f} <= {row['limit']:<9,g} {'met' if row['met'] else 'NOT MET'}")
 
 
 def print_scaling(results: list[dict]) -> None:
