@@ -69,3 +69,17 @@ def test_a_scaling_run_is_judged_on_the_growth_from_100k_to_1m(bench):
     assert rows[-1] == {"target": "time ratio for 10x the traces", "limit": 11.0, "measured": 5.42, "met": True}
     slow = [*scaling[:2], {**scaling[2], "time_ratio": 11.2}]
     assert verdicts(bench.targets(result(scaling=slow)))["time ratio for 10x the traces"] is False
+
+
+def test_free_page_reporting_reads_the_kernels_settings_or_none_without_them(bench, tmp_path):
+    parameters = tmp_path / "parameters"
+    parameters.mkdir()
+    for name, value in (("min_free_ms", "0\n"), ("page_reporting_order", "5\n"), ("max_waiting_mib", "1024\n"), ("reported_kib", "236408148\n")):
+        (parameters / name).write_text(value)
+    assert bench.free_page_reporting(parameters) == {"max_waiting_mib": "1024", "min_free_ms": "0", "page_reporting_order": "5"}
+    assert bench.free_page_reporting(tmp_path / "absent") is None
+
+
+def test_fresh_memory_is_timed_in_a_process_of_its_own(bench):
+    seconds = bench.fresh_memory_seconds_per_gib()
+    assert 0 < seconds < 60

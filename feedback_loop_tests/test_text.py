@@ -91,3 +91,28 @@ def test_lowered_words_are_str_split_words_whichever_kernels_tokenize_the_row():
             got.setdefault(row, []).append(word)
     assert got == {row: [w for w in ws if w] for row, ws in expected.items() if any(ws)}
     assert list(dict.fromkeys(owner.tolist())) == [0, 2, 4, 5, 1, 3, 6]  # plain rows first, each row's words together
+
+
+def test_replaced_puts_the_new_values_at_their_rows_by_stretches_or_by_a_take(monkeypatch):
+    rng = np.random.default_rng(7)
+    values = pd.Series([None if i % 11 == 0 else f"v{i}" * (i % 5) for i in range(300)], dtype="string", index=range(1000, 1300))
+    halves = [pa.array(part, type=pa.large_string(), from_pandas=True) for part in (values.iloc[:120], values.iloc[120:])]
+    chunked = pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(halves)), index=values.index)
+    cases = [
+        np.array([], dtype=int),
+        np.array([0, 1, 2, 299]),  # stretches at both ends
+        np.arange(300),  # every row
+        np.sort(rng.choice(300, 90, replace=False)),
+    ]
+    for runs_max in (text.RUNS_MAX, 3):  # stretch by stretch, and the take past RUNS_MAX stretches
+        monkeypatch.setattr(text, "RUNS_MAX", runs_max)
+        for rows in cases:
+            new = [None if k % 7 == 3 else f"new{k}" for k in range(len(rows))]
+            expected = values.tolist()
+            for row, value in zip(rows, new, strict=True):
+                expected[row] = value
+            for column in (values, chunked):
+                out = text.replaced(column, rows, new)
+                assert out.index.equals(values.index)
+                assert out.dtype == "string"
+                assert [None if v is pd.NA else v for v in out.tolist()] == [None if v is pd.NA else v for v in expected]

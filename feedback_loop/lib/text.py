@@ -138,12 +138,35 @@ def per_distinct(values: pd.Series, transform: Callable[[pd.Series], pd.Series |
 
 
 def replaced(values: pd.Series, rows: np.ndarray, new: list[str] | pd.Series) -> pd.Series:
-    """The text column with the values at positions `rows` (ascending) replaced by `new`, in one Arrow pass."""
+    """The text column with the values at positions `rows` (ascending) replaced by `new`.
+
+    Built as one concatenation of the unchanged stretches and the new values, which sizes the
+    result once: `pc.replace_with_mask` grows it as it goes, 0.2-1.5 s against 0.1-0.4 s for a
+    550 MB column of KTO completions here. Past RUNS_MAX stretches of consecutive rows, a Python
+    step per stretch would cost more: then it is a take from the column and the new values."""
     column = large_text(values)
-    mask = np.zeros(len(column), dtype=bool)
-    mask[rows] = True
-    out = pc.replace_with_mask(column, pa.array(mask), large_text(new))
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    replacement = large_text(new)
+    replacement = replacement.combine_chunks() if isinstance(replacement, pa.ChunkedArray) else replacement
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1] + 1]) if len(rows) else np.zeros(0, dtype=np.int64)
+    if len(starts) > RUNS_MAX:
+        at = np.arange(len(column))
+        at[rows] = len(column) + np.arange(len(rows))
+        out = pa.concat_arrays([column, replacement]).take(pa.array(at))
+    else:
+        lengths = np.diff(np.r_[starts, len(rows)])
+        pieces, done = [], 0
+        for start, length in zip(starts.tolist(), lengths.tolist(), strict=True):
+            row = int(rows[start])
+            pieces += [column.slice(done, row - done), replacement.slice(start, length)]
+            done = row + length
+        pieces.append(column.slice(done))
+        out = pa.concat_arrays(pieces)
     return pd.Series(out, index=values.index, dtype="string")
+
+
+RUNS_MAX = 200_000
 
 
 def rows_kept(frame: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
