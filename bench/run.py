@@ -18,7 +18,10 @@ For N traces (default 1,000,000) and about 3N feedback events in one daily parti
 6. prints the targets the run measures, each with its figure and whether it is met (`targets` in
    the JSON): at 1M traces the night's wall time (<= 90 s) and ingest + link + signals against the
    reference (<= 1.5x) for a first night, and the peak RSS (<= 6 GB) for any window; error-mode
-   assignment on 100,000 negatives (<= 15 s); with `--scaling`, the time for 10x the traces (<= 11x).
+   assignment on 100,000 negatives (<= 15 s); with `--scaling`, the time for 10x the traces (<= 11x);
+   before them, the seconds this machine takes to fill 1 GiB of new memory and its kernel's free
+   page reporting settings (`machine` in the JSON): a VM that hands freed pages back to its host
+   makes every step that allocates anew pay again (docs/benchmark.md, session 18).
 `--days D` measures a night in steady state: the landing folder holds D days of N traces each, the
 days before the last are ingested first (untimed, in a process of their own), and the timed
 nightly run for the last day relabels every trace day of its window
