@@ -116,3 +116,12 @@ def test_replaced_puts_the_new_values_at_their_rows_by_stretches_or_by_a_take(mo
                 assert out.index.equals(values.index)
                 assert out.dtype == "string"
                 assert [None if v is pd.NA else v for v in out.tolist()] == [None if v is pd.NA else v for v in expected]
+
+
+def test_one_array_keeps_a_single_chunk_as_it_is_and_joins_several():
+    first, second = pa.array(["a", None], type=pa.large_string()), pa.array(["b"], type=pa.large_string())
+    single = text.one_array(pa.chunked_array([first]))
+    assert single.buffers()[2].address == first.buffers()[2].address  # no copy
+    assert text.one_array(pa.chunked_array([first, second])).to_pylist() == ["a", None, "b"]
+    assert text.one_array(pa.chunked_array([], type=pa.large_string())).to_pylist() == []
+    assert text.one_array(first) is first

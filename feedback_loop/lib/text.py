@@ -52,6 +52,13 @@ def one_chunk(frame: pd.DataFrame) -> pd.DataFrame:
     return table.combine_chunks().to_pandas()
 
 
+def one_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """`values` as one array: a single chunk as it is (`combine_chunks` copies even one), several joined."""
+    if not isinstance(values, pa.ChunkedArray):
+        return values
+    return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
+
+
 def lines_of(data: bytes) -> pa.Array:
     """The lines of UTF-8 text as an Arrow string array, each with its line break, built from the
     buffer without a Python object per line."""
@@ -88,8 +95,7 @@ def lowered_words(texts: pd.Series, punctuation: str) -> tuple[np.ndarray, pa.Ar
     Rows of plain ASCII text (no byte that the ASCII kernels treat differently from the Unicode
     ones: non-ASCII, and the separators 0x1C-0x1F, white space to Unicode and `str.split` only) are
     tokenized by Arrow's ASCII kernels, ~2x faster, the others by the Unicode kernels."""
-    values = large_text(texts.astype("string").fillna(""))
-    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    values = one_array(large_text(texts.astype("string").fillna("")))
     plain = ~pc.match_substring_regex(values, NOT_PLAIN_ASCII).to_numpy(zero_copy_only=False).astype(bool)
     ascii_punctuation = "".join(c for c in punctuation if ord(c) < 128)
     owners, words = [np.zeros(0, dtype=np.int64)], [pa.array([], type=pa.large_string())]
@@ -144,10 +150,7 @@ def replaced(values: pd.Series, rows: np.ndarray, new: list[str] | pd.Series) ->
     result once: `pc.replace_with_mask` grows it as it goes, 0.2-1.5 s against 0.1-0.4 s for a
     550 MB column of KTO completions here. Past RUNS_MAX stretches of consecutive rows, a Python
     step per stretch would cost more: then it is a take from the column and the new values."""
-    column = large_text(values)
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    replacement = large_text(new)
-    replacement = replacement.combine_chunks() if isinstance(replacement, pa.ChunkedArray) else replacement
+    column, replacement = one_array(large_text(values)), one_array(large_text(new))
     rows = np.asarray(rows, dtype=np.int64)
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1] + 1]) if len(rows) else np.zeros(0, dtype=np.int64)
     if len(starts) > RUNS_MAX:
@@ -202,8 +205,7 @@ def repeats(frame: pd.DataFrame) -> np.ndarray:
         return np.zeros(0, dtype=bool)
     code = None
     for column in frame.columns:
-        values = pa.array(frame[column])
-        values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        values = one_array(pa.array(frame[column]))
         encoded = pc.dictionary_encode(values, null_encoding="encode")
         indices = encoded.indices.to_numpy().astype(np.int64)
         code = indices if code is None else pd.factorize(code * len(encoded.dictionary) + indices)[0]  # dense again: the next product stays small

@@ -30,7 +30,7 @@ from feedback_loop.lib.contract import last_per_trace
 from feedback_loop.lib.datasets.regression import messages_of, prompt_hashes
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
-from feedback_loop.lib.text import hash64, is_in, large_text, positions, repeats, replaced, sort_order
+from feedback_loop.lib.text import hash64, is_in, large_text, one_array, positions, repeats, replaced, sort_order
 
 PAIR_COLUMNS = ["pair_id", "source", "prompt", "input", "chosen", "rejected", "chosen_trace_id", "rejected_trace_id", "user_id", "model", "source_date"]
 SIGNAL_COLUMNS = ["trace_id", "edit_type", "edit_text", "edit_distance", "edit_class", "chain_id", "chain_length", "regenerated_by", "chain_accepted"]  # what the pairs read
@@ -211,8 +211,7 @@ class KtoRows:
         example's prompt is copied or hashed as text."""
         if self.prompts is not None:
             return self.prompts
-        encoded = pc.dictionary_encode(large_text(self.responses["prompt"].fillna("")))
-        encoded = encoded.combine_chunks() if isinstance(encoded, pa.ChunkedArray) else encoded
+        encoded = one_array(pc.dictionary_encode(large_text(self.responses["prompt"].fillna(""))))
         codes = encoded.indices.to_numpy()[self.rows]
         used, at = np.unique(codes, return_inverse=True)
         return pd.Series(encoded.dictionary.take(pa.array(used)), dtype="string"), at
