@@ -8,7 +8,7 @@ For N traces (default 1,000,000) and about 3N feedback events in one daily parti
 2. runs the nightly DAG for that partition through Dagster, exactly as `feedback-loop run` does
    (ingest job, then the relabel job), in a fresh process, and reports wall seconds, CPU seconds and peak RSS
    per asset and in total, and per asset the seconds spent reading and writing the warehouse's
-   Parquet files (from the step's IO events in the run's event log);
+   Parquet files (timed inside the warehouse IO manager's reads and writes);
 3. runs a DuckDB SQL reference of ingest + dedupe + link + per-trace signal aggregation over the
    same files, and reports our ingest + link + signals time as a ratio to it (and to the reference
    timed until it has also written its four tables as Parquet, as our steps write theirs);
@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
+import inspect
 import json
 import os
 import resource
@@ -326,6 +328,8 @@ def pipeline_stage(landing: Path, workdir: Path, days: int) -> None:
     from feedback_loop.defs.jobs import relabel_window
     from feedback_loop.pipeline import run_nightly
 
+    clock = WarehouseClock()
+    clock.install()
     sampler = RssSampler()
     sampler.start()
     with dg.DagsterInstance.from_config(str(workdir / "home")) as instance:
@@ -347,7 +351,7 @@ def pipeline_stage(landing: Path, workdir: Path, days: int) -> None:
                     "seconds": round(step_end - step_start, 2),
                     "peak_rss_mb": round(sampler.peak(step_start, step_end), 0),
                     **sampler.spent(step_start, step_end),
-                    "io_seconds": round(io_seconds(step_start, events), 2),
+                    "io_seconds": round(clock.seconds(step_start, step_end), 2),
                 }
         materializations = {m.asset_key.to_user_string(): m.metadata for m in report.materializations()}
     sampler.running = False
@@ -376,18 +380,45 @@ def pipeline_stage(landing: Path, workdir: Path, days: int) -> None:
     )
 
 
-def io_seconds(start: float, events: list[tuple[float, str]]) -> float:
-    """Seconds a step spent in the warehouse IO manager, from its event log: loading its inputs
-    (step start to the last LOADED_INPUT) and writing each output (a STEP_OUTPUT to the step's next
-    event, which the IO manager logs once the file is written). A step whose output is made a
-    partition at a time as it is written (`PartitionFrames`: implicit_signals, trace_labels) makes
-    it inside that span: its IO seconds include its computation."""
-    loaded = [t for t, kind in events if kind == "LOADED_INPUT"]
-    seconds = loaded[-1] - start if loaded else 0.0
-    for (t, kind), (after, _) in zip(events, events[1:]):
-        if kind == "STEP_OUTPUT":
-            seconds += after - t
-    return seconds
+class WarehouseClock:
+    """Spans of time spent inside the warehouse's Parquet reads and writes, on any thread of this
+    process: `WarehouseIOManager.load_input` (inputs read before the step runs) and `_write` (every
+    partition file written, whenever the IO manager writes it), and `PartitionedTable.read` and
+    `row_count` (lazy inputs, read while the step runs). A step's IO seconds are these spans'
+    union within the step. (Timing the event log's input and output events instead counts the
+    computation of an output made as it is written, `PartitionFrames`, as IO.)"""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[float, float]] = []
+
+    def install(self, patch=setattr) -> None:
+        from feedback_loop.resources.warehouse import PartitionedTable, WarehouseIOManager
+
+        for owner, name in ((WarehouseIOManager, "load_input"), (WarehouseIOManager, "_write"), (PartitionedTable, "read"), (PartitionedTable, "row_count")):
+            static = isinstance(inspect.getattr_static(owner, name), staticmethod)
+            timed = self.timed(getattr(owner, name))
+            patch(owner, name, staticmethod(timed) if static else timed)
+
+    def timed(self, function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            start = time.time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.spans.append((start, time.time()))
+
+        return wrapper
+
+    def seconds(self, start: float, end: float) -> float:
+        """Wall seconds from `start` to `end` during which some read or write was under way."""
+        total, reached = 0.0, start
+        for span_start, span_end in sorted(self.spans):
+            span_start, span_end = max(span_start, reached), min(span_end, end)
+            if span_end > span_start:
+                total += span_end - span_start
+                reached = span_end
+        return total
 
 
 def reference_stage(landing: Path) -> None:
