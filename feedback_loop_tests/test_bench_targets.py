@@ -85,8 +85,8 @@ def test_fresh_memory_is_timed_in_a_process_of_its_own(bench):
     assert 0 < seconds < 60
 
 
-def test_warehouse_io_is_the_union_of_the_read_and_write_spans_within_a_step(bench):
-    clock = bench.WarehouseClock()
+def test_a_clock_counts_the_union_of_its_spans_within_an_interval(bench):
+    clock = bench.SpanClock()
     clock.spans = [(0.0, 2.0), (1.0, 3.0), (5.0, 6.0)]
     assert clock.seconds(0.0, 10.0) == 4.0
     assert clock.seconds(2.5, 5.5) == 1.0
@@ -100,8 +100,7 @@ def test_warehouse_clock_times_writes_and_lazy_reads_on_any_instance(bench, tmp_
 
     from feedback_loop.resources.warehouse import PartitionedTable, WarehouseIOManager
 
-    clock = bench.WarehouseClock()
-    clock.install(patch=monkeypatch.setattr)
+    clock = bench.warehouse_clock(patch=monkeypatch.setattr)
     path = UPath(tmp_path) / "table" / "2026-11-20.parquet"
     WarehouseIOManager(root=str(tmp_path))._write(path, pd.DataFrame({"trace_id": ["a", "b"]}))
     table = PartitionedTable(files={"2026-11-20": path})
