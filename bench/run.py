@@ -13,7 +13,9 @@ For N traces (default 1,000,000) and about 3N feedback events in one daily parti
    same files, and reports our ingest + link + signals time as a ratio to it (and to the reference
    timed until it has also written its four tables as Parquet, as our steps write theirs);
 4. times linking + signals + labels as plain functions on the run's ingested partition (in memory,
-   without the Parquet reads and writes of the Dagster steps);
+   without the Parquet reads and writes of the Dagster steps), and within the signals their text
+   work, which the reference does not do; the reference with its writes plus that text work is
+   printed as a floor for ingest + link + signals;
 5. times error-mode assignment on 100,000 negative traces;
 6. prints the targets the run measures, each with its figure and whether it is met (`targets` in
    the JSON): at 1M traces the night's wall time (<= 90 s) and ingest + link + signals against the
