@@ -221,11 +221,11 @@ def median_run(runs: list[dict]) -> dict:
     per_asset = {}
     for asset, figures in runs[0]["per_asset"].items():
         shared = [name for name in figures if all(name in r["per_asset"][asset] for r in runs)]  # an older revision's runs record fewer
-        per_asset[asset] = {name: (max if name == "peak_rss_mb" else statistics.median)(r["per_asset"][asset][name] for r in runs) for name in shared}
+        per_asset[asset] = {name: round((max if name == "peak_rss_mb" else statistics.median)(r["per_asset"][asset][name] for r in runs), 2) for name in shared}
     return {
         **runs[0],
         "success": all(r["success"] for r in runs),
-        "total_seconds": statistics.median(r["total_seconds"] for r in runs),
+        "total_seconds": round(statistics.median(r["total_seconds"] for r in runs), 2),
         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
         "per_asset": per_asset,
         "dag_runs": runs,
@@ -588,7 +588,7 @@ def print_run(result: dict) -> None:
     reporting = machine.get("free_page_reporting")
     settings = ", ".join(f"{k}={v}" for k, v in reporting.items()) if reporting else "none"
     print(f"fresh memory: {machine['fresh_memory_seconds_per_gib']:.2f}s per GiB touched (free page reporting to the hypervisor: {settings})")
-    print(f"error modes: {result['error_modes_seconds']}s in the DAG ({result['negatives']:,} negatives); {result['error_modes_100k_seconds']:.2f}s for 100,000 negatives")
+    print(f"error modes: {result['error_modes_seconds']:.2f}s in the DAG ({result['negatives']:,} negatives); {result['error_modes_100k_seconds']:.2f}s for 100,000 negatives")
 
 
 def compare_stage(rev: str, traces: int, days: int, repeat: int) -> None:
