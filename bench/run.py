@@ -505,13 +505,12 @@ def link_signals_labels_stage(workdir: Path) -> None:
     """Linking, implicit signals and labels of the run's partition, as the plain functions, in memory."""
     import pandas as pd
 
+    from feedback_loop.lib import signals as signal_functions
     from feedback_loop.lib.labels import label_traces
     from feedback_loop.lib.linking import TRACE_KEYS, link_feedback
     from feedback_loop.lib.params import LabelWeights, LinkingParams, SignalParams
     from feedback_loop.lib.signals import RESPONSE_COLUMNS, implicit_signals
     from feedback_loop.lib.text import one_chunk
-
-    from feedback_loop.lib import signals as signal_functions
 
     # The signals' text work, which the DuckDB reference does not do: prompt keys, edit distances, rephrase similarity.
     text_clock = SpanClock()

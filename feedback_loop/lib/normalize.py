@@ -136,7 +136,7 @@ def numbers_in(values: pd.Series) -> pd.Series:
     copied texts) are not parsed."""
     text = large_text(values)
     short = pc.fill_null(pc.less_equal(pc.utf8_length(text), NUMBER_MAX_CHARS), False)
-    candidates = pc.utf8_trim_whitespace(text.filter(short))  # a filter, not a take: ~4x faster here
+    candidates = pc.utf8_trim_whitespace(text.filter(short))  # a filter, not a take: 0.3 vs 0.7 s on 3M events
     number = pc.match_substring_regex(candidates, DECIMAL)
     out = np.full(len(values), np.nan)
     out[short.to_numpy(zero_copy_only=False)] = pc.cast(pc.if_else(number, candidates, pyarrow.scalar(None, pyarrow.large_string())), pyarrow.float64()).to_numpy(zero_copy_only=False)
