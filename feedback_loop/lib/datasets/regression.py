@@ -36,15 +36,17 @@ from feedback_loop.lib.error_modes.rules import (
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
 from feedback_loop.lib.tables import Table
-from feedback_loop.lib.text import is_in, per_distinct, sha256_hex
+from feedback_loop.lib.text import is_in, sha256_hex
 
 BRIEF_MAX_WORDS = 60
 DETAILED_MIN_WORDS = 80
 
 
 def prompt_hashes(prompts: pd.Series) -> pd.Series:
-    """SHA-256 (first 16 hex digits) of each prompt, case- and white-space-insensitive."""
-    return per_distinct(prompts, lambda distinct: sha256_hex(normalize_prompt(distinct), digits=16))
+    """SHA-256 (first 16 hex digits) of each prompt, case- and white-space-insensitive. Each value
+    is hashed as it comes: finding the distinct ones first costs more than hashing them all
+    (1.4 s against 0.5 s for 467k distinct prompts)."""
+    return sha256_hex(normalize_prompt(prompts), digits=16)
 
 
 def case_id(prompt: str) -> str:
