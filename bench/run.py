@@ -149,6 +149,8 @@ def run_size(traces: int, keep: bool, repeat: int = 1, days: int = 1) -> dict:
     if not keep:
         shutil.rmtree(workdir, ignore_errors=True)
     ils = sum(pipeline["per_asset"][a]["seconds"] for a in INGEST_LINK_SIGNALS if a in pipeline["per_asset"])
+    # What no implementation that stores the four tables and derives the text signals can beat.
+    floor = reference["seconds_with_writes"] + core["signals_text"]
     result = {
         **pipeline,
         "ingest_link_signals_seconds": round(ils, 2),
@@ -163,9 +165,8 @@ def run_size(traces: int, keep: bool, repeat: int = 1, days: int = 1) -> dict:
         "night_to_duckdb": round(pipeline["total_seconds"] / reference["seconds"], 2),
         # Each night against the reference run right after it: steady while the machine's speed moves within the hour.
         "night_to_duckdb_runs": [round(run["total_seconds"] / ref["seconds"], 2) for run, ref in zip(runs, references, strict=True)],
-        # What no implementation that stores the four tables and derives the text signals can beat.
-        "ingest_link_signals_floor_seconds": round(reference["seconds_with_writes"] + core["signals_text"], 2),
-        "floor_to_duckdb": round((reference["seconds_with_writes"] + core["signals_text"]) / reference["seconds"], 2),
+        "ingest_link_signals_floor_seconds": round(floor, 2),
+        "floor_to_duckdb": round(floor / reference["seconds"], 2),
         "link_signals_labels_seconds": core["seconds"],
         "link_signals_labels": core,
         "link_signals_labels_dag_seconds": round(sum(pipeline["per_asset"][a]["seconds"] for a in LINK_SIGNALS_LABELS if a in pipeline["per_asset"]), 2),
