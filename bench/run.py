@@ -11,11 +11,12 @@ For N traces (default 1,000,000) and about 3N feedback events in one daily parti
    Parquet files (timed inside the warehouse IO manager's reads and writes);
 3. runs a DuckDB SQL reference of ingest + dedupe + link + per-trace signal aggregation over the
    same files, and reports our ingest + link + signals time as a ratio to it (and to the reference
-   timed until it has also written its four tables as Parquet, as our steps write theirs);
+   timed until it has also written its four tables as Parquet, as our steps write theirs: by DuckDB's
+   own writer, and handed to Arrow and written by pyarrow as our warehouse writes);
 4. times linking + signals + labels as plain functions on the run's ingested partition (in memory,
    without the Parquet reads and writes of the Dagster steps), and within the signals their text
-   work, which the reference does not do; the reference with its writes plus that text work is
-   printed as a floor for ingest + link + signals;
+   work, which the reference does not do; the reference with its writes (by the faster writer) plus
+   that text work is printed as a floor for ingest + link + signals;
 5. times error-mode assignment on 100,000 negative traces;
 6. prints the targets the run measures, each with its figure and whether it is met (`targets` in
    the JSON): at 1M traces the night's wall time (<= 90 s) and ingest + link + signals against the
@@ -139,8 +140,10 @@ def run_size(traces: int, keep: bool, repeat: int = 1, days: int = 1) -> dict:
         **references[0],
         "seconds": statistics.median(r["seconds"] for r in references),
         "seconds_with_writes": statistics.median(r["seconds_with_writes"] for r in references),
+        "seconds_with_pyarrow_writes": statistics.median(r["seconds_with_pyarrow_writes"] for r in references),
         "runs_seconds": [r["seconds"] for r in references],
         "runs_seconds_with_writes": [r["seconds_with_writes"] for r in references],
+        "runs_seconds_with_pyarrow_writes": [r["seconds_with_pyarrow_writes"] for r in references],
     }
     print("timing linking + signals + labels in memory ...", flush=True)
     core = json.loads(stage("link_signals_labels", "--workdir", str(workdir)))
@@ -149,8 +152,9 @@ def run_size(traces: int, keep: bool, repeat: int = 1, days: int = 1) -> dict:
     if not keep:
         shutil.rmtree(workdir, ignore_errors=True)
     ils = sum(pipeline["per_asset"][a]["seconds"] for a in INGEST_LINK_SIGNALS if a in pipeline["per_asset"])
-    # What no implementation that stores the four tables and derives the text signals can beat.
-    floor = reference["seconds_with_writes"] + core["signals_text"]
+    # What no implementation that stores the four tables and derives the text signals can beat (with the faster writer).
+    with_writes = min(reference["seconds_with_writes"], reference["seconds_with_pyarrow_writes"])
+    floor = with_writes + core["signals_text"]
     result = {
         **pipeline,
         "ingest_link_signals_seconds": round(ils, 2),
@@ -165,6 +169,7 @@ def run_size(traces: int, keep: bool, repeat: int = 1, days: int = 1) -> dict:
         "night_to_duckdb": round(pipeline["total_seconds"] / reference["seconds"], 2),
         # Each night against the reference run right after it: steady while the machine's speed moves within the hour.
         "night_to_duckdb_runs": [round(run["total_seconds"] / ref["seconds"], 2) for run, ref in zip(runs, references, strict=True)],
+        "writes_floor_to_duckdb": round(with_writes / reference["seconds"], 2),
         "ingest_link_signals_floor_seconds": round(floor, 2),
         "floor_to_duckdb": round(floor / reference["seconds"], 2),
         "link_signals_labels_seconds": core["seconds"],
@@ -488,18 +493,42 @@ def reference_stage(landing: Path) -> None:
             GROUP BY t.trace_id
     """)
     seconds = time.perf_counter() - start
-    # What our steps also do and the reference does not: write each table, as the assets are written.
-    with tempfile.TemporaryDirectory() as out:
-        for table in ("traces", "events", "linked", "signals"):
-            con.execute(f"COPY {table} TO '{out}/{table}.parquet' (FORMAT parquet)")
-        with_writes = time.perf_counter() - start
+    # What our steps also do and the reference does not: write each table, as the assets are written;
+    # by DuckDB's own writer, and (as our warehouse writes) handed to Arrow and written by pyarrow.
+    writes = {"duckdb": lambda table, path: con.execute(f"COPY {table} TO '{path}' (FORMAT parquet)"), "pyarrow": _pyarrow_write(con)}
+    with_writes = {}
+    for writer, write in writes.items():
+        with tempfile.TemporaryDirectory() as out:
+            begin = time.perf_counter()
+            for table in ("traces", "events", "linked", "signals"):
+                write(table, f"{out}/{table}.parquet")
+            with_writes[writer] = seconds + time.perf_counter() - begin
     signals = con.execute("SELECT count(*) FROM signals").fetchone()[0]
     linked = con.execute("SELECT count(*) FILTER (WHERE linked_trace IS NOT NULL), count(*) FROM linked").fetchone()
     print(
         json.dumps(
-            {"seconds": round(seconds, 2), "seconds_with_writes": round(with_writes, 2), "traces_with_signals": signals, "linked_events": linked[0], "events": linked[1]}
+            {
+                "seconds": round(seconds, 2),
+                "seconds_with_writes": round(with_writes["duckdb"], 2),
+                "seconds_with_pyarrow_writes": round(with_writes["pyarrow"], 2),
+                "traces_with_signals": signals,
+                "linked_events": linked[0],
+                "events": linked[1],
+            }
         )
     )
+
+
+def _pyarrow_write(con):
+    """Write a table of `con` as our warehouse writes a frame: as an Arrow table, by `pq.write_table`
+    (the dwell, a DuckDB interval that Parquet has no type for, in seconds)."""
+    import pyarrow.parquet as pq
+
+    def write(table: str, path: str) -> None:
+        dwell = " REPLACE (epoch(dwell) AS dwell)" if table == "signals" else ""
+        pq.write_table(con.sql(f"SELECT *{dwell} FROM {table}").to_arrow_table(), path)
+
+    return write
 
 
 def link_signals_labels_stage(workdir: Path) -> None:
@@ -571,11 +600,12 @@ def print_run(result: dict) -> None:
         f"writing the warehouse's Parquet); DuckDB reference: {result['duckdb_reference_seconds']:.2f}s; ratio {result['ratio_to_duckdb']:.2f}"
     )
     print(
-        f"the DuckDB reference writing its four tables as Parquet, as our steps do: {result['duckdb_reference_with_writes_seconds']:.2f}s; "
-        f"ratio {result['ratio_to_duckdb_with_writes']:.2f}"
+        f"the DuckDB reference writing its four tables as Parquet, as our steps do: {result['duckdb_reference_with_writes_seconds']:.2f}s "
+        f"(by pyarrow, as our warehouse writes: {result['duckdb_reference']['seconds_with_pyarrow_writes']:.2f}s); "
+        f"ratio {result['ratio_to_duckdb_with_writes']:.2f}; its writes alone (by the faster writer) make it {result['writes_floor_to_duckdb']:.2f}x itself"
     )
     print(
-        f"a floor for ingest + link + signals: the reference with its writes plus the signals' text work it does not do "
+        f"a floor for ingest + link + signals: the reference with its faster writes plus the signals' text work it does not do "
         f"(prompt keys, edit distances, rephrase similarity: {result['link_signals_labels']['signals_text']:.2f}s in memory) = "
         f"{result['ingest_link_signals_floor_seconds']:.2f}s, {result['floor_to_duckdb']:.2f}x the reference"
     )

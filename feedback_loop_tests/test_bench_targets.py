@@ -107,3 +107,17 @@ def test_warehouse_clock_times_writes_and_lazy_reads_on_any_instance(bench, tmp_
     assert table.read()["trace_id"].tolist() == ["a", "b"]
     assert table.row_count() == 2
     assert len(clock.spans) == 3 and all(end >= start for start, end in clock.spans)
+
+
+def test_the_references_tables_are_written_by_pyarrow_with_the_dwell_in_seconds(bench, tmp_path):
+    import duckdb
+    import pyarrow.parquet as pq
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE events AS SELECT * FROM (VALUES ('e1', 't1'), ('e2', NULL)) AS v(event_id, trace_id)")
+    con.execute("CREATE TABLE signals AS SELECT 't1' AS trace_id, 2 AS copies, INTERVAL 90 SECOND AS dwell")
+    write = bench._pyarrow_write(con)
+    for table in ("events", "signals"):
+        write(table, str(tmp_path / f"{table}.parquet"))
+    assert pq.read_table(tmp_path / "events.parquet").to_pylist() == [{"event_id": "e1", "trace_id": "t1"}, {"event_id": "e2", "trace_id": None}]
+    assert pq.read_table(tmp_path / "signals.parquet").to_pylist() == [{"trace_id": "t1", "copies": 2, "dwell": 90.0}]
