@@ -22,9 +22,11 @@ For N traces (default 1,000,000) and about 3N feedback events in one daily parti
    the JSON): at 1M traces the night's wall time (<= 90 s) and ingest + link + signals against the
    reference (<= 1.5x) for a first night, and the peak RSS (<= 6 GB) for any window; error-mode
    assignment on 100,000 negatives (<= 15 s); with `--scaling`, the time for 10x the traces (<= 11x);
-   before them, the seconds this machine takes to fill 1 GiB of new memory and its kernel's free
-   page reporting settings (`machine` in the JSON): a VM that hands freed pages back to its host
-   makes every step that allocates anew pay again (docs/benchmark.md, session 18).
+   before them, the seconds this machine takes to fill 1 GiB of new memory, its kernel's free
+   page reporting settings and the allocator settings in the environment (`machine` in the JSON):
+   a VM that hands freed pages back to its host makes every step that allocates anew pay again
+   (docs/benchmark.md, sessions 18 and 20); each step's system seconds and pages touched anew are
+   in its row.
 `--days D` measures a night in steady state: the landing folder holds D days of N traces each, the
 days before the last are ingested first (untimed, in a process of their own), and the timed
 nightly run for the last day relabels every trace day of its window
@@ -141,6 +143,8 @@ def run_size(traces: int, keep: bool, repeat: int = 1, days: int = 1) -> dict:
         "seconds": statistics.median(r["seconds"] for r in references),
         "seconds_with_writes": statistics.median(r["seconds_with_writes"] for r in references),
         "seconds_with_pyarrow_writes": statistics.median(r["seconds_with_pyarrow_writes"] for r in references),
+        "system_seconds": statistics.median(r["system_seconds"] for r in references),
+        "minor_faults": statistics.median(r["minor_faults"] for r in references),
         "runs_seconds": [r["seconds"] for r in references],
         "runs_seconds_with_writes": [r["seconds_with_writes"] for r in references],
         "runs_seconds_with_pyarrow_writes": [r["seconds_with_pyarrow_writes"] for r in references],
@@ -183,6 +187,7 @@ def run_size(traces: int, keep: bool, repeat: int = 1, days: int = 1) -> dict:
             "python": sys.version.split()[0],
             "fresh_memory_seconds_per_gib": fresh_memory_seconds_per_gib(),
             "free_page_reporting": free_page_reporting(),
+            "allocator_settings": allocator_settings(),
         },
     }
     print_run(result)
@@ -207,6 +212,15 @@ def free_page_reporting(parameters: Path = PAGE_REPORTING) -> dict[str, str] | N
     if not parameters.is_dir():
         return None
     return {path.name: path.read_text().strip() for path in sorted(parameters.iterdir()) if path.name in ("min_free_ms", "page_reporting_order", "max_waiting_mib")}
+
+
+def allocator_settings(environ: dict[str, str] = os.environ) -> dict[str, str]:
+    """The environment's settings of the allocators a night runs on (Arrow's mimalloc, glibc's
+    malloc, Arrow's pool choice): the stages inherit them, and they move its seconds and its peak."""
+    return {name: value for name, value in sorted(environ.items()) if name.startswith(ALLOCATOR_PREFIXES)}
+
+
+ALLOCATOR_PREFIXES = ("MIMALLOC_", "MALLOC_", "GLIBC_TUNABLES", "ARROW_DEFAULT_MEMORY_POOL", "JE_ARROW_MALLOC_CONF")
 
 
 def fresh_workdir(workdir: Path) -> None:
@@ -266,14 +280,18 @@ def generate_stage(traces: int, landing: Path, days: int) -> None:
     print(json.dumps({**summary, "seconds": round(time.perf_counter() - start, 1)}))
 
 
+SPENT = ("cpu_seconds", "system_seconds", "minor_faults", "iowait_seconds", "steal_seconds")  # what `RssSampler.spent` counts, in sample order
+
+
 class RssSampler(threading.Thread):
-    """Samples, every 20 ms, this process's resident set size and CPU seconds (its own and its
-    waited-for children's, as `os.times` counts them), and the machine's iowait and steal seconds
+    """Samples, every 20 ms, this process's resident set size, CPU seconds and, of them, system
+    seconds (its own and its waited-for children's, as `os.times` counts them), its minor page
+    faults (pages it touched anew, from /proc/self/stat), and the machine's iowait and steal seconds
     (all cores, from /proc/stat): time a step waited on the disk, or for the hypervisor to run it."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.samples: list[tuple[float, float, float, float, float]] = []  # time, RSS MB, CPU s, iowait s, steal s
+        self.samples: list[tuple[float, ...]] = []  # time, RSS MB, CPU s, system s, minor faults, iowait s, steal s
         self.running = True
         self.tick = os.sysconf("SC_CLK_TCK")
 
@@ -283,9 +301,14 @@ class RssSampler(threading.Thread):
                 rss = next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:"))
             with open("/proc/stat") as fh:
                 fields = fh.readline().split()  # cpu user nice system idle iowait irq softirq steal ...
+            with open("/proc/self/stat") as fh:
+                own = fh.read()
+            after_name = own[own.rindex(")") + 2 :].split()  # from field 3 (state) on: minflt is field 10, cminflt 11
+            faults = int(after_name[7]) + int(after_name[8])
             times = os.times()
-            cpu = times.user + times.system + times.children_user + times.children_system
-            self.samples.append((time.time(), rss, cpu, int(fields[5]) / self.tick, int(fields[8]) / self.tick))
+            system = times.system + times.children_system
+            cpu = times.user + times.children_user + system
+            self.samples.append((time.time(), rss, cpu, system, faults, int(fields[5]) / self.tick, int(fields[8]) / self.tick))
             time.sleep(0.02)
 
     def peak(self, start: float, end: float) -> float:
@@ -293,12 +316,11 @@ class RssSampler(threading.Thread):
         return max(inside, default=0.0)
 
     def spent(self, start: float, end: float) -> dict[str, float]:
-        """CPU, iowait and steal seconds between the first and the last sample taken from `start` to `end`."""
+        """CPU, system, iowait and steal seconds and minor page faults between the first and the last
+        sample taken from `start` to `end`."""
         inside = [sample for sample in self.samples if start <= sample[0] <= end]
-        if not inside:
-            return {"cpu_seconds": 0.0, "iowait_seconds": 0.0, "steal_seconds": 0.0}
-        first, last = inside[0], inside[-1]
-        return {name: round(last[i] - first[i], 2) for i, name in ((2, "cpu_seconds"), (3, "iowait_seconds"), (4, "steal_seconds"))}
+        first, last = (inside[0], inside[-1]) if inside else ((0.0,) * 7,) * 2
+        return {name: round(last[i] - first[i], 2) for i, name in enumerate(SPENT, start=2)}
 
 
 def bench_environment(landing: Path, workdir: Path) -> None:
@@ -451,6 +473,7 @@ def reference_stage(landing: Path) -> None:
     con.execute("SET TimeZone = 'UTC'")
     day = DAY.isoformat()
     traces_glob, feedback_glob = str(landing / "traces" / "*.parquet"), str(landing / "feedback" / "*.parquet")
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     con.execute(f"""
         CREATE TEMP TABLE traces AS
@@ -493,6 +516,7 @@ def reference_stage(landing: Path) -> None:
             GROUP BY t.trace_id
     """)
     seconds = time.perf_counter() - start
+    used = resource.getrusage(resource.RUSAGE_SELF)
     # What our steps also do and the reference does not: write each table, as the assets are written;
     # by DuckDB's own writer, and (as our warehouse writes) handed to Arrow and written by pyarrow.
     writes = {"duckdb": lambda table, path: con.execute(f"COPY {table} TO '{path}' (FORMAT parquet)"), "pyarrow": _pyarrow_write(con)}
@@ -511,6 +535,8 @@ def reference_stage(landing: Path) -> None:
                 "seconds": round(seconds, 2),
                 "seconds_with_writes": round(with_writes["duckdb"], 2),
                 "seconds_with_pyarrow_writes": round(with_writes["pyarrow"], 2),
+                "system_seconds": round(used.ru_stime - usage.ru_stime, 2),
+                "minor_faults": used.ru_minflt - usage.ru_minflt,
                 "traces_with_signals": signals,
                 "linked_events": linked[0],
                 "events": linked[1],
@@ -580,14 +606,23 @@ def print_run(result: dict) -> None:
     if result["days"] > 1:
         print(f"steady state: {result['days']} landing days; the relabel run's window of {result['window_days']} days holds {result['window_traces']:,} traces")
     width = max(len(asset) for asset in [*result["per_asset"], "total (2 runs, wall)"]) + 2
-    print(f"{'asset or check':<{width}}{'seconds':>10}{'of which IO':>13}{'CPU s':>9}{'iowait s':>10}{'steal s':>9}{'peak RSS MB':>14}")
+    print(f"{'asset or check':<{width}}{'seconds':>10}{'of which IO':>13}{'CPU s':>9}{'system s':>10}{'faults k':>10}{'iowait s':>10}{'steal s':>9}{'peak RSS MB':>14}")
     for asset, figures in result["per_asset"].items():
         print(
             f"{asset:<{width}}{figures['seconds']:>10.2f}{figures['io_seconds']:>13.2f}{figures['cpu_seconds']:>9.1f}"
+            f"{figures.get('system_seconds', 0.0):>10.1f}{figures.get('minor_faults', 0) / 1000:>10,.0f}"
             f"{figures['iowait_seconds']:>10.1f}{figures['steal_seconds']:>9.1f}{figures['peak_rss_mb']:>14,.0f}"
         )
-    print(f"{'total (2 runs, wall)':<{width}}{result['total_seconds']:>10.2f}{'':>13}{'':>9}{'':>10}{'':>9}{result['peak_rss_mb']:>14,.0f}")
+    print(f"{'total (2 runs, wall)':<{width}}{result['total_seconds']:>10.2f}{'':>13}{'':>9}{'':>10}{'':>10}{'':>10}{'':>9}{result['peak_rss_mb']:>14,.0f}")
+    print("(system s and faults: the CPU seconds spent in the kernel, and the pages touched anew (minor faults), by the step's process)")
     print("(iowait and steal: the machine's, over both cores: time waiting on the disk, or for the hypervisor)")
+    steps, reference = result["per_asset"].values(), result["duckdb_reference"]
+    if "system_seconds" in reference:
+        print(
+            f"in the kernel: the night's steps {sum(f.get('system_seconds', 0.0) for f in steps):.1f}s for "
+            f"{sum(f.get('minor_faults', 0) for f in steps) / 1e6:.1f}M pages touched anew; the DuckDB reference "
+            f"{reference['system_seconds']:.1f}s for {reference['minor_faults'] / 1e6:.1f}M"
+        )
     print(f"the night took {result['night_to_duckdb']:.1f}x the DuckDB reference's time on this machine (comparable across machines at one size, unlike seconds)")
     if "dag_runs" in result:
         totals = ", ".join(f"{r['total_seconds']:.1f}" for r in result["dag_runs"])
@@ -617,7 +652,8 @@ def print_run(result: dict) -> None:
     machine = result["machine"]
     reporting = machine.get("free_page_reporting")
     settings = ", ".join(f"{k}={v}" for k, v in reporting.items()) if reporting else "none"
-    print(f"fresh memory: {machine['fresh_memory_seconds_per_gib']:.2f}s per GiB touched (free page reporting to the hypervisor: {settings})")
+    allocators = ", ".join(f"{k}={v}" for k, v in machine.get("allocator_settings", {}).items()) or "the defaults"
+    print(f"fresh memory: {machine['fresh_memory_seconds_per_gib']:.2f}s per GiB touched (free page reporting to the hypervisor: {settings}); allocators: {allocators}")
     print(f"error modes: {result['error_modes_seconds']:.2f}s in the DAG ({result['negatives']:,} negatives); {result['error_modes_100k_seconds']:.2f}s for 100,000 negatives")
 
 

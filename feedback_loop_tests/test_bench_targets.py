@@ -121,3 +121,31 @@ def test_the_references_tables_are_written_by_pyarrow_with_the_dwell_in_seconds(
         write(table, str(tmp_path / f"{table}.parquet"))
     assert pq.read_table(tmp_path / "events.parquet").to_pylist() == [{"event_id": "e1", "trace_id": "t1"}, {"event_id": "e2", "trace_id": None}]
     assert pq.read_table(tmp_path / "signals.parquet").to_pylist() == [{"trace_id": "t1", "copies": 2, "dwell": 90.0}]
+
+
+def test_the_sampler_counts_a_steps_system_time_and_the_pages_it_touches_anew(bench):
+    import time
+
+    import numpy as np
+
+    sampler = bench.RssSampler()
+    sampler.start()
+    time.sleep(0.1)
+    start = time.time()
+    time.sleep(0.05)  # a sample or two before the pages are touched
+    touched = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB of new pages
+    time.sleep(0.1)
+    end = time.time()
+    sampler.running = False
+    sampler.join()
+    spent = sampler.spent(start, end)
+    assert set(spent) == set(bench.SPENT) and touched.sum() == 64 << 20
+    assert spent["minor_faults"] >= 32  # one fault per page: 16,384 of 4 KiB, or 32 huge pages of 2 MiB
+    assert 0 <= spent["system_seconds"] <= spent["cpu_seconds"]
+    assert sampler.spent(end + 60, end + 61) == dict.fromkeys(bench.SPENT, 0.0)
+
+
+def test_the_allocator_settings_a_night_inherits_are_recorded(bench):
+    environ = {"MIMALLOC_PURGE_DELAY": "-1", "MALLOC_TRIM_THRESHOLD_": "0", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "PATH": "/usr/bin", "MALLOCX": "1"}
+    assert bench.allocator_settings(environ) == {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "MALLOC_TRIM_THRESHOLD_": "0", "MIMALLOC_PURGE_DELAY": "-1"}
+    assert bench.allocator_settings({"PATH": "/usr/bin"}) == {}
