@@ -127,6 +127,9 @@ def landing_of(traces: int, days: int) -> tuple[str, Path]:
     return name, landing
 
 
+REFERENCE_MEDIANS = ("seconds", "seconds_with_writes", "seconds_with_pyarrow_writes", "system_seconds", "minor_faults")
+
+
 def run_size(traces: int, keep: bool, repeat: int = 1, days: int = 1) -> dict:
     name, landing = landing_of(traces, days)
     workdir = CACHE / f"run-{name}"
@@ -140,11 +143,7 @@ def run_size(traces: int, keep: bool, repeat: int = 1, days: int = 1) -> dict:
     pipeline = median_run(runs)
     reference = {
         **references[0],
-        "seconds": statistics.median(r["seconds"] for r in references),
-        "seconds_with_writes": statistics.median(r["seconds_with_writes"] for r in references),
-        "seconds_with_pyarrow_writes": statistics.median(r["seconds_with_pyarrow_writes"] for r in references),
-        "system_seconds": statistics.median(r["system_seconds"] for r in references),
-        "minor_faults": statistics.median(r["minor_faults"] for r in references),
+        **{name: round(statistics.median(r[name] for r in references), 2) for name in REFERENCE_MEDIANS},
         "runs_seconds": [r["seconds"] for r in references],
         "runs_seconds_with_writes": [r["seconds_with_writes"] for r in references],
         "runs_seconds_with_pyarrow_writes": [r["seconds_with_pyarrow_writes"] for r in references],
