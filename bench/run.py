@@ -318,7 +318,9 @@ class RssSampler(threading.Thread):
         """CPU, system, iowait and steal seconds and minor page faults between the first and the last
         sample taken from `start` to `end`."""
         inside = [sample for sample in self.samples if start <= sample[0] <= end]
-        first, last = (inside[0], inside[-1]) if inside else ((0.0,) * 7,) * 2
+        if not inside:
+            return dict.fromkeys(SPENT, 0.0)
+        first, last = inside[0], inside[-1]
         return {name: round(last[i] - first[i], 2) for i, name in enumerate(SPENT, start=2)}
 
 
