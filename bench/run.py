@@ -520,13 +520,12 @@ def reference_stage(landing: Path) -> None:
     used = resource.getrusage(resource.RUSAGE_SELF)
     # What our steps also do and the reference does not: write each table, as the assets are written;
     # by DuckDB's own writer, and (as our warehouse writes) handed to Arrow and written by pyarrow.
-    writes = {"duckdb": lambda table, path: con.execute(f"COPY {table} TO '{path}' (FORMAT parquet)"), "pyarrow": _pyarrow_write(con)}
     with_writes = {}
-    for writer, write in writes.items():
+    for writer, write in {"duckdb": _duckdb_write, "pyarrow": _pyarrow_write}.items():
         with tempfile.TemporaryDirectory() as out:
             begin = time.perf_counter()
             for table in ("traces", "events", "linked", "signals"):
-                write(table, f"{out}/{table}.parquet")
+                write(con, table, f"{out}/{table}.parquet")
             with_writes[writer] = seconds + time.perf_counter() - begin
     signals = con.execute("SELECT count(*) FROM signals").fetchone()[0]
     linked = con.execute("SELECT count(*) FILTER (WHERE linked_trace IS NOT NULL), count(*) FROM linked").fetchone()
@@ -546,16 +545,18 @@ def reference_stage(landing: Path) -> None:
     )
 
 
-def _pyarrow_write(con):
+def _duckdb_write(con, table: str, path: str) -> None:
+    """Write a table of `con` as Parquet by DuckDB's own writer."""
+    con.execute(f"COPY {table} TO '{path}' (FORMAT parquet)")
+
+
+def _pyarrow_write(con, table: str, path: str) -> None:
     """Write a table of `con` as our warehouse writes a frame: as an Arrow table, by `pq.write_table`
     (the dwell, a DuckDB interval that Parquet has no type for, in seconds)."""
     import pyarrow.parquet as pq
 
-    def write(table: str, path: str) -> None:
-        dwell = " REPLACE (epoch(dwell) AS dwell)" if table == "signals" else ""
-        pq.write_table(con.sql(f"SELECT *{dwell} FROM {table}").to_arrow_table(), path)
-
-    return write
+    dwell = " REPLACE (epoch(dwell) AS dwell)" if table == "signals" else ""
+    pq.write_table(con.sql(f"SELECT *{dwell} FROM {table}").to_arrow_table(), path)
 
 
 def link_signals_labels_stage(workdir: Path) -> None:
@@ -611,19 +612,18 @@ def print_run(result: dict) -> None:
     for asset, figures in result["per_asset"].items():
         print(
             f"{asset:<{width}}{figures['seconds']:>10.2f}{figures['io_seconds']:>13.2f}{figures['cpu_seconds']:>9.1f}"
-            f"{figures.get('system_seconds', 0.0):>10.1f}{figures.get('minor_faults', 0) / 1000:>10,.0f}"
+            f"{figures['system_seconds']:>10.1f}{figures['minor_faults'] / 1000:>10,.0f}"
             f"{figures['iowait_seconds']:>10.1f}{figures['steal_seconds']:>9.1f}{figures['peak_rss_mb']:>14,.0f}"
         )
     print(f"{'total (2 runs, wall)':<{width}}{result['total_seconds']:>10.2f}{'':>13}{'':>9}{'':>10}{'':>10}{'':>10}{'':>9}{result['peak_rss_mb']:>14,.0f}")
     print("(system s and faults: the CPU seconds spent in the kernel, and the pages touched anew (minor faults), by the step's process)")
     print("(iowait and steal: the machine's, over both cores: time waiting on the disk, or for the hypervisor)")
     steps, reference = result["per_asset"].values(), result["duckdb_reference"]
-    if "system_seconds" in reference:
-        print(
-            f"in the kernel: the night's steps {sum(f.get('system_seconds', 0.0) for f in steps):.1f}s for "
-            f"{sum(f.get('minor_faults', 0) for f in steps) / 1e6:.1f}M pages touched anew; the DuckDB reference "
-            f"{reference['system_seconds']:.1f}s for {reference['minor_faults'] / 1e6:.1f}M"
-        )
+    print(
+        f"in the kernel: the night's steps {sum(f['system_seconds'] for f in steps):.1f}s for "
+        f"{sum(f['minor_faults'] for f in steps) / 1e6:.1f}M pages touched anew; the DuckDB reference "
+        f"{reference['system_seconds']:.1f}s for {reference['minor_faults'] / 1e6:.1f}M"
+    )
     print(f"the night took {result['night_to_duckdb']:.1f}x the DuckDB reference's time on this machine (comparable across machines at one size, unlike seconds)")
     if "dag_runs" in result:
         totals = ", ".join(f"{r['total_seconds']:.1f}" for r in result["dag_runs"])
@@ -653,7 +653,7 @@ def print_run(result: dict) -> None:
     machine = result["machine"]
     reporting = machine.get("free_page_reporting")
     settings = ", ".join(f"{k}={v}" for k, v in reporting.items()) if reporting else "none"
-    allocators = ", ".join(f"{k}={v}" for k, v in machine.get("allocator_settings", {}).items()) or "the defaults"
+    allocators = ", ".join(f"{k}={v}" for k, v in machine["allocator_settings"].items()) or "the defaults"
     print(f"fresh memory: {machine['fresh_memory_seconds_per_gib']:.2f}s per GiB touched (free page reporting to the hypervisor: {settings}); allocators: {allocators}")
     print(f"error modes: {result['error_modes_seconds']:.2f}s in the DAG ({result['negatives']:,} negatives); {result['error_modes_100k_seconds']:.2f}s for 100,000 negatives")
 

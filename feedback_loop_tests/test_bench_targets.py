@@ -116,9 +116,8 @@ def test_the_references_tables_are_written_by_pyarrow_with_the_dwell_in_seconds(
     con = duckdb.connect()
     con.execute("CREATE TABLE events AS SELECT * FROM (VALUES ('e1', 't1'), ('e2', NULL)) AS v(event_id, trace_id)")
     con.execute("CREATE TABLE signals AS SELECT 't1' AS trace_id, 2 AS copies, INTERVAL 90 SECOND AS dwell")
-    write = bench._pyarrow_write(con)
     for table in ("events", "signals"):
-        write(table, str(tmp_path / f"{table}.parquet"))
+        bench._pyarrow_write(con, table, str(tmp_path / f"{table}.parquet"))
     assert pq.read_table(tmp_path / "events.parquet").to_pylist() == [{"event_id": "e1", "trace_id": "t1"}, {"event_id": "e2", "trace_id": None}]
     assert pq.read_table(tmp_path / "signals.parquet").to_pylist() == [{"trace_id": "t1", "copies": 2, "dwell": 90.0}]
 
