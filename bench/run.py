@@ -618,7 +618,7 @@ def print_run(result: dict) -> None:
     print(f"{'total (2 runs, wall)':<{width}}{result['total_seconds']:>10.2f}{'':>13}{'':>9}{'':>10}{'':>10}{'':>10}{'':>9}{result['peak_rss_mb']:>14,.0f}")
     print("(system s and faults: the CPU seconds spent in the kernel, and the pages touched anew (minor faults), by the step's process)")
     print("(iowait and steal: the machine's, over both cores: time waiting on the disk, or for the hypervisor)")
-    steps, reference = result["per_asset"].values(), result["duckdb_reference"]
+    steps, reference, core = result["per_asset"].values(), result["duckdb_reference"], result["link_signals_labels"]
     print(
         f"in the kernel: the night's steps {sum(f['system_seconds'] for f in steps):.1f}s for "
         f"{sum(f['minor_faults'] for f in steps) / 1e6:.1f}M pages touched anew; the DuckDB reference "
@@ -629,7 +629,7 @@ def print_run(result: dict) -> None:
         totals = ", ".join(f"{r['total_seconds']:.1f}" for r in result["dag_runs"])
         print(f"(medians of {len(result['dag_runs'])} DAG runs, whose totals were {totals} s)")
         ratios = ", ".join(f"{r:.1f}" for r in result["night_to_duckdb_runs"])
-        references = ", ".join(f"{r:.2f}" for r in result["duckdb_reference"]["runs_seconds"])
+        references = ", ".join(f"{r:.2f}" for r in reference["runs_seconds"])
         print(f"(each night against the reference run after it, {references} s: {ratios}x)")
     print(
         f"ingest + link + signals: {result['ingest_link_signals_seconds']:.2f}s ({result['ingest_link_signals_io_seconds']:.2f}s of it reading and "
@@ -637,15 +637,14 @@ def print_run(result: dict) -> None:
     )
     print(
         f"the DuckDB reference writing its four tables as Parquet, as our steps do: {result['duckdb_reference_with_writes_seconds']:.2f}s "
-        f"(by pyarrow, as our warehouse writes: {result['duckdb_reference']['seconds_with_pyarrow_writes']:.2f}s); "
+        f"(by pyarrow, as our warehouse writes: {reference['seconds_with_pyarrow_writes']:.2f}s); "
         f"ratio {result['ratio_to_duckdb_with_writes']:.2f}; its writes alone (by the faster writer) make it {result['writes_floor_to_duckdb']:.2f}x itself"
     )
     print(
         f"a floor for ingest + link + signals: the reference with its faster writes plus the signals' text work it does not do "
-        f"(prompt keys, edit distances, rephrase similarity: {result['link_signals_labels']['signals_text']:.2f}s in memory) = "
+        f"(prompt keys, edit distances, rephrase similarity: {core['signals_text']:.2f}s in memory) = "
         f"{result['ingest_link_signals_floor_seconds']:.2f}s, {result['floor_to_duckdb']:.2f}x the reference"
     )
-    core = result["link_signals_labels"]
     print(
         f"link + signals + labels: {result['link_signals_labels_seconds']:.2f}s in memory (link {core['link']:.2f}, signals {core['signals']:.2f}, "
         f"labels {core['labels']:.2f}); {result['link_signals_labels_dag_seconds']:.2f}s as Dagster steps (with their Parquet reads and writes)"
