@@ -25,7 +25,7 @@ For N traces (default 1,000,000) and about 3N feedback events in one daily parti
    before them, the seconds this machine takes to fill 1 GiB of new memory, its kernel's free
    page reporting settings and the allocator settings in the environment (`machine` in the JSON):
    a VM that hands freed pages back to its host makes every step that allocates anew pay again
-   (docs/benchmark.md, sessions 18 and 20); each step's system seconds and pages touched anew are
+   (docs/benchmark-log.md, sessions 18 and 20); each step's system seconds and pages touched anew are
    in its row.
 `--days D` measures a night in steady state: the landing folder holds D days of N traces each, the
 days before the last are ingested first (untimed, in a process of their own), and the timed
