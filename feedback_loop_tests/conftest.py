@@ -1,4 +1,5 @@
 import datetime as dt
+import importlib.util
 import json
 from pathlib import Path
 
@@ -13,6 +14,16 @@ from feedback_loop.resources.state import ClusterRegistry
 from feedback_loop.resources.warehouse import WarehouseIOManager
 
 END = dt.date(2026, 11, 20)
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """The benchmark script (`bench/run.py`) as a module."""
+    spec = importlib.util.spec_from_file_location("bench_run", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

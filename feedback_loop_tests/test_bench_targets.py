@@ -1,20 +1,5 @@
 """The benchmark's verdict on its targets (`bench/run.py`): which targets a result measures, and whether each is met."""
 
-import importlib.util
-from pathlib import Path
-
-import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "run.py"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_run", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def result(traces=1_000_000, days=1, total=94.3, ratio=3.1, peak=4_100.0, modes=5.8, sample=100_000, scaling=None) -> dict:
     figures = {
