@@ -25,12 +25,13 @@ ASSETS = [
 def run(bench, tmp_path_factory):
     """`bench/run.py --traces 2000`, its cache and results in a folder of their own."""
     root = tmp_path_factory.mktemp("bench")
-    bench.CACHE, bench.RESULTS = root / "cache", root / "results"
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setattr(bench, "CACHE", root / "cache")
+        patch.setattr(bench, "RESULTS", root / "results")
         patch.setattr("sys.argv", ["run.py", "--traces", "2000"])
         bench.main()
-    (written,) = bench.RESULTS.glob("*.json")
+    (written,) = (root / "results").glob("*.json")
     return json.loads(written.read_text()), written, printed.getvalue()
 
 
