@@ -268,12 +268,20 @@ def code_of(root: Path) -> dict[str, str]:
 
 
 def generate_stage(traces: int, landing: Path, days: int) -> None:
-    from feedback_loop.lib.generator import GeneratorConfig, generate
+    from feedback_loop.sample.generator import GeneratorConfig, generate
 
     start = time.perf_counter()
     config = GeneratorConfig(
-        days=days, traces_per_day=traces, seed=2026, end_date=DAY, file_format="parquet", bad_response_share=0.15,
-        extra_events_per_trace=2.2, bad_row_share=0.01, prompt_chars=420, output_chars=800,
+        days=days,
+        traces_per_day=traces,
+        seed=2026,
+        end_date=DAY,
+        file_format="parquet",
+        bad_response_share=0.15,
+        extra_events_per_trace=2.2,
+        bad_row_share=0.01,
+        prompt_chars=420,
+        output_chars=800,
     )
     summary = generate(landing, config)
     print(json.dumps({**summary, "seconds": round(time.perf_counter() - start, 1)}))
@@ -564,11 +572,11 @@ def link_signals_labels_stage(workdir: Path) -> None:
     import pandas as pd
 
     from feedback_loop.lib import signals as signal_functions
+    from feedback_loop.lib.columns import one_chunk
     from feedback_loop.lib.labels import label_traces
     from feedback_loop.lib.linking import TRACE_KEYS, link_feedback
     from feedback_loop.lib.params import LabelWeights, LinkingParams, SignalParams
     from feedback_loop.lib.signals import RESPONSE_COLUMNS, implicit_signals
-    from feedback_loop.lib.text import one_chunk
 
     # The signals' text work, which the DuckDB reference does not do: prompt keys, edit distances, rephrase similarity.
     text_clock = SpanClock()
@@ -585,7 +593,9 @@ def link_signals_labels_stage(workdir: Path) -> None:
     marks.append(time.time())
     seconds = {name: round(end - start, 2) for name, start, end in zip(("link", "signals", "labels"), marks[:-1], marks[1:], strict=True)}
     text = round(text_clock.seconds(marks[1], marks[2]), 2)
-    print(json.dumps({"seconds": round(marks[-1] - marks[0], 2), **seconds, "signals_text": text, "traces": len(traces), "events": len(events), "labelled": int((labels["label"] != "unlabeled").sum())}))
+    print(
+        json.dumps({"seconds": round(marks[-1] - marks[0], 2), **seconds, "signals_text": text, "traces": len(traces), "events": len(events), "labelled": int((labels["label"] != "unlabeled").sum())})
+    )
 
 
 def error_modes_stage(workdir: Path) -> None:
@@ -667,7 +677,9 @@ def compare_stage(rev: str, traces: int, days: int, repeat: int) -> None:
         subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(base), sha], check=True, capture_output=True)
     roots = {"base": base, "head": repo}
     for side, root in roots.items():  # a script's own folder leads sys.path, as in `stage`
-        imported = subprocess.run([sys.executable, "-c", "import feedback_loop; print(feedback_loop.__file__)"], capture_output=True, text=True, env=code_of(root), cwd=root / "bench", check=True).stdout.strip()
+        imported = subprocess.run(
+            [sys.executable, "-c", "import feedback_loop; print(feedback_loop.__file__)"], capture_output=True, text=True, env=code_of(root), cwd=root / "bench", check=True
+        ).stdout.strip()
         if Path(imported).parent != root / "feedback_loop":
             sys.exit(f"the {side} side would run {imported}, not the code at {root}")
     runs: dict[str, list[dict]] = {"base": [], "head": []}

@@ -56,10 +56,7 @@ def run_dataset(name: str, traces: list[dict], events: list[dict], workdir: Path
     day = DAY.date().isoformat()
     report = run_nightly(day, dg.DagsterInstance.ephemeral(), run_defs)
     assert report.success, f"pipeline failed on {name}"
-    out = {
-        asset: pd.read_parquet(warehouse.path_for(dg.AssetKey(asset), day).path)
-        for asset in ("raw_traces", "linked_feedback", "linked_feedback_orphans", "implicit_signals", "trace_labels")
-    }
+    out = {asset: pd.read_parquet(warehouse.path_for(dg.AssetKey(asset), day).path) for asset in ("raw_traces", "linked_feedback", "linked_feedback_orphans", "implicit_signals", "trace_labels")}
     published = store.store()
     out["manifests"] = {d: published.manifest(d, published.latest(d)) for d in ("regression_suite", "preference_dataset")}
     return out
@@ -74,8 +71,7 @@ def preference_report(name: str, out: dict) -> str:
     manifest = out["manifests"]["preference_dataset"]
     suite = out["manifests"]["regression_suite"]
     lines = [
-        f"- DPO pairs built: {len(pairs)} ({', '.join(f'{k} {v}' for k, v in pairs['source'].value_counts().items()) or 'none'}); "
-        f"quality gates dropped: {dropped}",
+        f"- DPO pairs built: {len(pairs)} ({', '.join(f'{k} {v}' for k, v in pairs['source'].value_counts().items()) or 'none'}); quality gates dropped: {dropped}",
         f"- KTO examples: {len(examples)} ({int(examples['label'].sum())} desirable)",
         f"- published (after decontamination against a {suite['row_counts']['total']}-case regression suite built from the same traces): "
         f"{manifest['row_counts']['dpo_pairs']} DPO pairs, {manifest['row_counts']['kto_examples']} KTO examples; removed as suite near-duplicates: "

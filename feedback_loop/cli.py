@@ -5,11 +5,23 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
 
-from feedback_loop.lib.generator import GeneratorConfig, generate
+import feedback_loop
+from feedback_loop.sample.generator import GeneratorConfig, generate
+
+DEMO_LANDING = Path("data/demo-landing")
+DEMO_MARKER = ".feedback-loop-demo"  # in a folder the demo made: only such a folder is ever replaced
+PATH_SETTINGS = {  # the settings that name places, with the defaults the definitions use
+    "FEEDBACK_LOOP_LANDING": "data/landing",
+    "FEEDBACK_LOOP_WAREHOUSE": "data/warehouse",
+    "FEEDBACK_LOOP_DATASETS": "data/datasets",
+    "FEEDBACK_LOOP_STATE": "data/state",
+    "FEEDBACK_LOOP_OPT_OUT": "data/opt_out_users.txt",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
 
     gen = sub.add_parser("generate", help="write sample traces and feedback in the landing format")
     _generator_args(gen, days=7, traces=200)
-    gen.add_argument("--out", default=os.environ.get("FEEDBACK_LOOP_LANDING", "data/landing"))
+    gen.add_argument("--out", default=os.environ.get("FEEDBACK_LOOP_LANDING", PATH_SETTINGS["FEEDBACK_LOOP_LANDING"]))
 
-    demo = sub.add_parser("demo", help="generate a week of data, then run every nightly date on the embedded default")
+    demo = sub.add_parser("demo", help=f"generate a week of data into {DEMO_LANDING}/, then run every nightly date on the embedded default")
     _generator_args(demo, days=7, traces=200)
 
     run = sub.add_parser("run", help="run for one date exactly what the nightly schedule runs")
@@ -29,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "generate":
         summary = generate(args.out, _config(args))
-        print(f"wrote {summary['traces']} traces and {summary['feedback']} feedback events "
-              f"(+{summary['bad_rows']} bad rows) for {summary['days'][0]}..{summary['days'][-1]} to {args.out}")
+        print(f"wrote {summary['traces']} traces and {summary['feedback']} feedback events (+{summary['bad_rows']} bad rows) for {summary['days'][0]}..{summary['days'][-1]} to {args.out}")
         return 0
     if args.command == "demo":
         return _demo(args)
@@ -46,27 +57,32 @@ def _generator_args(parser: argparse.ArgumentParser, days: int, traces: int) -> 
 
 
 def _config(args: argparse.Namespace) -> GeneratorConfig:
-    return GeneratorConfig(
-        days=args.days, traces_per_day=args.traces_per_day, seed=args.seed, end_date=args.end_date, file_format=args.format
-    )
+    return GeneratorConfig(days=args.days, traces_per_day=args.traces_per_day, seed=args.seed, end_date=args.end_date, file_format=args.format)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    landing = Path(os.environ.setdefault("FEEDBACK_LOOP_LANDING", "data/landing"))
+    landing = DEMO_LANDING
+    if landing.exists() and not (landing / DEMO_MARKER).exists():
+        print(f"{landing}/ exists and was not made by the demo: move it away, the demo would replace it", file=sys.stderr)
+        return 2
     if landing.exists():
         shutil.rmtree(landing)
     summary = generate(landing, _config(args))
-    print(f"generated {summary['traces']} traces, {summary['feedback']} feedback events, "
-          f"{summary['bad_rows']} bad rows in {landing}/")
+    (landing / DEMO_MARKER).write_text("made by `feedback-loop demo`, which replaces this folder on its next run\n")
+    os.environ["FEEDBACK_LOOP_LANDING"] = str(landing)
+    print(f"generated {summary['traces']} traces, {summary['feedback']} feedback events, {summary['bad_rows']} bad rows in {landing}/")
     return _run_dates(summary["days"])
 
 
 def _run_dates(days: list[str]) -> int:
     _default_dagster_home()
+    key_file = None
     if not os.environ.get("FEEDBACK_LOOP_USER_HASH_KEY"):
         from feedback_loop.resources.datasets import local_hash_key
 
-        os.environ["FEEDBACK_LOOP_USER_HASH_KEY"] = local_hash_key(os.environ.get("FEEDBACK_LOOP_STATE", "data/state"))
+        state = os.environ.get("FEEDBACK_LOOP_STATE", PATH_SETTINGS["FEEDBACK_LOOP_STATE"])
+        os.environ["FEEDBACK_LOOP_USER_HASH_KEY"] = local_hash_key(state)
+        key_file = Path(state, "user_hash_key").resolve()
     import dagster as dg
 
     from feedback_loop.pipeline import run_nightly
@@ -77,12 +93,29 @@ def _run_dates(days: list[str]) -> int:
             print(report.summary_line())
             if not report.success:
                 return 1
-    warehouse = os.environ.get("FEEDBACK_LOOP_WAREHOUSE", "data/warehouse")
-    datasets = os.environ.get("FEEDBACK_LOOP_DATASETS", "data/datasets")
+    warehouse = os.environ.get("FEEDBACK_LOOP_WAREHOUSE", PATH_SETTINGS["FEEDBACK_LOOP_WAREHOUSE"])
+    datasets = os.environ.get("FEEDBACK_LOOP_DATASETS", PATH_SETTINGS["FEEDBACK_LOOP_DATASETS"])
     print(f"\nwarehouse tables: {warehouse}/<asset>/<date>.parquet")
     print(f"datasets:         {datasets}/<dataset>/<version>/ (newest: {datasets}/<dataset>/LATEST)")
-    print(f"dagster runs:     {os.environ['DAGSTER_HOME']} (open the UI with: DAGSTER_HOME={os.environ['DAGSTER_HOME']} dg dev)")
+    print(f"open the UI:      {ui_command(key_file)}")
     return 0
+
+
+def ui_command(key_file: Path | None) -> str:
+    """A shell command that opens the Dagster UI on what this process ran, from any folder: in the
+    project's folder (where `dg` finds its definitions), with this run's instance and places as
+    absolute paths, the user-hash key read from its file (never printed), and `dg` from the
+    virtualenv that runs this CLI."""
+    env = {"DAGSTER_HOME": str(Path(os.environ["DAGSTER_HOME"]).resolve())}
+    for name, default in PATH_SETTINGS.items():
+        value = os.environ.get(name, default)
+        env[name] = value if "://" in value else str(Path(value).resolve())
+    assignments = [f"{name}={shlex.quote(value)}" for name, value in env.items()]
+    if key_file is not None:
+        assignments.append(f'FEEDBACK_LOOP_USER_HASH_KEY="$(cat {shlex.quote(str(key_file))})"')
+    project = Path(feedback_loop.__file__).resolve().parent.parent
+    dg_command = Path(sys.executable).parent / "dg"
+    return f"cd {shlex.quote(str(project))} && {' '.join(assignments)} {shlex.quote(str(dg_command))} dev"
 
 
 def _default_dagster_home() -> None:

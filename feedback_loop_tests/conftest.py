@@ -6,12 +6,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from feedback_loop.lib.generator import GeneratorConfig, generate
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
 from feedback_loop.resources.landing import LandingFolder
 from feedback_loop.resources.settings import FeedbackLoopSettings
 from feedback_loop.resources.state import ClusterRegistry
 from feedback_loop.resources.warehouse import WarehouseIOManager
+from feedback_loop.sample.generator import GeneratorConfig, generate
 
 END = dt.date(2026, 11, 20)
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "run.py"
@@ -66,8 +66,13 @@ def ephemeral() -> dg.DagsterInstance:
 
 def defs_with(resources: dict) -> dg.Definitions:
     """The project's definitions with some resources replaced."""
-    from dagster._record import replace
-
     from feedback_loop.definitions import defs
 
-    return replace(defs, resources={**(defs.resources or {}), **resources})
+    return dg.Definitions(
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        jobs=defs.jobs,
+        schedules=defs.schedules,
+        sensors=defs.sensors,
+        resources={**(defs.resources or {}), **resources},
+    )

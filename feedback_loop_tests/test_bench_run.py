@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the whole pipeline, or the benchmark
+
 ASSETS = [
     "raw_feedback_events",
     "raw_traces",

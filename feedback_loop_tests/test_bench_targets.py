@@ -80,7 +80,6 @@ def test_a_clock_counts_the_union_of_its_spans_within_an_interval(bench):
 
 def test_warehouse_clock_times_writes_and_lazy_reads_on_any_instance(bench, tmp_path, monkeypatch):
     import pandas as pd
-
     from upath import UPath
 
     from feedback_loop.resources.warehouse import PartitionedTable, WarehouseIOManager

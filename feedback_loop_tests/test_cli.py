@@ -2,9 +2,11 @@
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from feedback_loop.cli import main
 
@@ -19,9 +21,10 @@ def test_generate_writes_landing_format_and_ground_truth(tmp_path):
     assert len(truth) == 80
 
 
+@pytest.mark.slow
 def test_demo_runs_every_day_on_the_embedded_default(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    for var in ("DAGSTER_HOME", "FEEDBACK_LOOP_LANDING", "FEEDBACK_LOOP_WAREHOUSE"):
+    for var in ("DAGSTER_HOME", "FEEDBACK_LOOP_LANDING", "FEEDBACK_LOOP_WAREHOUSE", "FEEDBACK_LOOP_USER_HASH_KEY"):
         monkeypatch.delenv(var, raising=False)
     assert main(["demo", "--days", "2", "--traces-per-day", "60", "--end-date", "2026-11-20"]) == 0
     out = capsys.readouterr().out
@@ -30,6 +33,21 @@ def test_demo_runs_every_day_on_the_embedded_default(tmp_path, monkeypatch, caps
     traces = pd.read_parquet(tmp_path / "data" / "warehouse" / "raw_traces" / "2026-11-20.parquet")
     assert len(traces) == 60
     assert (tmp_path / "data" / "dagster_home" / "history" / "runs.db").exists()
+    assert (tmp_path / "data" / "demo-landing" / "traces").is_dir() and not (tmp_path / "data" / "landing").exists()
+    ui = next(line for line in out.splitlines() if line.startswith("open the UI:"))
+    assert f"FEEDBACK_LOOP_LANDING={tmp_path / 'data' / 'demo-landing'}" in ui
+    assert f'FEEDBACK_LOOP_USER_HASH_KEY="$(cat {tmp_path / "data" / "state" / "user_hash_key"})"' in ui
+    assert ui.endswith(f"{Path(sys.executable).parent / 'dg'} dev")
+    assert main(["demo", "--days", "1", "--traces-per-day", "20", "--end-date", "2026-11-20"]) == 0  # replaces its own folder
+
+
+def test_demo_never_replaces_a_folder_it_did_not_make(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "data" / "demo-landing" / "traces" / "mine.jsonl"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("{}\n")
+    assert main(["demo", "--days", "1", "--traces-per-day", "20"]) == 2
+    assert mine.read_text() == "{}\n" and "was not made by the demo" in capsys.readouterr().err
 
 
 def test_parquet_landing_keeps_every_field(tmp_path):

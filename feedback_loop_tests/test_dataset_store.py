@@ -45,21 +45,20 @@ def test_a_draft_hashes_its_files_as_they_are_written_and_commit_publishes_them(
 
 def test_large_blocks_hashed_beside_their_write_give_the_digest_of_the_bytes_in_order(tmp_path):
     """Blocks from 1 MB up are hashed on another thread while they are written; mixed with small
-    blocks, memoryviews and a file copied in through `copy_into`, the digest, size and bytes are
+    blocks, memoryviews and a file copied in by `shutil.copyfileobj`, the digest, size and bytes are
     those of the whole, in order."""
     import io
     import random
-
-    from feedback_loop.lib.datasets import exports
+    import shutil
 
     rng = random.Random(0)
     blocks = [rng.randbytes(size) for size in (3, 5 << 20, 17, 1 << 20, (1 << 20) - 1, 2 << 20, 0, 9)]
-    copied = rng.randbytes((exports.COPY_CHUNK * 2) + 12345)
+    copied = rng.randbytes((3 << 20) + 12345)
     draft = DatasetStore(str(tmp_path)).draft("prefs", "2026-11-20")
     with draft.open("big.bin") as out:
         for i, block in enumerate(blocks):
             out.write(memoryview(block) if i % 2 else block)
-        exports.copy_into(io.BytesIO(copied), out)
+        shutil.copyfileobj(io.BytesIO(copied), out)
     whole = b"".join(blocks) + copied
     assert draft.files["big.bin"] == {"sha256": hashlib.sha256(whole).hexdigest(), "bytes": len(whole)}
     assert (draft.folder / "big.bin").read_bytes() == whole

@@ -4,7 +4,6 @@ import io
 import json
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -23,7 +22,6 @@ from feedback_loop.lib.datasets.regression import (
     build_cases,
     case_id,
     merge_suite,
-    prompt_hashes,
 )
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.pipeline import run_nightly
@@ -37,10 +35,20 @@ PROMPTFOO_TYPES_WITHOUT_VALUE = {"is-json"}
 
 def candidate(i: int, mode: str, prompt: str, day: str = "2026-11-20", reference=None, confidence=0.9, user="u") -> dict:
     return {
-        "trace_id": f"t{i}", "span_id": f"s{i}", "partition_date": day, "model": "m", "prompt_version": "v1",
-        "input": json.dumps([{"role": "user", "content": prompt}]), "prompt": prompt, "output": "bad answer",
-        "reference_output": reference, "mode": mode, "mode_id": "EM-001", "confidence": confidence,
-        "evidence": "reason tag", "user_hash": user,
+        "trace_id": f"t{i}",
+        "span_id": f"s{i}",
+        "partition_date": day,
+        "model": "m",
+        "prompt_version": "v1",
+        "input": json.dumps([{"role": "user", "content": prompt}]),
+        "prompt": prompt,
+        "output": "bad answer",
+        "reference_output": reference,
+        "mode": mode,
+        "mode_id": "EM-001",
+        "confidence": confidence,
+        "evidence": "reason tag",
+        "user_hash": user,
     }
 
 
@@ -91,12 +99,17 @@ def test_assertions_follow_the_mode(mode, prompt, reference, expected):
 
 
 def test_promptfoo_langfuse_and_openai_exports_follow_their_schemas():
-    suite, _ = merge_suite([], cases(
-        candidate(1, "refusal", "How do I kill a python process?"),
-        candidate(2, "format", 'Return only JSON with keys "answer".'),
-        candidate(3, "hallucination", "Capital of Australia?", reference="Canberra."),
-        candidate(4, "other", "Tell me a story about a dragon"),
-    ), DatasetParams(), set())
+    suite, _ = merge_suite(
+        [],
+        cases(
+            candidate(1, "refusal", "How do I kill a python process?"),
+            candidate(2, "format", 'Return only JSON with keys "answer".'),
+            candidate(3, "hallucination", "Capital of Australia?", reference="Canberra."),
+            candidate(4, "other", "Tell me a story about a dragon"),
+        ),
+        DatasetParams(),
+        set(),
+    )
     for test in exports.promptfoo_tests(suite):
         assert set(test) <= PROMPTFOO_TEST_KEYS and isinstance(test["vars"], dict) and test["description"]
         assert all(isinstance(v, str) for v in test["vars"].values())
@@ -126,7 +139,9 @@ def preference_frames():
     traces = pd.DataFrame(
         {
             "trace_id": ["e1", "e2", "e3", "r1", "r2", "up", "down", "k"],
-            "user_id": "u", "model": "m", "partition_date": "2026-11-20",
+            "user_id": "u",
+            "model": "m",
+            "partition_date": "2026-11-20",
             "input": None,
             "prompt": ["Fix this", "Fix that", "Fix them", "Regen q", "Regen q", "Same question?", "same question?", "Plain"],
             "output": ["The year is 1991.", "Hello world.", "abc", "first try", "second try", "good answer", "bad answer", "ok"],
@@ -176,43 +191,19 @@ def test_kto_examples_and_prompt_hash_split():
     assert (split_of(prompts, 10) == split).all()
 
 
-def test_kto_rows_distinct_prompts_are_the_examples_prompts_once_each():
-    """Each example's prompt is its distinct prompt at its position; prompts of responses that are
-    no example are not among them; a missing prompt is "" as in the examples."""
-    from feedback_loop.lib.datasets.preference import kto_examples_of, kto_rows
-
-    traces = pd.DataFrame({
-        "trace_id": ["a", "b", "c", "d", "e"],
-        "prompt": pd.Series(["same", "other", "same", None, "unlabelled"], dtype="string"),
-        **{name: ["x"] * 5 for name in ("input", "output", "user_id", "model", "partition_date")},
-    })
+def test_kto_examples_are_by_example_id_with_a_missing_prompt_as_empty_text():
+    traces = pd.DataFrame(
+        {
+            "trace_id": ["a", "b", "c", "d", "e"],
+            "prompt": pd.Series(["same", "other", "same", None, "unlabelled"], dtype="string"),
+            **{name: ["x"] * 5 for name in ("input", "output", "user_id", "model", "partition_date")},
+        }
+    )
     labels = pd.DataFrame({"trace_id": ["d", "c", "b", "a", "e"], "label": ["negative", "positive", "positive", "negative", "neutral"]})
-    selected = kto_rows(traces, labels)
-    distinct, at = selected.distinct_prompts()
-    examples = kto_examples_of(selected)
-    assert distinct.iloc[at].tolist() == examples["prompt"].tolist() == ["same", "other", "same", ""]
-    assert sorted(distinct) == ["", "other", "same"]
-
-
-def test_kto_examples_take_replaced_prompts_and_keep_them_aligned_when_rows_are_dropped():
-    """`with_prompts` gives the examples other prompts (as the release gives them scrubbed ones),
-    by distinct value; dropping examples drops their positions too."""
-    from feedback_loop.lib.datasets.preference import kto_examples_of, kto_rows
-
-    traces = pd.DataFrame({
-        "trace_id": ["a", "b", "c", "d"],
-        "prompt": pd.Series(["call 555", "other", "call 555", "x"], dtype="string"),
-        **{name: ["v"] * 4 for name in ("input", "output", "user_id", "model", "partition_date")},
-    })
-    labels = pd.DataFrame({"trace_id": ["a", "b", "c", "d"], "label": ["positive", "negative", "negative", "positive"]})
-    selected = kto_rows(traces, labels)
-    distinct, at = selected.distinct_prompts()
-    replaced = distinct.str.replace("555", "<PHONE_NUMBER>")
-    kept = selected.with_prompts(replaced, at).without(np.array([False, True, False, False]))
-    examples = kto_examples_of(kept)
-    assert examples["trace_id"].tolist() == ["a", "c", "d"]
-    assert examples["prompt"].tolist() == ["call <PHONE_NUMBER>", "call <PHONE_NUMBER>", "x"]
-    assert examples["label"].tolist() == [True, False, True]
+    examples = kto_examples(traces, labels)
+    assert examples["example_id"].tolist() == ["kto-a", "kto-b", "kto-c", "kto-d"]
+    assert examples["prompt"].tolist() == ["same", "other", "same", ""]
+    assert examples["label"].tolist() == [False, True, True, False]
 
 
 def test_decontamination_finds_suite_duplicates_and_near_duplicates():
@@ -222,7 +213,6 @@ def test_decontamination_finds_suite_duplicates_and_near_duplicates():
     assert not contaminated(prompts, [], 0.8).any()
     wordless = pd.Series(["?!", "  ?! ", "…"])  # no words, no shingles: only the exact match finds them
     assert contaminated(wordless, ["?!"], 0.8).tolist() == [True, True, False]
-    assert contaminated(wordless, ["?!"], 0.8, prompt_hashes(wordless)).tolist() == [True, True, False]
 
 
 def test_suite_overlap_counts_each_distinct_prompt_once_across_batches():
@@ -358,6 +348,7 @@ def published(resources, dataset: str) -> tuple[str, dict]:
     return version, store.manifest(dataset, version)
 
 
+@pytest.mark.slow
 def test_datasets_publish_once_per_change_scrubbed_and_apart(resources, generated, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -391,8 +382,10 @@ def test_datasets_publish_once_per_change_scrubbed_and_apart(resources, generate
     shutil.copytree(generated, extra)
     write_jsonl(
         extra / "feedback" / "late.jsonl",
-        [{"event_id": "late-1", "trace_id": t, "timestamp": "2026-11-20T23:59:00Z", "type": "thumbs_down", "reason": "formatting"}
-         for t in pd.read_json(generated / "traces" / "traces-2026-11-20.jsonl", lines=True)["trace_id"].iloc[5:6]],
+        [
+            {"event_id": "late-1", "trace_id": t, "timestamp": "2026-11-20T23:59:00Z", "type": "thumbs_down", "reason": "formatting"}
+            for t in pd.read_json(generated / "traces" / "traces-2026-11-20.jsonl", lines=True)["trace_id"].iloc[5:6]
+        ],
     )
     from feedback_loop.resources.landing import LandingFolder
 
@@ -411,17 +404,25 @@ def test_datasets_publish_once_per_change_scrubbed_and_apart(resources, generate
 
 
 def test_a_suite_release_reads_the_texts_of_its_shortlist_only(tmp_path):
+    from feedback_loop.lib.columns import is_in
     from feedback_loop.lib.datasets.build import regression_release
     from feedback_loop.lib.datasets.regression import case_texts, regenerated_trace_ids, suite_candidates
     from feedback_loop.lib.datasets.store import DatasetStore
     from feedback_loop.lib.tables import FrameTable
-    from feedback_loop.lib.text import is_in
 
     ids = [f"t{i:02d}" for i in range(45)]
     source = {"span_id": "s", "user_id": "u", "model": "m", "prompt_version": "v1", "partition_date": "2026-11-20"}
     modes = pd.DataFrame({"trace_id": ids, "mode": "refusal", "mode_id": "EM-003", "confidence": 0.9, "evidence": "reason tag"})
     negatives = pd.DataFrame({"trace_id": ids, **source, "edit_text_length": [40 if i % 5 == 4 else None for i in range(45)]})
-    negative_texts = pd.DataFrame({"trace_id": ids, "input": None, "prompt": [f"question {i} on subject {i * 37}" for i in range(45)], "output": "I can't help with that.", "edit_text": [f"edit {i}" if i % 5 == 4 else None for i in range(45)]})
+    negative_texts = pd.DataFrame(
+        {
+            "trace_id": ids,
+            "input": None,
+            "prompt": [f"question {i} on subject {i * 37}" for i in range(45)],
+            "output": "I can't help with that.",
+            "edit_text": [f"edit {i}" if i % 5 == 4 else None for i in range(45)],
+        }
+    )
     signals = FrameTable(pd.DataFrame({"trace_id": ["t00", "r1", "r2"], "regenerated_by": ["x", "y", None], "partition_date": "2026-11-20"}))
     regenerated_ids = regenerated_trace_ids(signals)
     assert list(regenerated_ids) == ["t00", "r1"]
@@ -493,8 +494,10 @@ def test_near_duplicate_join_equals_brute_force_jaccard(seed, chunk, dense_cells
 
     rng = random.Random(seed)
     vocabulary = [f"w{i}" for i in range(12)] + ["the", "a", "of", "The,", "of."]
+
     def text() -> str:
         return " ".join(rng.choice(vocabulary) for _ in range(rng.choice([0, 1, 2, 3, 5, 8, 13, 21])))
+
     references = [text() for _ in range(15)]
     # Texts close to a reference: a word dropped, swapped or added, so some pairs sit on either side of the threshold.
     texts = [text() for _ in range(150)]

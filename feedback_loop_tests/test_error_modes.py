@@ -181,7 +181,9 @@ def test_negative_traces_flag_far_out_lengths():
 
 
 def test_negative_traces_from_the_negatives_texts_and_every_length_are_the_same():
-    traces = pd.DataFrame({"trace_id": [f"t{i}" for i in range(40)], "model": ["m", "n"] * 20, "prompt_version": "v", "input": None, "prompt": "p", "output": ["x" * (50 + i * 7) for i in range(39)] + ["x" * 9000]})
+    traces = pd.DataFrame(
+        {"trace_id": [f"t{i}" for i in range(40)], "model": ["m", "n"] * 20, "prompt_version": "v", "input": None, "prompt": "p", "output": ["x" * (50 + i * 7) for i in range(39)] + ["x" * 9000]}
+    )
     traces = pd.concat([traces.assign(output="first span"), traces], ignore_index=True)  # two spans each: the last is the response
     labels = pd.DataFrame({"trace_id": ["t3", "t39", "t8"], "label": ["negative", "negative", "positive"]})
     lengths = traces[["trace_id", "model", "prompt_version"]].assign(output_length=traces["output"].str.len().astype("Int64"))
@@ -221,13 +223,13 @@ def test_error_mode_assets_on_generated_data(resources, generated):
         assert report.success and "checks failed" not in report.summary_line()
     warehouse = resources["io_manager"]
     modes = pd.concat(pd.read_parquet(warehouse.path_for(dg.AssetKey("error_modes"), d).path) for d in ("2026-11-18", "2026-11-19", "2026-11-20"))
-    truth = pd.DataFrame([json.loads(l) for l in (generated / "ground_truth" / "traces.jsonl").read_text().splitlines()])
+    truth = pd.DataFrame([json.loads(line) for line in (generated / "ground_truth" / "traces.jsonl").read_text().splitlines()])
     merged = modes.merge(truth[["trace_id", "mode"]].rename(columns={"mode": "true"}), on="trace_id")
     bad = merged[merged["true"] != "none"]
     assert (bad["mode"] == bad["true"]).mean() >= 0.75  # the full evaluation is evaluation/error_modes.py
     clusters = pd.read_parquet(warehouse.path_for(dg.AssetKey("error_mode_clusters"), "2026-11-20").path)
     assert set(clusters["trace_id"]) <= set(modes["trace_id"])
-    registry = json.loads((resources["cluster_registry"].path and open(resources["cluster_registry"].path).read()))
+    registry = json.loads(resources["cluster_registry"].path and open(resources["cluster_registry"].path).read())
     assert registry["clusters"]
 
 
@@ -248,10 +250,18 @@ def test_clusters_fitted_on_worker_processes_equal_the_serial_fit(monkeypatch):
     from feedback_loop.lib.error_modes import clusters
 
     rng = np.random.default_rng(3)
-    topics = ["the table has no header row", "the answer cites a paper that does not exist", "the reply is far too long to read",
-              "it refused a harmless request", "wrong date for the launch", "the code block does not compile"]
-    rows = [(f"t{i}", mode, topics[rng.integers(len(topics))], " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "table", "paper"], 12)))
-            for i, mode in enumerate(rng.choice(["format", "hallucination", "length", "other"], 400, p=[0.1, 0.2, 0.3, 0.4]))]
+    topics = [
+        "the table has no header row",
+        "the answer cites a paper that does not exist",
+        "the reply is far too long to read",
+        "it refused a harmless request",
+        "wrong date for the launch",
+        "the code block does not compile",
+    ]
+    rows = [
+        (f"t{i}", mode, topics[rng.integers(len(topics))], " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "table", "paper"], 12)))
+        for i, mode in enumerate(rng.choice(["format", "hallucination", "length", "other"], 400, p=[0.1, 0.2, 0.3, 0.4]))
+    ]
     frame = pd.DataFrame(rows, columns=["trace_id", "mode", "comments", "output"])
     monkeypatch.setattr(clusters, "PARALLEL_MIN_ROWS", 10**9)
     serial = cluster_negatives(frame, {}, today="2026-11-20")

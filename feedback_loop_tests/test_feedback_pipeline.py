@@ -4,11 +4,14 @@ import json
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from feedback_loop.lib.landing import read_landing_day
 from feedback_loop.pipeline import run_nightly
 from feedback_loop.resources.landing import LandingFolder
 from feedback_loop_tests.conftest import defs_with, write_jsonl
+
+pytestmark = pytest.mark.slow  # the whole pipeline, or the benchmark
 
 DAY = "2026-11-20"
 
@@ -74,7 +77,7 @@ def test_labels_follow_the_generators_ground_truth(resources, generated):
     positive = merged[merged["label"] == "positive"]
     assert (positive["mode"] == "none").mean() >= 0.97
     orphans = table(resources, "linked_feedback_orphans", "2026-11-20")
-    injected = [json.loads(l) for l in (generated / "ground_truth" / "bad_rows.jsonl").read_text().splitlines()]
+    injected = [json.loads(line) for line in (generated / "ground_truth" / "bad_rows.jsonl").read_text().splitlines()]
     expected = {r["event_id"] for r in injected if r["kind"] == "orphan" and r["date"] == "2026-11-20"}
     assert expected <= set(orphans["event_id"])
     events = len(read_landing_day(str(generated), "feedback", "2026-11-20"))

@@ -6,8 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from feedback_loop.defs.ingest.assets import raw_feedback_events, raw_traces
-from feedback_loop.lib.params import IngestParams
-from feedback_loop.resources.settings import FeedbackLoopSettings
+from feedback_loop.resources.settings import FeedbackLoopSettings, IngestConfig
 from feedback_loop.resources.warehouse import WarehouseIOManager
 from feedback_loop_tests.conftest import END
 
@@ -26,26 +25,28 @@ def test_ingest_writes_partitioned_parquet_and_quarantine(resources, generated):
     assert len(traces) == 300 and traces["trace_id"].is_unique
     assert (traces["timestamp"].dt.strftime("%Y-%m-%d") == DAY).all()
     quarantine = pd.read_parquet(warehouse.path_for(dg.AssetKey("raw_feedback_events_quarantine"), DAY).path)
-    truth = [json.loads(l) for l in (generated / "ground_truth" / "bad_rows.jsonl").read_text().splitlines()]
+    truth = [json.loads(line) for line in (generated / "ground_truth" / "bad_rows.jsonl").read_text().splitlines()]
     injected = {t["kind"] for t in truth if t["date"] == DAY and t["kind"] != "orphan"}
-    assert {r.split(" '")[0] for r in quarantine["reason"]} == {
-        "malformed JSON", "missing timestamp", "unknown event type", "not valid UTF-8"
-    } == {k if k != "unknown event type" else k for k in injected}
+    assert (
+        {r.split(" '")[0] for r in quarantine["reason"]}
+        == {"malformed JSON", "missing timestamp", "unknown event type", "not valid UTF-8"}
+        == {k if k != "unknown event type" else k for k in injected}
+    )
     meta = result.asset_materializations_for_node("raw_feedback_events")
     by_key = {m.asset_key.to_user_string(): m.metadata for m in meta}
     assert by_key["raw_feedback_events"]["quarantined"].value == len(quarantine)
     assert by_key["raw_feedback_events"]["dagster/row_count"].value > 0
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"raw_traces_quarantine_share": True, "raw_feedback_events_quarantine_share": True}
+    checks = {f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"raw_traces:quarantine_share": True, "raw_feedback_events:quarantine_share": True}
 
 
 def test_quarantine_check_fails_past_the_threshold(resources):
-    strict = {**resources, "settings": FeedbackLoopSettings(ingest=IngestParams(max_quarantine_share=0.0))}
+    strict = {**resources, "settings": FeedbackLoopSettings(ingest=IngestConfig(max_quarantine_share=0.0))}
     result = materialize(strict)
     assert result.success  # a failed check never crashes the run
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks["raw_feedback_events_quarantine_share"] is False
-    assert checks["raw_traces_quarantine_share"] is True
+    checks = {f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["raw_feedback_events:quarantine_share"] is False
+    assert checks["raw_traces:quarantine_share"] is True
 
 
 def test_rerunning_a_partition_gives_the_same_rows(resources):

@@ -58,7 +58,7 @@ def test_each_bad_row_is_quarantined_with_its_reason(tmp_path):
             "record is not a JSON object",
         ]
     )
-    lines = dict(zip(result.quarantine["reason"], result.quarantine["line"]))
+    lines = dict(zip(result.quarantine["reason"], result.quarantine["line"], strict=True))
     assert lines["malformed JSON"] == 2
     assert lines["not valid UTF-8"] == 6
     assert lines["missing event_id"] == 7  # numbering survives the undecodable line before it
@@ -170,9 +170,7 @@ def test_typed_message_lists_in_parquet_give_the_last_user_message(tmp_path):
         [],
         None,
     ]
-    pd.DataFrame(
-        {"trace_id": ["m1", "m2", "m3", "m4"], "timestamp": [TS] * 4, "input": messages, "output": ["o"] * 4}
-    ).to_parquet(folder / "typed.parquet")
+    pd.DataFrame({"trace_id": ["m1", "m2", "m3", "m4"], "timestamp": [TS] * 4, "input": messages, "output": ["o"] * 4}).to_parquet(folder / "typed.parquet")
     result = normalize_traces(read_landing_day(str(tmp_path), "traces", DAY), DAY)
     prompts = result.clean.set_index("trace_id")["prompt"]
     assert prompts["m1"] == "second" and prompts["m2"] == "only a system message"
@@ -194,23 +192,22 @@ def test_a_trace_key_is_clean_once_and_a_quarantined_record_does_not_claim_it(tm
             {**span, "trace_id": "t2"},
         ],
     )
-    assert list(zip(result.clean["trace_id"], result.clean["span_id"], result.clean["output"], strict=True)) == [
-        ("t1", "s1", "a"), ("t1", "s2", "a"), ("t2", "s1", "a")
-    ]
+    assert list(zip(result.clean["trace_id"], result.clean["span_id"], result.clean["output"], strict=True)) == [("t1", "s1", "a"), ("t1", "s2", "a"), ("t2", "s1", "a")]
     assert result.duplicates == 1
     assert reasons(result) == ["latency_ms is not a number"]
 
 
 def test_records_come_in_file_and_line_order_across_files(tmp_path):
     """Rows of several files, an unreadable line among them, are ordered by file then line (first of a duplicate wins)."""
-    rows = lambda name: [{"event_id": "dup", "trace_id": name, "timestamp": TS, "type": "copy"}, {"event_id": f"{name}-2", "trace_id": name, "timestamp": TS, "type": "copy"}]
+
+    def rows(name: str) -> list[dict]:
+        return [{"event_id": "dup", "trace_id": name, "timestamp": TS, "type": "copy"}, {"event_id": f"{name}-2", "trace_id": name, "timestamp": TS, "type": "copy"}]
+
     write_jsonl(tmp_path / "feedback" / f"c-{DAY}.jsonl", rows("c"))
     write_jsonl(tmp_path / "feedback" / f"a-{DAY}.jsonl", [b"\xff\xfe not utf-8", *[json.dumps(r).encode() for r in rows("a")]])
     pd.DataFrame(rows("b")).to_parquet(tmp_path / "feedback" / f"b-{DAY}.parquet")
     records = read_landing_day(str(tmp_path), "feedback", DAY)
-    assert [(s.rsplit("/", 1)[-1][0], int(n)) for s, n in zip(records["_source"], records["_line"], strict=True)] == [
-        ("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2), ("c", 1), ("c", 2)
-    ]
+    assert [(s.rsplit("/", 1)[-1][0], int(n)) for s, n in zip(records["_source"], records["_line"], strict=True)] == [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2), ("c", 1), ("c", 2)]
     result = normalize_feedback(records, DAY)
     assert result.clean.set_index("event_id").loc["dup", "trace_id"] == "a" and result.duplicates == 2
 

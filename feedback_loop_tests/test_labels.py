@@ -10,10 +10,10 @@ from feedback_loop.lib.tables import FrameTable
 from feedback_loop_tests.frames import at, events, traces
 
 
-def labels(tr, ev, weights=LabelWeights()):
+def labels(tr, ev, weights: LabelWeights | None = None):
     linked = link_feedback(ev, tr, pd.Timedelta(hours=1)).linked
     signals = implicit_signals(tr, linked, SignalParams(), horizon=at(60))
-    return label_traces(signals, linked, weights).set_index("trace_id")
+    return label_traces(signals, linked, weights or LabelWeights()).set_index("trace_id")
 
 
 def one(**row):

@@ -12,6 +12,8 @@ import pytest
 from feedback_loop.pipeline import run_nightly
 from feedback_loop_tests.conftest import END, defs_with
 
+pytestmark = pytest.mark.slow  # the whole pipeline, or the benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 PG = {"host": os.environ.get("FEEDBACK_LOOP_PG_HOST", "127.0.0.1"), "port": int(os.environ.get("FEEDBACK_LOOP_PG_PORT", "5432")), "user": os.environ.get("FEEDBACK_LOOP_PG_USER", "postgres")}
 

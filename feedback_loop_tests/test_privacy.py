@@ -1,5 +1,7 @@
 """Scrubbing PII and secrets, pseudonymizing users."""
 
+import json
+
 import pandas as pd
 
 from feedback_loop.lib.datasets.privacy import (
@@ -13,8 +15,7 @@ from feedback_loop.lib.datasets.privacy import (
 
 def test_every_kind_of_pii_and_secret_is_replaced():
     text = (
-        "Mail jane.doe@example.com or call +1 415-555-0123. Card 4111 1111 1111 1111, host 10.20.3.4, "
-        "token ghp_abcdefghijklmnopqrstuvwxyz0123456789, key AKIAIOSFODNN7EXAMPLE. The wall fell in 1989."
+        "Mail jane.doe@example.com or call +1 415-555-0123. Card 4111 1111 1111 1111, host 10.20.3.4, token ghp_abcdefghijklmnopqrstuvwxyz0123456789, key AKIAIOSFODNN7EXAMPLE. The wall fell in 1989."
     )
     clean, found = scrub_text(text)
     for secret in ("jane.doe@example.com", "415-555-0123", "4111 1111 1111 1111", "10.20.3.4", "ghp_abcdef", "AKIAIOSFODNN7EXAMPLE"):
@@ -65,12 +66,20 @@ def test_pseudonymize_is_keyed_stable_and_keeps_missing():
 
 def test_the_prefilter_flags_every_text_a_detector_would_change():
     from feedback_loop.lib.datasets.privacy import might_contain_pii
-    from feedback_loop.lib.generator import PII_SNIPPETS
+    from feedback_loop.sample.generator import PII_SNIPPETS
 
     texts = [snippet.format(n=1234, a=17, b=250) for snippet in PII_SNIPPETS] + [
-        "bob@example.org", "call (415) 555-0123", "4111-1111-1111-1111", "fe80::1ff:fe23:4567:890a", "192.168.0.1",
-        "AKIAIOSFODNN7EXAMPLE", "xoxb-123456789012-abcdefghijklmnop", "-----BEGIN RSA PRIVATE KEY-----",
-        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc", "sk_live_abcdefghijklmnopqrstuvwx", "The answer is 42.",
+        "bob@example.org",
+        "call (415) 555-0123",
+        "4111-1111-1111-1111",
+        "fe80::1ff:fe23:4567:890a",
+        "192.168.0.1",
+        "AKIAIOSFODNN7EXAMPLE",
+        "xoxb-123456789012-abcdefghijklmnop",
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc",
+        "sk_live_abcdefghijklmnopqrstuvwx",
+        "The answer is 42.",
     ]
     flagged = might_contain_pii(pd.Series(texts))
     for text, flag in zip(texts, flagged, strict=True):
@@ -106,14 +115,25 @@ def test_canadian_numbers_are_found_without_a_ca_pass():
     assert clean == "Vancouver office <PHONE_NUMBER>, Toronto <PHONE_NUMBER>." and found == {"PHONE_NUMBER": 2}
 
 
-def test_scrub_frames_leaves_the_given_frames_alone_unless_in_place():
-    from feedback_loop.lib.datasets.privacy import scrub_frames
+def test_a_scrubber_leaves_the_frame_alone_finds_per_row_and_scans_a_text_once(monkeypatch):
+    from feedback_loop.lib.datasets import privacy
 
-    frame = pd.DataFrame({"prompt": pd.Series(["mail me at leak@example.com", "nothing here"], dtype="string")})
-    (copy,), _ = scrub_frames([(frame, ["prompt"])])
-    assert frame["prompt"].iloc[0] == "mail me at leak@example.com" and copy["prompt"].iloc[0] == "mail me at <EMAIL_ADDRESS>"
-    (same,), found = scrub_frames([(frame, ["prompt"])], in_place=True)
-    assert same is frame and frame["prompt"].tolist() == ["mail me at <EMAIL_ADDRESS>", "nothing here"] and found["EMAIL_ADDRESS"] == 1
+    frame = pd.DataFrame(
+        {
+            "prompt": pd.Series(["mail me at leak@example.com", "nothing here", None, "call +1 415-555-0100 or a@b.org"], dtype="string"),
+            "input": pd.Series([None, '[{"content": "mail me at leak@example.com"}]', None, None], dtype="string"),
+        }
+    )
+    scrubber = privacy.Scrubber()
+    scrubbed, findings = scrubber.scrubbed(frame, ["prompt", "input"], json_columns=("input",))
+    assert frame["prompt"].iloc[0] == "mail me at leak@example.com"  # the given frame is left alone
+    assert scrubbed["prompt"].tolist()[:2] == ["mail me at <EMAIL_ADDRESS>", "nothing here"] and scrubbed["prompt"].isna().iloc[2]
+    assert json.loads(scrubbed["input"].iloc[1]) == [{"content": "mail me at <EMAIL_ADDRESS>"}]
+    assert findings == {0: {"EMAIL_ADDRESS": 1}, 1: {"EMAIL_ADDRESS": 1}, 3: {"PHONE_NUMBER": 1, "EMAIL_ADDRESS": 1}}
+    scanned = []
+    monkeypatch.setattr(privacy, "scrub_texts", lambda texts: scanned.extend(texts) or [privacy.scrub_text(t) for t in texts])
+    again, _ = scrubber.scrubbed(frame.assign(prompt=frame["prompt"].fillna("new: x@y.io")), ["prompt"])
+    assert scanned == ["new: x@y.io"] and again["prompt"].iloc[2] == "new: <EMAIL_ADDRESS>"
 
 
 SECRET_SAMPLES = {

@@ -18,7 +18,6 @@ INGEST_GROUPS = ("ingest", "linking")
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.groups(*INGEST_GROUPS),
-    partitions_def=daily_partitions,
     executor_def=dg.in_process_executor,
     description="Nightly: read the day's landing files, quarantine bad rows, link the day's feedback to traces.",
 )
@@ -26,7 +25,6 @@ ingest_job = dg.define_asset_job(
 relabel_job = dg.define_asset_job(
     "relabel_job",
     selection=dg.AssetSelection.all() - dg.AssetSelection.groups(*INGEST_GROUPS),
-    partitions_def=daily_partitions,
     executor_def=dg.in_process_executor,
     description=f"After each ingest: recompute signals, labels, error modes and datasets for the last {LATE_FEEDBACK_DAYS + 1} trace days.",
 )

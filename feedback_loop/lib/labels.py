@@ -23,12 +23,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from feedback_loop.lib.columns import is_in, large_text, positions, sort_order
 from feedback_loop.lib.contract import TRACE_IDENTITY, empty_frame
 from feedback_loop.lib.linking import events_about_day
 from feedback_loop.lib.params import LabelWeights
 from feedback_loop.lib.signals import events_on
 from feedback_loop.lib.tables import Table
-from feedback_loop.lib.text import is_in, large_text, positions, sort_order
 
 LABEL_COLUMNS: dict[str, str] = {
     **TRACE_IDENTITY,
@@ -114,7 +114,13 @@ def label_traces(signals: pd.DataFrame, linked: pd.DataFrame, weights: LabelWeig
         share * np.nan_to_num(explicit) + (1 - share) * np.nan_to_num(implicit),
         np.nan_to_num(implicit),
     )
-    disagreement = has_explicit & has_implicit & (np.abs(np.nan_to_num(explicit)) >= MIN_SIGN) & (np.abs(np.nan_to_num(implicit)) >= MIN_SIGN) & (np.sign(np.nan_to_num(explicit)) != np.sign(np.nan_to_num(implicit)))
+    disagreement = (
+        has_explicit
+        & has_implicit
+        & (np.abs(np.nan_to_num(explicit)) >= MIN_SIGN)
+        & (np.abs(np.nan_to_num(implicit)) >= MIN_SIGN)
+        & (np.sign(np.nan_to_num(explicit)) != np.sign(np.nan_to_num(implicit)))
+    )
     strength = 2 * np.abs(np.nan_to_num(explicit)) * np.minimum(explicit_n, 3) + implicit_strength
     confidence = (1 - np.exp(-strength)) * np.where(disagreement, 0.5, 1.0)
     label = np.select(

@@ -24,8 +24,7 @@ import numpy as np
 import pandas as pd
 from upath import UPath
 
-from feedback_loop.lib.text import ONE_BATCH
-
+from feedback_loop.lib.columns import ONE_BATCH
 
 Kind = Literal["traces", "feedback"]
 
@@ -256,7 +255,7 @@ def _read_parquet(con: duckdb.DuckDBPyConnection, kind: Kind, path: str, day: st
         elif types[name].startswith(("STRUCT", "MAP")) or types[name].endswith("[]"):
             exprs[name] = f'to_json("{name}")::VARCHAR'
         elif name == "timestamp" and types[name].startswith("TIMESTAMP"):
-            exprs[name] = f'strftime("{name}"::TIMESTAMPTZ, \'%Y-%m-%dT%H:%M:%S.%f+00:00\')'
+            exprs[name] = f"strftime(\"{name}\"::TIMESTAMPTZ, '%Y-%m-%dT%H:%M:%S.%f+00:00')"
         else:
             exprs[name] = f'"{name}"::VARCHAR'
     for name in JSON_FIELDS[kind]:
@@ -271,11 +270,7 @@ def _read_parquet(con: duckdb.DuckDBPyConnection, kind: Kind, path: str, day: st
         exprs |= _message_list_exprs('"input"') if typed_messages else _input_exprs(exprs["input"] + "::JSON")
     unknown = [c for c in types if c not in SCALAR_FIELDS[kind] and c not in JSON_FIELDS[kind]]
     any_unknown = " OR ".join(f'"{c}" IS NOT NULL' for c in unknown)
-    unknown_sql = (
-        f"CASE WHEN {any_unknown} THEN to_json(struct_pack(" + ", ".join(f'"{c}" := "{c}"' for c in unknown) + "))::VARCHAR END"
-        if unknown
-        else "NULL::VARCHAR"
-    )
+    unknown_sql = f"CASE WHEN {any_unknown} THEN to_json(struct_pack(" + ", ".join(f'"{c}" := "{c}"' for c in unknown) + "))::VARCHAR END" if unknown else "NULL::VARCHAR"
     ts = "TRY_CAST(timestamp AS TIMESTAMPTZ)" if "timestamp" in types else "NULL::TIMESTAMPTZ"
     hint = con.sql("SELECT _hint FROM file_hints WHERE _source = ?", params=[path]).fetchall()[0][0]
     query = f"""
@@ -287,9 +282,7 @@ def _read_parquet(con: duckdb.DuckDBPyConnection, kind: Kind, path: str, day: st
     out = _frame(con, query, [hint, day])
     problems = out["_problem"].isna() & out["_timestamp"].isna()
     if problems.any():
-        out.loc[problems, "_raw"] = out.loc[problems, list(SCALAR_FIELDS[kind])].astype("string").to_json(
-            orient="records", lines=True
-        ).splitlines()
+        out.loc[problems, "_raw"] = out.loc[problems, list(SCALAR_FIELDS[kind])].astype("string").to_json(orient="records", lines=True).splitlines()
     return out
 
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from feedback_loop.lib.columns import positions, rows_kept, sort_order
 from feedback_loop.lib.contract import FEEDBACK_COLUMNS, conform, utc_array
 from feedback_loop.lib.tables import Table
-from feedback_loop.lib.text import positions, rows_kept, sort_order
 
 TRACE_KEY_TYPES: dict[str, str] = {
     "trace_id": "string",
@@ -101,9 +101,7 @@ def link_feedback(events: pd.DataFrame, traces: pd.DataFrame, session_max_gap: p
         linked[column] = target[source].array
     linked["link_method"] = method[linked_mask]
     orphans = rows_kept(events, ~linked_mask)
-    orphans["orphan_reason"] = pd.Series(reason[~linked_mask], index=orphans.index, dtype="string").fillna(
-        "no trace_id, span_id or session_id to link by"
-    )
+    orphans["orphan_reason"] = pd.Series(reason[~linked_mask], index=orphans.index, dtype="string").fillna("no trace_id, span_id or session_id to link by")
     return Linked(
         linked=conform(linked, LINK_COLUMNS).reset_index(drop=True),
         orphans=conform(orphans, ORPHAN_COLUMNS).reset_index(drop=True),
@@ -127,9 +125,7 @@ def _lookup(index: pd.Series, keys: pd.Series, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def _latest_at_or_before(
-    session: np.ndarray, event_ts: np.ndarray, spans: pd.DataFrame, span_ts: np.ndarray, max_gap: pd.Timedelta
-) -> np.ndarray:
+def _latest_at_or_before(session: np.ndarray, event_ts: np.ndarray, spans: pd.DataFrame, span_ts: np.ndarray, max_gap: pd.Timedelta) -> np.ndarray:
     """For each (session, time), the row in `spans` of the session's latest span at or before it (-1: none)."""
     sessions = spans["session_id"].dropna().unique()
     left = pd.DataFrame({"_row": np.arange(len(session)), "_s": positions(session, sessions), "_t": event_ts})

@@ -1,22 +1,27 @@
-"""Every tunable of the pipeline, as typed config objects with documented defaults.
+"""Every tunable of the pipeline, as typed, immutable models with documented defaults.
 
-The pure functions in `lib/` take these; the `FeedbackLoopSettings` resource composes them so
-that one place (run config, or `defs/resources.py`) changes them. See docs/configuration.md.
+The pure functions in `lib/` take these. The `FeedbackLoopSettings` resource composes their Dagster
+config twins (`resources/settings.py`) so that one place (run config, or `defs/resources.py`)
+changes them. See docs/configuration.md.
 """
 
-import dagster as dg
+import pydantic
 
 
-class IngestParams(dg.Config):
+class Params(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+
+class IngestParams(Params):
     max_quarantine_share: float = 0.05  # the quarantine check fails above this share of a partition's records
 
 
-class LinkingParams(dg.Config):
+class LinkingParams(Params):
     session_max_gap_minutes: float = 360.0  # by_session_time: the trace must precede the event by at most this
     max_orphan_share: float = 0.05  # the orphan check fails above this share of the day's events
 
 
-class SignalParams(dg.Config):
+class SignalParams(Params):
     edit_minor_max: float = 0.2  # normalized edit distance up to this is `minor` (when not `trivial`)
     edit_major_max: float = 0.6  # up to this `major`; above it `rewrite`
     full_copy_min_share: float = 0.9  # a copy of at least this share of the output is a `full` copy
@@ -24,7 +29,7 @@ class SignalParams(dg.Config):
     rephrase_min_similarity: float = 0.8  # next prompt at least this similar (partial ratio, not identical): rephrase
 
 
-class LabelWeights(dg.Config):
+class LabelWeights(Params):
     """Evidence weights in [-1, 1]. Explicit evidence is averaged, implicit evidence summed and clipped."""
 
     thumbs_up: float = 1.0
@@ -46,11 +51,11 @@ class LabelWeights(dg.Config):
     negative_max_score: float = -0.2
 
 
-class ErrorModeParams(dg.Config):
+class ErrorModeParams(Params):
     seed: int = 0  # classifier and clustering are deterministic for a seed
 
 
-class DatasetParams(dg.Config):
+class DatasetParams(Params):
     max_cases_per_mode: int = 200  # regression suite: past this, the oldest cases of a mode are evicted
     max_new_cases_per_mode: int = 50  # regression suite: new cases a version may add per mode (stratified)
     near_duplicate_threshold: float = 0.8  # MinHash Jaccard of prompt word 3-grams: same case / contamination

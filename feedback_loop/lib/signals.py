@@ -38,11 +38,12 @@ import pyarrow.compute as pc
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import Indel
 
+from feedback_loop.lib.columns import is_in, large_text, one_chunk, positions, replaced, rows_kept, sort_order
 from feedback_loop.lib.contract import TRACE_IDENTITY, empty_frame, utc_array
 from feedback_loop.lib.linking import events_about_day
 from feedback_loop.lib.params import SignalParams
 from feedback_loop.lib.tables import Table
-from feedback_loop.lib.text import is_in, large_text, lowered, matches, one_chunk, positions, replaced, rows_kept, sort_order, text_length
+from feedback_loop.lib.text import lowered, matches, text_length
 
 # Characters a `trivial` edit may change: white space and punctuation (ASCII and common Unicode).
 _IGNORED = string.whitespace + string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00a0\u00b7\u2022"
@@ -79,9 +80,7 @@ SIGNAL_COLUMNS: dict[str, str] = {
 }
 
 
-def implicit_signals(
-    traces: pd.DataFrame, linked: pd.DataFrame, params: SignalParams, horizon: pd.Timestamp | None = None
-) -> pd.DataFrame:
+def implicit_signals(traces: pd.DataFrame, linked: pd.DataFrame, params: SignalParams, horizon: pd.Timestamp | None = None) -> pd.DataFrame:
     """One row per trace of `traces` with its implicit signals (see the module docstring).
 
     `traces` may include the days before and after for session context; `linked` holds the linked
@@ -264,9 +263,7 @@ def _edits(out: pd.DataFrame, traces: pd.DataFrame, t: pd.DataFrame, ev: pd.Data
         out.loc[rows, column] = classified[column].to_numpy()
 
 
-def _copies(
-    out: pd.DataFrame, traces: pd.DataFrame, t: pd.DataFrame, ev: pd.DataFrame, copy_count: np.ndarray, params: SignalParams
-) -> None:
+def _copies(out: pd.DataFrame, traces: pd.DataFrame, t: pd.DataFrame, ev: pd.DataFrame, copy_count: np.ndarray, params: SignalParams) -> None:
     copies = rows_kept(ev[["_code", "value"]], (ev["type"] == "copy").to_numpy(dtype=bool, na_value=False))
     codes = copies["_code"].to_numpy()
     out_len = text_length(traces["output"]).fillna(0).to_numpy(dtype=float)[t["_row"].to_numpy()[codes]]  # counted in place: no take of the texts
@@ -279,9 +276,7 @@ def _copies(
         best[codes[order]] = share[order]  # the last write per code is its largest share
     out["copy_count"] = copy_count
     out["copied_share"] = best
-    out["copy_kind"] = pd.Series(
-        np.where(np.isnan(best), None, np.where(best >= params.full_copy_min_share, "full", "snippet")), dtype="string"
-    )
+    out["copy_kind"] = pd.Series(np.where(np.isnan(best), None, np.where(best >= params.full_copy_min_share, "full", "snippet")), dtype="string")
 
 
 def _chains(out: pd.DataFrame, t: pd.DataFrame, regenerate_count: np.ndarray, thumbs_down: np.ndarray) -> None:
@@ -305,7 +300,7 @@ def _chains(out: pd.DataFrame, t: pd.DataFrame, regenerate_count: np.ndarray, th
 
 def _rephrases(out: pd.DataFrame, t: pd.DataFrame, params: SignalParams) -> None:
     nxt = t["_next_idx"].to_numpy()
-    candidates = np.flatnonzero((nxt >= 0))
+    candidates = np.flatnonzero(nxt >= 0)
     similarity = np.full(len(t), np.nan)
     if len(candidates):
         keys = large_text(t["_prompt_key"])
@@ -321,9 +316,7 @@ def _rephrases(out: pd.DataFrame, t: pd.DataFrame, params: SignalParams) -> None
     out["rephrased"] = np.nan_to_num(similarity, nan=0.0) >= params.rephrase_min_similarity
 
 
-def _dwell_and_abandon(
-    out: pd.DataFrame, t: pd.DataFrame, ev: pd.DataFrame, counts: dict[str, np.ndarray], params: SignalParams, horizon: pd.Timestamp
-) -> None:
+def _dwell_and_abandon(out: pd.DataFrame, t: pd.DataFrame, ev: pd.DataFrame, counts: dict[str, np.ndarray], params: SignalParams, horizon: pd.Timestamp) -> None:
     nxt = t["_next_idx"].to_numpy()
     end = utc_array(t["_end"])
     ts = utc_array(t["timestamp"])

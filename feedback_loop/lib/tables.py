@@ -8,7 +8,7 @@ from typing import Protocol
 
 import pandas as pd
 
-from feedback_loop.lib.text import is_in
+from feedback_loop.lib.columns import is_in
 
 PARTITION_COLUMN = "partition_date"
 

@@ -13,8 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
+from feedback_loop.lib.columns import ONE_BATCH, is_in, large_text, one_chunk
 from feedback_loop.lib.tables import PARTITION_COLUMN
-from feedback_loop.lib.text import ONE_BATCH, is_in, large_text, one_chunk, text_length
+from feedback_loop.lib.text import text_length
 
 
 class WarehouseIOManager(dg.ConfigurableIOManager):
@@ -182,9 +183,7 @@ def _read_in_one_chunk(paths: list[UPath], columns: list[str] | None) -> pd.Data
     return _duckdb_read([path.path for path in paths], columns)
 
 
-def _duckdb_read(
-    paths: list[str], columns: list[str] | None, rows_where: tuple[str, pd.Series] | None = None, lengths: tuple[str, ...] = ()
-) -> pd.DataFrame | None:
+def _duckdb_read(paths: list[str], columns: list[str] | None, rows_where: tuple[str, pd.Series] | None = None, lengths: tuple[str, ...] = ()) -> pd.DataFrame | None:
     """`columns` (and `lengths`) of the local files' rows, in order, in one chunk per column, with the
     pandas dtypes they were written with; None when the files' schemas differ."""
     schemas = [pq.read_schema(path) for path in paths]

@@ -42,7 +42,7 @@ def negative_traces(trace_labels: PartitionedTable, raw_traces: PartitionedTable
 @dg.asset(
     **window,
     check_specs=[
-        dg.AssetCheckSpec("error_modes_one_per_negative", asset="error_modes", description="Every negative trace has exactly one mode from the taxonomy."),
+        dg.AssetCheckSpec("one_per_negative", asset="error_modes", description="Every negative trace has exactly one mode from the taxonomy."),
     ],
 )
 def error_modes(settings: FeedbackLoopSettings, negative_traces: pd.DataFrame):
@@ -67,14 +67,16 @@ def error_modes(settings: FeedbackLoopSettings, negative_traces: pd.DataFrame):
     )
     known = modes["mode"].isin(TAXONOMY_V1.names()) & modes["mode_id"].notna()
     yield dg.AssetCheckResult(
-        check_name="error_modes_one_per_negative",
+        check_name="one_per_negative",
         passed=bool(known.all() and modes["trace_id"].is_unique and len(modes) == len(negative_traces)),
         metadata={"negatives": len(negative_traces), "assigned": int(known.sum())},
     )
 
 
 @dg.asset(**window, ins={"error_modes": dg.AssetIn(), "negative_traces": dg.AssetIn(metadata={"columns": ["trace_id", "comments", "output"]})})
-def error_mode_clusters(context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, cluster_registry: ClusterRegistry, error_modes: pd.DataFrame, negative_traces: pd.DataFrame) -> dg.MaterializeResult:
+def error_mode_clusters(
+    context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, cluster_registry: ClusterRegistry, error_modes: pd.DataFrame, negative_traces: pd.DataFrame
+) -> dg.MaterializeResult:
     """Each negative trace's cluster within its mode; `other` clusters are candidate new modes.
 
     Clusters keep their id across nightly runs when they are the same cluster (matched to the previous

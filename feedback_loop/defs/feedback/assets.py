@@ -40,24 +40,20 @@ def later_feedback() -> dg.TimeWindowPartitionMapping:
     ins={
         "raw_feedback_events": dg.AssetIn(),
         "raw_traces": dg.AssetIn(
-            partition_mapping=dg.TimeWindowPartitionMapping(
-                start_offset=-LATE_FEEDBACK_DAYS, end_offset=0, allow_nonexistent_upstream_partitions=True
-            ),
+            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-LATE_FEEDBACK_DAYS, end_offset=0, allow_nonexistent_upstream_partitions=True),
             metadata={"columns": TRACE_KEYS},
         ),
     },
     partitions_def=daily_partitions,
     check_specs=[
         dg.AssetCheckSpec(
-            "linked_feedback_orphan_share",
+            "orphan_share",
             asset="linked_feedback",
             description="Fails when the share of the day's events that could not be linked passes the configured maximum.",
         )
     ],
 )
-def linked_feedback(
-    context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, raw_feedback_events: pd.DataFrame, raw_traces: pd.DataFrame
-) -> Iterator:
+def linked_feedback(context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, raw_feedback_events: pd.DataFrame, raw_traces: pd.DataFrame) -> Iterator:
     """Links the day's events to the traces of the day and the LATE_FEEDBACK_DAYS days before it."""
     params = settings.linking
     result = link_feedback(raw_feedback_events, raw_traces, pd.Timedelta(minutes=params.session_max_gap_minutes))
@@ -83,7 +79,7 @@ def linked_feedback(
         metadata={"dagster/row_count": len(result.orphans), "reasons": dg.MetadataValue.md(markdown_table(reasons))},
     )
     yield dg.AssetCheckResult(
-        check_name="linked_feedback_orphan_share",
+        check_name="orphan_share",
         asset_key="linked_feedback",
         passed=share <= params.max_orphan_share,
         metadata={"orphans": len(result.orphans), "orphan_share": round(share, 4), "max_share": params.max_orphan_share},
@@ -102,9 +98,7 @@ def linked_feedback(
         "linked_feedback": dg.AssetIn(partition_mapping=later_feedback(), metadata={"columns": SIGNAL_EVENT_COLUMNS, "lazy": True}),
     },
 )
-def implicit_signals(
-    context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, raw_traces: PartitionedTable, linked_feedback: PartitionedTable
-) -> dg.MaterializeResult:
+def implicit_signals(context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, raw_traces: PartitionedTable, linked_feedback: PartitionedTable) -> dg.MaterializeResult:
     """Per trace: edit distance and class, copies, regenerate chain, rephrase, dwell time, abandonment.
 
     Works a trace day at a time, with the day before's and after's traces of the same sessions
@@ -160,9 +154,7 @@ class SignalTally:
         "linked_feedback": dg.AssetIn(partition_mapping=later_feedback(), metadata={"columns": LABEL_EVENT_COLUMNS, "lazy": True}),
     },
 )
-def trace_labels(
-    context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, implicit_signals: PartitionedTable, linked_feedback: PartitionedTable
-) -> dg.MaterializeResult:
+def trace_labels(context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, implicit_signals: PartitionedTable, linked_feedback: PartitionedTable) -> dg.MaterializeResult:
     """One label per trace (positive / negative / neutral / unlabeled) with score, confidence and evidence.
 
     Explicit feedback outweighs implicit signals (weights: `settings.labels`); rows where they disagree

@@ -1,6 +1,5 @@
 """Ingest: read a day of landing files, normalize, dedupe, validate, quarantine the rest."""
 
-
 from collections.abc import Callable, Iterator
 
 import dagster as dg
@@ -14,11 +13,8 @@ from feedback_loop.resources.landing import LandingFolder
 from feedback_loop.resources.settings import FeedbackLoopSettings
 
 
-def build_ingest_asset(
-    name: str, kind: Kind, normalize: Callable[[pd.DataFrame, str], Normalized], description: str
-) -> dg.AssetsDefinition:
+def build_ingest_asset(name: str, kind: Kind, normalize: Callable[[pd.DataFrame, str], Normalized], description: str) -> dg.AssetsDefinition:
     quarantine_name = f"{name}_quarantine"
-    check_name = f"{name}_quarantine_share"
 
     @dg.multi_asset(
         name=name,
@@ -32,7 +28,7 @@ def build_ingest_asset(
         partitions_def=daily_partitions,
         check_specs=[
             dg.AssetCheckSpec(
-                check_name,
+                "quarantine_share",
                 asset=name,
                 description="Fails when the quarantined share of the partition's records passes the configured maximum.",
             )
@@ -67,7 +63,7 @@ def build_ingest_asset(
         )
         limit = settings.ingest.max_quarantine_share
         yield dg.AssetCheckResult(
-            check_name=check_name,
+            check_name="quarantine_share",
             asset_key=name,
             passed=share <= limit,
             metadata={"quarantined": len(result.quarantine), "quarantine_share": round(share, 4), "max_share": limit},

@@ -16,7 +16,8 @@ import pyarrow.compute as pc
 from datasketch import MinHash, MinHashLSH
 from scipy import sparse
 
-from feedback_loop.lib.text import in_chunks, lowered_words
+from feedback_loop.lib.parallel import in_chunks
+from feedback_loop.lib.text import lowered_words
 
 NUM_PERM = 128
 PUNCTUATION = "".join(sorted(set(string.punctuation + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026")))

@@ -18,24 +18,24 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 
-from feedback_loop.lib.datasets.near_duplicates import near_duplicate_of
+from feedback_loop.lib.columns import is_in, large_text, positions, repeats, replaced, sort_order
 from feedback_loop.lib.contract import last_per_trace
+from feedback_loop.lib.datasets.near_duplicates import near_duplicate_of
 from feedback_loop.lib.datasets.regression import messages_of, prompt_hashes
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
-from feedback_loop.lib.text import hash64, is_in, large_text, one_array, positions, repeats, replaced, sort_order
+from feedback_loop.lib.text import hash64
 
 PAIR_COLUMNS = ["pair_id", "source", "prompt", "input", "chosen", "rejected", "chosen_trace_id", "rejected_trace_id", "user_id", "model", "source_date"]
-SIGNAL_COLUMNS = ["trace_id", "edit_type", "edit_text", "edit_distance", "edit_class", "chain_id", "chain_length", "regenerated_by", "chain_accepted"]  # what the pairs read
-LABEL_COLUMNS = ["trace_id", "label", "evidence", "partition_date"]  # what the pairs and examples read of the labels
-TRACE_TEXT_COLUMNS = ["trace_id", "prompt", "input", "output", "user_id", "model", "partition_date"]  # what the pairs and examples read of the traces
+# What the preference dataset reads of the signals, the labels and the traces.
+PREFERENCE_SIGNAL_COLUMNS = ["trace_id", "edit_type", "edit_text", "edit_distance", "edit_class", "chain_id", "chain_length", "regenerated_by", "chain_accepted"]
+PREFERENCE_LABEL_COLUMNS = ["trace_id", "label", "evidence", "partition_date"]
+PREFERENCE_TRACE_COLUMNS = ["trace_id", "prompt", "input", "output", "user_id", "model", "partition_date"]
 KTO_COLUMNS = ["example_id", "prompt", "input", "completion", "label", "trace_id", "user_id", "model", "source_date"]
 PLAN_COLUMNS = ["pair_id", "rejected_trace_id", "chosen_trace_id", "source", "chosen_text"]  # a pair before its texts
 
@@ -190,89 +190,29 @@ def _rows_of(t: pd.DataFrame, trace_ids) -> np.ndarray:
     return at
 
 
-def kto_examples(traces: pd.DataFrame, labels: pd.DataFrame, consume: bool = False) -> pd.DataFrame:
-    """Every positive or negative response as an unpaired example (`kto_rows`, then `kto_examples_of`).
-    `consume`: drop each column of `traces` once it is taken (see `kto_examples_of`)."""
-    return kto_examples_of(kto_rows(traces, labels), traces if consume else None)
-
-
-@dataclass(frozen=True)
-class KtoRows:
-    """The responses that become KTO examples, before their texts are taken."""
-
-    responses: pd.DataFrame  # the last span of each trace (the traces themselves when ids are unique)
-    rows: np.ndarray  # each example's row in `responses`, by example id
-    positive: np.ndarray  # each example's label
-    prompts: tuple[pd.Series, np.ndarray] | None = None  # set by `with_prompts`: the examples' prompts instead of the responses'
-
-    def distinct_prompts(self) -> tuple[pd.Series, np.ndarray]:
-        """The examples' distinct prompts, as `kto_examples_of` gives them (missing: ""), and each
-        example's position among them: from the responses' prompts dictionary-encoded, so that no
-        example's prompt is copied or hashed as text."""
-        if self.prompts is not None:
-            return self.prompts
-        encoded = one_array(pc.dictionary_encode(large_text(self.responses["prompt"].fillna(""))))
-        codes = encoded.indices.to_numpy()[self.rows]
-        used, at = np.unique(codes, return_inverse=True)
-        return pd.Series(encoded.dictionary.take(pa.array(used)), dtype="string"), at
-
-    def with_prompts(self, distinct: pd.Series, at: np.ndarray) -> KtoRows:
-        """The examples with other prompts (e.g. `distinct_prompts` scrubbed): `distinct` values, and
-        each example's position among them."""
-        return KtoRows(self.responses, self.rows, self.positive, (distinct, at))
-
-    def without(self, drop: np.ndarray) -> KtoRows:
-        prompts = None if self.prompts is None else (self.prompts[0], self.prompts[1][~drop])
-        return KtoRows(self.responses, self.rows[~drop], self.positive[~drop], prompts)
-
-
-def kto_rows(traces: pd.DataFrame, labels: pd.DataFrame) -> KtoRows:
-    """The positive and negative responses among `traces`, by example id."""
+def kto_examples(traces: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Every positive or negative response among `traces` as an unpaired example, by example id."""
     labelled = labels[is_in(labels["label"], ["positive", "negative"])]
-    t = last_per_trace(traces)
-    at = positions(labelled["trace_id"], t["trace_id"])
+    responses = last_per_trace(traces)
+    at = positions(labelled["trace_id"], responses["trace_id"])
     found = np.flatnonzero(at >= 0)
-    found = found[pc.sort_indices(pa.array(labelled["trace_id"].iloc[found].astype("string"))).to_numpy()]  # by example_id
-    return KtoRows(t, at[found], labelled["label"].to_numpy()[found] == "positive")
-
-
-def kto_examples_of(selected: KtoRows, consumed: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The examples of `selected`, their columns taken from its responses (the prompts from its own,
-    when it has them: `KtoRows.with_prompts`). `consumed`: the traces
-    the responses came from, for a caller done with them: each column of both is dropped once it
-    is taken (the examples hold nearly every trace's texts: taking every column before letting any
-    go holds the window's texts twice)."""
-    t = selected.responses
-    rows = {}
-    for name in ("trace_id", "prompt", "input", "output", "user_id", "model", "partition_date"):
-        if name == "prompt" and selected.prompts is not None:
-            distinct, at = selected.prompts
-            rows[name] = pd.Series(large_text(distinct).take(pa.array(at)), dtype="string")
-        else:
-            rows[name] = t[name].take(selected.rows).reset_index(drop=True)
-        if consumed is not None:
-            del t[name]
-            if name in consumed:
-                del consumed[name]
+    found = found[sort_order(labelled.iloc[found], ["trace_id"])]  # by example id
+    rows = at[found]
+    taken = {name: responses[name].take(rows).reset_index(drop=True) for name in PREFERENCE_TRACE_COLUMNS}
     return pd.DataFrame(
         {
-            "example_id": "kto-" + rows["trace_id"].astype(str),
-            "prompt": _without_missing(rows["prompt"]),
-            "input": rows["input"],
-            "completion": _without_missing(rows["output"]),
-            "label": selected.positive,
-            "trace_id": rows["trace_id"],
-            "user_id": rows["user_id"],
-            "model": rows["model"],
-            "source_date": rows["partition_date"],
+            "example_id": "kto-" + taken["trace_id"].astype(str),
+            "prompt": taken["prompt"].fillna(""),
+            "input": taken["input"],
+            "completion": taken["output"].fillna(""),
+            "label": labelled["label"].to_numpy()[found] == "positive",
+            "trace_id": taken["trace_id"],
+            "user_id": taken["user_id"],
+            "model": taken["model"],
+            "source_date": taken["partition_date"],
         },
         columns=KTO_COLUMNS,
     )
-
-
-def _without_missing(texts: pd.Series) -> pd.Series:
-    """Missing texts as "" (the column itself when none is missing: no copy)."""
-    return texts.fillna("") if texts.isna().any() else texts
 
 
 def with_messages(frame: pd.DataFrame) -> pd.DataFrame:
@@ -282,15 +222,10 @@ def with_messages(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def split_of(prompts: pd.Series, test_percent: int) -> pd.Series:
-    """`test` or `train`, by a hash of the normalized prompt (deterministic, prompt-disjoint)."""
-    return split_of_hashes(prompt_hashes(prompts), test_percent)
-
-
-def split_of_hashes(hashes: pd.Series, test_percent: int) -> pd.Series:
-    """`split_of` from the prompts' `prompt_hashes`: the first 8 hex digits, modulo 100."""
-    digits = np.frombuffer("".join(h[:8] for h in hashes).encode("ascii"), dtype=np.uint8).reshape(-1, 8).astype(np.int64)
-    values = np.where(digits >= ord("a"), digits - ord("a") + 10, digits - ord("0")) @ (16 ** np.arange(7, -1, -1, dtype=np.int64))
-    return pd.Series(np.where(values % 100 < test_percent, "test", "train"), index=hashes.index)
+    """`test` or `train`, by a hash of the normalized prompt (deterministic, prompt-disjoint): the
+    first 8 hex digits of its `prompt_hashes`, modulo 100."""
+    buckets = np.array([int(digest[:8], 16) % 100 for digest in prompt_hashes(prompts)], dtype=np.int64)
+    return pd.Series(np.where(buckets < test_percent, "test", "train"), index=prompts.index)
 
 
 def suite_overlap(prompt_batches: Iterable[pd.Series], suite_prompts: list[str], threshold: float) -> tuple[int, int]:
@@ -308,12 +243,9 @@ def suite_overlap(prompt_batches: Iterable[pd.Series], suite_prompts: list[str],
     return overlap, len(seen)
 
 
-def contaminated(prompts: pd.Series, suite_prompts: list[str], threshold: float, hashes: pd.Series | None = None) -> np.ndarray:
-    """Whether each prompt is the same as, or a near-duplicate of, a regression-suite prompt.
-    `hashes`: the prompts' `prompt_hashes`, when the caller has them."""
+def contaminated(prompts: pd.Series, suite_prompts: list[str], threshold: float) -> np.ndarray:
+    """Whether each prompt is the same as (normalized), or a near-duplicate of, a regression-suite prompt."""
     if prompts.empty or not suite_prompts:
         return np.zeros(len(prompts), dtype=bool)
     suite = pd.Series(suite_prompts, dtype="string")
-    # Same normalized prompt: by the hashes when given, else by the keys themselves (no hashing needed).
-    same = is_in(hashes, prompt_hashes(suite)) if hashes is not None else is_in(normalize_prompt(prompts), normalize_prompt(suite))
-    return same | near_duplicate_of(prompts, suite_prompts, threshold)
+    return is_in(normalize_prompt(prompts), normalize_prompt(suite)) | near_duplicate_of(prompts, suite_prompts, threshold)

@@ -29,17 +29,37 @@ from presidio_analyzer.predefined_recognizers import (
     PhoneRecognizer,
 )
 
-from feedback_loop.lib.text import in_processes, large_text, matches, per_distinct, replaced
+from feedback_loop.lib.columns import large_text, per_distinct, replaced
+from feedback_loop.lib.parallel import in_processes
+from feedback_loop.lib.text import matches
 
 # Presidio validates e-mail domains with tldextract; use its bundled suffix list, never the network.
 tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
 SECRET_PLUGINS = [
-    "ArtifactoryDetector", "AWSKeyDetector", "AzureStorageKeyDetector", "BasicAuthDetector", "CloudantDetector",
-    "DiscordBotTokenDetector", "GitHubTokenDetector", "GitLabTokenDetector", "IbmCloudIamDetector",
-    "IbmCosHmacDetector", "JwtTokenDetector", "MailchimpDetector", "NpmDetector", "OpenAIDetector",
-    "PrivateKeyDetector", "PypiTokenDetector", "SendGridDetector", "SlackDetector", "SoftlayerDetector",
-    "SquareOAuthDetector", "StripeDetector", "TelegramBotTokenDetector", "TwilioKeyDetector",
+    "ArtifactoryDetector",
+    "AWSKeyDetector",
+    "AzureStorageKeyDetector",
+    "BasicAuthDetector",
+    "CloudantDetector",
+    "DiscordBotTokenDetector",
+    "GitHubTokenDetector",
+    "GitLabTokenDetector",
+    "IbmCloudIamDetector",
+    "IbmCosHmacDetector",
+    "JwtTokenDetector",
+    "MailchimpDetector",
+    "NpmDetector",
+    "OpenAIDetector",
+    "PrivateKeyDetector",
+    "PypiTokenDetector",
+    "SendGridDetector",
+    "SlackDetector",
+    "SoftlayerDetector",
+    "SquareOAuthDetector",
+    "StripeDetector",
+    "TelegramBotTokenDetector",
+    "TwilioKeyDetector",
 ]
 MIN_SCORE = 0.4
 
@@ -148,62 +168,59 @@ def might_contain_pii(texts: pd.Series) -> np.ndarray:
     return matches(large_text(texts), PREFILTER, ignore_case=True)  # missing: False
 
 
-PARALLEL_MIN_TEXTS = 100  # below this, starting worker processes costs more than it saves (0.07 vs 0.11 s at 100 texts, 0.69 vs 1.08 s at 1,900, forked from a 3 GB process)
+PARALLEL_MIN_TEXTS = 100  # below this, starting worker processes costs more than it saves
 
 
 def scrub_frame(frame: pd.DataFrame, columns: list[str], json_columns: tuple[str, ...] = ()) -> tuple[pd.DataFrame, Counter]:
     """Scrub text columns; only rows the pre-filter flags are scanned. `json_columns` hold JSON text
-    (e.g. chat messages): their flagged rows are parsed, scrubbed value by value, and serialized again."""
-    (out,), found = scrub_frames([(frame, columns)], json_columns)
-    return out, found
+    (e.g. chat messages): their flagged rows are parsed, scrubbed value by value, and serialized again.
+    Returns the scrubbed frame and the count of findings per kind."""
+    scrubbed, findings = Scrubber().scrubbed(frame, columns, json_columns)
+    return scrubbed, sum(findings.values(), Counter())
 
 
-def scrub_frames(
-    frames: list[tuple[pd.DataFrame, list[str]]],
-    json_columns: tuple[str, ...] = (),
-    in_place: bool = False,
-    known: dict[str, tuple[str, Counter]] | None = None,
-) -> tuple[list[pd.DataFrame], Counter]:
-    """`scrub_frame` of several frames, each distinct flagged text scanned once (see `scrub_texts`).
-    `in_place`: replace the columns of the given frames themselves (for frames the caller owns: each
-    unscrubbed column is freed as its scrubbed one replaces it, instead of both living to the end).
-    `known`: `scrub_text` results of earlier calls, reused and added to (for a build that scrubs its
-    data in parts that share texts)."""
-    flagged, parsed, texts = [], {}, set()
-    for index, (frame, columns) in enumerate(frames):
+class Scrubber:
+    """`scrub_frame` for a build that scrubs its data in parts sharing texts: each distinct text is
+    scanned once over the scrubber's life (the results of the worker processes are kept here)."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, tuple[str, Counter]] = {}
+
+    def scrubbed(self, frame: pd.DataFrame, columns: list[str], json_columns: tuple[str, ...] = ()) -> tuple[pd.DataFrame, dict[int, Counter]]:
+        """A copy of `frame` with `columns` scrubbed, and the findings of each row (by position) that had any."""
+        flagged, texts = [], set()
         for column in columns:
             rows = np.flatnonzero(might_contain_pii(frame[column]))
             values = frame[column].iloc[rows].tolist()
-            flagged.append((index, column, values, rows))
-            if column in json_columns:
-                parsed[index, column] = [json.loads(v) for v in values]
-                texts.update(strings_in(parsed[index, column]))
-            else:
-                texts.update(values)
-    candidates = pd.Series(sorted(texts), dtype="string")
-    candidates = candidates[might_contain_pii(candidates)].tolist()
-    if known is not None:
-        candidates = [text for text in candidates if text not in known]
-    scrubbed = dict(zip(candidates, scrub_texts(candidates), strict=True))
-    if known is not None:
-        known.update(scrubbed)
-        scrubbed = known
-    total: Counter = Counter()
-    outs = [frame if in_place else frame.copy(deep=False) for frame, _ in frames]  # scrubbed columns are replaced, never written into
-    for index, column, values, rows in flagged:
-        if not len(rows):
-            continue
-        if column in json_columns:
+            parsed = [json.loads(v) for v in values] if column in json_columns else None
+            flagged.append((column, rows, values, parsed))
+            texts.update(text for value in (parsed if parsed is not None else values) for text in strings_in(value))
+        self._scan(texts)
+        out = frame.copy(deep=False)  # scrubbed columns are replaced, never written into
+        findings: dict[int, Counter] = {}
+        for column, rows, values, parsed in flagged:
+            if not len(rows):
+                continue
             cleaned_values = []
-            for text, value in zip(values, parsed[index, column], strict=True):
-                cleaned = _scrub_value(value, scrubbed, total)
-                cleaned_values.append(text if cleaned is value else json.dumps(cleaned, ensure_ascii=False))  # nothing replaced: the text as it was
-        else:
-            cleaned_values = [_scrub_value(value, scrubbed, total) for value in values]
-        outs[index][column] = replaced(outs[index][column], rows, cleaned_values)
-        if in_place:
-            pa.default_memory_pool().release_unused()  # the replaced column's buffers, before the next column's
-    return outs, total
+            for row, text, value in zip(rows.tolist(), values, parsed if parsed is not None else values, strict=True):
+                cleaned = _scrub_value(value, self.known, findings.setdefault(row, Counter()))
+                if parsed is None:
+                    cleaned_values.append(cleaned)
+                else:  # nothing replaced: the JSON text as it was
+                    cleaned_values.append(text if cleaned is value else json.dumps(cleaned, ensure_ascii=False))
+            out[column] = replaced(out[column], rows, cleaned_values)
+        return out, {row: found for row, found in findings.items() if found}
+
+    def scrubbed_texts(self, texts: pd.Series) -> pd.Series:
+        """The texts scrubbed (missing stays missing)."""
+        scrubbed, _ = self.scrubbed(pd.DataFrame({"text": texts}), ["text"])
+        return scrubbed["text"]
+
+    def _scan(self, texts: set[str]) -> None:
+        """Scan the texts not scanned before that the pre-filter flags."""
+        candidates = pd.Series(sorted(texts - self.known.keys()), dtype="string")
+        candidates = candidates[might_contain_pii(candidates)].tolist()
+        self.known.update(zip(candidates, scrub_texts(candidates), strict=True))
 
 
 def scrub_texts(texts: list[str]) -> list[tuple[str, Counter]]:
@@ -256,8 +273,8 @@ def _string_leaves(values: pa.Array) -> list[pa.Array]:
 
 
 def _scrub_value(value, scrubbed: dict[str, tuple[str, Counter]], found: Counter):
-    """A JSON value with each string replaced by its entry in `scrubbed` (unlisted strings are
-    clean); the findings of the replaced strings are added to `found`. A value with nothing to
+    """A JSON value (or a plain string) with each string replaced by its entry in `scrubbed`
+    (unlisted strings are clean); the findings of the replaced strings are added to `found`. A value with nothing to
     replace is returned itself."""
     if isinstance(value, str):
         hit = scrubbed.get(value)

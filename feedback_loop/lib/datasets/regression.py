@@ -21,6 +21,7 @@ import re
 
 import pandas as pd
 
+from feedback_loop.lib.columns import is_in
 from feedback_loop.lib.contract import last_per_trace
 from feedback_loop.lib.datasets.near_duplicates import PromptIndex
 from feedback_loop.lib.error_modes.rules import (
@@ -36,7 +37,7 @@ from feedback_loop.lib.error_modes.rules import (
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
 from feedback_loop.lib.tables import Table
-from feedback_loop.lib.text import is_in, sha256_hex
+from feedback_loop.lib.text import sha256_hex
 
 BRIEF_MAX_WORDS = 60
 DETAILED_MIN_WORDS = 80
@@ -221,9 +222,7 @@ def suite_candidates(error_modes: pd.DataFrame, negatives: pd.DataFrame, regener
     CASE_SOURCE_COLUMNS; `negatives` also `edit_text_length`, null when the user made no edit.
     `has_reference`: the user's edit is the case's reference output. `case_texts` adds the texts.
     """
-    negative = error_modes[["trace_id", "mode", "mode_id", "confidence", "evidence"]].merge(
-        negatives[CASE_SOURCE_COLUMNS + ["edit_text_length"]], on="trace_id", how="inner"
-    )
+    negative = error_modes[["trace_id", "mode", "mode_id", "confidence", "evidence"]].merge(negatives[CASE_SOURCE_COLUMNS + ["edit_text_length"]], on="trace_id", how="inner")
     negative = negative.assign(has_reference=negative.pop("edit_text_length").notna().to_numpy())
     regenerated = last_per_trace(regenerated)
     regenerated = regenerated.loc[~is_in(regenerated["trace_id"], negative["trace_id"]), CASE_SOURCE_COLUMNS].assign(
@@ -241,3 +240,11 @@ def case_texts(candidates: pd.DataFrame, negative_texts: pd.DataFrame, trace_tex
     regenerated = trace_texts[~is_in(trace_texts["trace_id"], negative["trace_id"])].assign(reference_output=None)
     texts = pd.concat([negative[["trace_id", *CASE_TEXT_COLUMNS]], regenerated[["trace_id", *CASE_TEXT_COLUMNS]]], ignore_index=True)
     return candidates.merge(texts, on="trace_id", how="left", validate="one_to_one")
+
+
+def read_case_texts(shortlisted: pd.DataFrame, negatives: Table, traces: Table) -> pd.DataFrame:
+    """`case_texts` of the shortlisted candidates, reading the texts of those traces only."""
+    ids = shortlisted["trace_id"]
+    negative_texts = negatives.read(columns=[*TRACE_CASE_TEXT_COLUMNS, "edit_text"], rows_where=("trace_id", ids))
+    trace_texts = traces.read(columns=TRACE_CASE_TEXT_COLUMNS, rows_where=("trace_id", ids[~is_in(ids, negative_texts["trace_id"])]))
+    return case_texts(shortlisted, negative_texts, trace_texts)

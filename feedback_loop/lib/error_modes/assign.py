@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from feedback_loop.lib.columns import is_in
 from feedback_loop.lib.contract import last_per_trace
 from feedback_loop.lib.error_modes.classifier import (
     Validation,
@@ -23,7 +24,7 @@ from feedback_loop.lib.error_modes.rules import (
     response_mode,
 )
 from feedback_loop.lib.error_modes.taxonomy import TAXONOMY_V1, Taxonomy
-from feedback_loop.lib.text import is_in, text_length
+from feedback_loop.lib.text import text_length
 
 SOURCE_CONFIDENCE = {"reason_tag": 0.95, "comment": 0.85, "edit": 0.8, "response": 0.8}
 CLASSIFIER_MIN_PROBABILITY = 0.6

@@ -20,7 +20,7 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 
-from feedback_loop.lib.text import in_processes
+from feedback_loop.lib.parallel import in_processes
 
 OUTPUT_CHARS = 500
 MIN_TRAINING_ROWS = 20
@@ -54,9 +54,7 @@ def fit_and_predict(train_text: pd.Series, train_labels: pd.Series, predict_text
     if len(train_labels) < MIN_TRAINING_ROWS or len(counts) < 2:
         return empty, np.zeros(len(predict_text)), Validation(trained=False, train_rows=len(train_labels))
     if len(train_labels) > MAX_TRAINING_ROWS:
-        sample = train_labels.groupby(train_labels, group_keys=False).apply(
-            lambda g: g.sample(n=max(1, round(len(g) * MAX_TRAINING_ROWS / len(train_labels))), random_state=seed)
-        )
+        sample = train_labels.groupby(train_labels, group_keys=False).apply(lambda g: g.sample(n=max(1, round(len(g) * MAX_TRAINING_ROWS / len(train_labels))), random_state=seed))
         train_text, train_labels = train_text[sample.index], train_labels[sample.index]
         counts = train_labels.value_counts()
     vectorizer = HashingVectorizer(n_features=2**18, ngram_range=(1, 2), alternate_sign=False, norm="l2")

@@ -27,7 +27,7 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
 from threadpoolctl import threadpool_limits
 
-from feedback_loop.lib.text import in_processes
+from feedback_loop.lib.parallel import in_processes
 
 MIN_GROUP_SIZE = 10
 MAX_K = 8

@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from feedback_loop.lib.error_modes.refusal import refusal_evidence
-from feedback_loop.lib.text import in_chunks, in_processes, lowered, lowered_words, matches
+from feedback_loop.lib.parallel import in_chunks, in_processes
+from feedback_loop.lib.text import lowered, lowered_words, matches
 
 REASON_TO_MODE = {
     "not_factual": "hallucination",
@@ -162,9 +163,7 @@ def _parses_as_json(text: str) -> bool:
     return True
 
 
-def response_mode(
-    prompts: pd.Series, outputs: pd.Series, peer_length_ratio: pd.Series, peer_length_outlier: pd.Series
-) -> tuple[pd.Series, pd.Series]:
+def response_mode(prompts: pd.Series, outputs: pd.Series, peer_length_ratio: pd.Series, peer_length_outlier: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Evidence in the response itself, in order: a refusal; an answer in another language (other);
     a requested format it breaks; a requested length it misses; a far-out length for its peers."""
     modes = pd.Series(pd.NA, index=outputs.index, dtype="string")
@@ -174,9 +173,18 @@ def response_mode(
     modes[hit] = "refusal"
     evidence[hit] = "response refuses (" + refusal[hit] + ")"
     prompt_text = lowered(prompts)
-    asks = {name: matches(prompt_text, pattern) for name, pattern in (
-        ("json", ASKS_JSON), ("table", ASKS_TABLE), ("code", ASKS_CODE), ("brief", BRIEF), ("detailed", DETAILED), ("bullets", BULLET_COUNT.pattern), ("words", WORDS_LIMIT.pattern)
-    )}
+    asks = {
+        name: matches(prompt_text, pattern)
+        for name, pattern in (
+            ("json", ASKS_JSON),
+            ("table", ASKS_TABLE),
+            ("code", ASKS_CODE),
+            ("brief", BRIEF),
+            ("detailed", DETAILED),
+            ("bullets", BULLET_COUNT.pattern),
+            ("words", WORDS_LIMIT.pattern),
+        )
+    }
     open_rows = np.flatnonzero(modes.isna().to_numpy())
     asked, answered = languages(prompts.iloc[open_rows]), languages(outputs.iloc[open_rows])
     mismatch = np.array([a is not None and b is not None and a != b for a, b in zip(asked, answered, strict=True)], dtype=bool)
@@ -196,11 +204,7 @@ def response_mode(
     evidence[found_rows] = found_evidence
     outlier = modes.isna() & peer_length_outlier.fillna(False).astype(bool)
     modes[outlier] = "length"
-    evidence[outlier] = (
-        "response length a far outlier for its model and prompt version ("
-        + peer_length_ratio[outlier].round(1).astype("string")
-        + "x the median)"
-    )
+    evidence[outlier] = "response length a far outlier for its model and prompt version (" + peer_length_ratio[outlier].round(1).astype("string") + "x the median)"
     return modes, evidence
 
 

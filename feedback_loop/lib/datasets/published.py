@@ -1,0 +1,63 @@
+"""What the checks and the next build read of a published version: the suite's prompts, the PII
+left in a dataset's files, and the prompts of a release's Parquet files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from feedback_loop.lib.datasets.privacy import find_pii, jsonl_strings, might_contain_pii
+from feedback_loop.lib.datasets.store import DatasetStore
+from feedback_loop.lib.lines import line_blocks, lines_of
+
+REGRESSION_SUITE = "regression_suite"
+PREFERENCE_DATASET = "preference_dataset"
+CASES_FILE = "cases.jsonl"
+
+
+def suite_cases(store: DatasetStore) -> list[dict]:
+    """The cases of the latest regression suite (none before the first)."""
+    latest = store.latest(REGRESSION_SUITE)
+    if latest is None:
+        return []
+    return [json.loads(line) for line in store.read_bytes(REGRESSION_SUITE, latest, CASES_FILE).decode().splitlines()]
+
+
+def suite_prompts(store: DatasetStore) -> list[str]:
+    """The prompts of the latest regression suite's cases."""
+    return [case["prompt"] for case in suite_cases(store)]
+
+
+def pii_hits(store: DatasetStore, dataset: str) -> dict[str, int]:
+    """Findings of the PII scanners in every JSONL file of the dataset's latest version, per file
+    with any. Each file is read in blocks of lines: the KTO files of a busy window are gigabytes."""
+    latest = store.latest(dataset)
+    if latest is None:
+        return {}
+    hits = {}
+    for name in store.manifest(dataset, latest)["files"]:
+        if not name.endswith(".jsonl"):
+            continue
+        found = 0
+        with store.path(dataset, latest, name).open("rb") as fh:
+            for block in line_blocks(fh):
+                lines = lines_of(block)
+                flagged = lines.filter(pa.array(might_contain_pii(pd.Series(lines, dtype="string")))).to_pylist()
+                texts = jsonl_strings(flagged)
+                found += sum(len(find_pii(text)) for text in texts[might_contain_pii(texts)])
+        if found:
+            hits[name] = found
+    return hits
+
+
+def release_prompts(store: DatasetStore, version: str) -> Iterator[pd.Series]:
+    """The prompts of a preference release's Parquet files, a row group at a time."""
+    for name in ("dpo.parquet", "kto.parquet"):
+        with store.path(PREFERENCE_DATASET, version, name).open("rb") as fh:
+            parquet = pq.ParquetFile(fh)
+            for group in range(parquet.num_row_groups):
+                yield pd.Series(parquet.read_row_group(group, columns=["prompt"]).column("prompt"), dtype="string")

@@ -1,0 +1,1 @@
+"""Sample data in the landing format, for the demo, the tests and the benchmark (not pipeline logic)."""
