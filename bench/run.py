@@ -24,9 +24,8 @@ For N traces (default 1,000,000) and about 3N feedback events in one daily parti
    assignment on 100,000 negatives (<= 15 s); with `--scaling`, the time for 10x the traces (<= 11x);
    before them, the seconds this machine takes to fill 1 GiB of new memory, its kernel's free
    page reporting settings and the allocator settings in the environment (`machine` in the JSON):
-   a VM that hands freed pages back to its host makes every step that allocates anew pay again
-   (docs/benchmark-log.md, sessions 18 and 20); each step's system seconds and pages touched anew are
-   in its row.
+   a VM that hands freed pages back to its host makes every step that allocates anew pay again;
+   each step's system seconds and pages touched anew are in its row.
 `--days D` measures a night in steady state: the landing folder holds D days of N traces each, the
 days before the last are ingested first (untimed, in a process of their own), and the timed
 nightly run for the last day relabels every trace day of its window
@@ -196,8 +195,8 @@ def run_size(traces: int, keep: bool, repeat: int = 1, days: int = 1) -> dict:
 def fresh_memory_seconds_per_gib() -> float:
     """Seconds a fresh process takes to fill 1 GiB of new memory. On a virtual machine whose guest
     hands its free pages back to the hypervisor (`free_page_reporting`), each page touched again
-    is backed again by the host: 2.4 s per GiB on this project's machines, against 0.1 s for
-    memory the guest has kept. Every step that allocates anew pays it (docs/benchmark.md)."""
+    is backed again by the host, up to tens of times slower than memory the guest has kept.
+    Every step that allocates anew pays it."""
     code = "import time, numpy; s = time.perf_counter(); numpy.ones(1 << 30, dtype=numpy.uint8); print(time.perf_counter() - s)"
     return round(float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout), 2)
 

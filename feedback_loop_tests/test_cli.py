@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,23 +23,23 @@ def test_generate_writes_landing_format_and_ground_truth(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_runs_every_day_on_the_embedded_default(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    for var in ("DAGSTER_HOME", "FEEDBACK_LOOP_LANDING", "FEEDBACK_LOOP_WAREHOUSE", "FEEDBACK_LOOP_USER_HASH_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    assert main(["demo", "--days", "2", "--traces-per-day", "60", "--end-date", "2026-11-20"]) == 0
-    out = capsys.readouterr().out
+def test_demo_runs_every_day_on_the_embedded_default(tmp_path):
+    """The console script in a fresh process and folder, as a user runs it; then again, replacing its own folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FEEDBACK_LOOP_", "DAGSTER_HOME"))}
+    demo = [str(Path(sys.executable).parent / "feedback-loop"), "demo", "--days", "2", "--traces-per-day", "60", "--end-date", "2026-11-20"]
+    out = subprocess.run(demo, cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
     assert "2026-11-19: ok" in out and "2026-11-20: ok" in out
-    assert Path(os.environ["DAGSTER_HOME"]) == (tmp_path / "data" / "dagster_home").resolve()
     traces = pd.read_parquet(tmp_path / "data" / "warehouse" / "raw_traces" / "2026-11-20.parquet")
     assert len(traces) == 60
     assert (tmp_path / "data" / "dagster_home" / "history" / "runs.db").exists()
     assert (tmp_path / "data" / "demo-landing" / "traces").is_dir() and not (tmp_path / "data" / "landing").exists()
     ui = next(line for line in out.splitlines() if line.startswith("open the UI:"))
-    assert f"FEEDBACK_LOOP_LANDING={tmp_path / 'data' / 'demo-landing'}" in ui
+    assert f"DAGSTER_HOME={tmp_path / 'data' / 'dagster_home'} " in ui
+    assert f"FEEDBACK_LOOP_LANDING={tmp_path / 'data' / 'demo-landing'} " in ui
     assert f'FEEDBACK_LOOP_USER_HASH_KEY="$(cat {tmp_path / "data" / "state" / "user_hash_key"})"' in ui
     assert ui.endswith(f"{Path(sys.executable).parent / 'dg'} dev")
-    assert main(["demo", "--days", "1", "--traces-per-day", "20", "--end-date", "2026-11-20"]) == 0  # replaces its own folder
+    again = subprocess.run(demo, cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
+    assert again.splitlines()[1:3] == out.splitlines()[1:3]
 
 
 def test_demo_never_replaces_a_folder_it_did_not_make(tmp_path, monkeypatch, capsys):

@@ -73,7 +73,7 @@ def repeats(frame: pd.DataFrame) -> np.ndarray:
 
 def rows_kept(frame: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
     """`frame[keep]` for a boolean mask, filtered a column at a time (Arrow filters a text column
-    ~3x faster than pandas' row take through `iloc`: 0.8 vs 2.9 s for 3M events); the index is kept."""
+    several times faster than pandas' row take through `iloc`); the index is kept."""
     return pd.DataFrame({name: frame[name].array[keep] for name in frame.columns}, index=frame.index[keep], columns=frame.columns)
 
 

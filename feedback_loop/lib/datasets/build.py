@@ -123,15 +123,16 @@ def preference_release(
     removed = Counter()
     with _PreferenceWriter(draft) as writer:
         for chunk in _chunks_by_pair_id(plan, DPO_CHUNK_PAIRS):
-            texts = last_per_trace(traces.read(columns=PREFERENCE_TRACE_COLUMNS, rows_where=("trace_id", plan_trace_ids(chunk))))
-            pairs, identical = pairs_of_plan(chunk, texts)
+            pairs, identical = pairs_of_plan(chunk, last_per_trace(traces.read(columns=PREFERENCE_TRACE_COLUMNS, rows_where=("trace_id", plan_trace_ids(chunk)))))
             gates["identical_texts"] += identical
-            pairs, removed["pairs"] = finish(pairs, ["prompt", "input", "chosen", "rejected"], removed["pairs"])
+            pairs, contaminated = finish(pairs, ["prompt", "input", "chosen", "rejected"])
+            removed["pairs"] += contaminated
             writer.write_pairs(with_messages(pairs))
         for day in traces.partitions:
             day_labels = _without(labels.read(partitions=[day], columns=["trace_id", "label"]), dropped)
-            day_traces = traces.read(partitions=[day], columns=PREFERENCE_TRACE_COLUMNS)
-            examples, removed["examples"] = finish(kto_examples(day_traces, day_labels), ["prompt", "input", "completion"], removed["examples"])
+            examples = kto_examples(traces.read(partitions=[day], columns=PREFERENCE_TRACE_COLUMNS), day_labels)
+            examples, contaminated = finish(examples, ["prompt", "input", "completion"])
+            removed["examples"] += contaminated
             writer.write_examples(examples)
     dpo, kto = writer.pairs, writer.examples
     manifest = {
@@ -188,8 +189,8 @@ class _Finishing:
     scrubber: Scrubber = field(default_factory=Scrubber)
     pii: Counter = field(default_factory=Counter)
 
-    def __call__(self, rows: pd.DataFrame, columns: list[str], removed: int) -> tuple[pd.DataFrame, int]:
-        """The finished rows, and `removed` plus the rows decontamination removed."""
+    def __call__(self, rows: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, int]:
+        """The finished rows, and how many rows decontamination removed."""
         rows, findings = self.scrubber.scrubbed(rows, columns, json_columns=("input",))
         keep = ~contaminated_rows(rows["prompt"], self.suite_prompts, self.params.near_duplicate_threshold)
         for row, found in findings.items():
@@ -197,7 +198,7 @@ class _Finishing:
                 self.pii.update(found)
         rows = rows if keep.all() else rows_kept(rows, keep).reset_index(drop=True)
         split = split_of(rows["prompt"], self.params.test_percent).to_numpy()
-        return rows.assign(user_id=pseudonymize(rows["user_id"], self.hash_key), split=split), removed + int((~keep).sum())
+        return rows.assign(user_id=pseudonymize(rows["user_id"], self.hash_key), split=split), int((~keep).sum())
 
 
 def contaminated_rows(prompts: pd.Series, suite_prompts: list[str], threshold: float) -> np.ndarray:

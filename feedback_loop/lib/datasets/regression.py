@@ -45,8 +45,7 @@ DETAILED_MIN_WORDS = 80
 
 def prompt_hashes(prompts: pd.Series) -> pd.Series:
     """SHA-256 (first 16 hex digits) of each prompt, case- and white-space-insensitive. Each value
-    is hashed as it comes: finding the distinct ones first costs more than hashing them all
-    (1.4 s against 0.5 s for 467k distinct prompts)."""
+    is hashed as it comes: finding the distinct ones first costs more than hashing them all."""
     return sha256_hex(normalize_prompt(prompts), digits=16)
 
 
