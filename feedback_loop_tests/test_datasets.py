@@ -290,18 +290,20 @@ def test_a_release_pairs_across_trace_days_and_writes_the_kto_set_a_day_at_a_tim
     assert sorted(kto.read().column("trace_id").to_pylist()) == sorted(expected["trace_id"])
 
 
-def test_dpo_pairs_written_a_chunk_at_a_time_are_those_written_at_once(tmp_path, monkeypatch):
+def test_a_release_written_a_row_at_a_time_is_the_release_written_at_once(tmp_path, monkeypatch):
     import feedback_loop.lib.datasets.build as build
 
     at_once, at_once_files = built_release(tmp_path / "at_once", *preference_frames(), ["Plain"])
-    monkeypatch.setattr(build, "DPO_CHUNK_PAIRS", 1)
-    chunked, files = built_release(tmp_path / "chunked", *preference_frames(), ["Plain"])
-    assert pq.ParquetFile(io.BytesIO(files["dpo.parquet"])).num_row_groups == 3  # a pair per chunk
-    pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(files["dpo.parquet"])), pd.read_parquet(io.BytesIO(at_once_files["dpo.parquet"])))
+    monkeypatch.setattr(build, "PART_ROWS", 1)
+    in_parts, files = built_release(tmp_path / "in_parts", *preference_frames(), ["Plain"])
+    assert pq.ParquetFile(io.BytesIO(files["dpo.parquet"])).num_row_groups == 3  # a pair per part
+    assert pq.ParquetFile(io.BytesIO(files["kto.parquet"])).num_row_groups == in_parts.manifest["row_counts"]["kto_examples"] > 1
+    for name in ("dpo.parquet", "kto.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(files[name])), pd.read_parquet(io.BytesIO(at_once_files[name])))
     assert {name: data for name, data in files.items() if name.endswith(".jsonl")} == {name: data for name, data in at_once_files.items() if name.endswith(".jsonl")}
-    assert chunked.content_hash == at_once.content_hash
-    assert chunked.manifest == at_once.manifest
-    pd.testing.assert_frame_equal(chunked.preview, at_once.preview)
+    assert in_parts.content_hash == at_once.content_hash
+    assert in_parts.manifest == at_once.manifest
+    pd.testing.assert_frame_equal(in_parts.preview, at_once.preview)
 
 
 def test_pair_chunks_follow_pair_ids_and_keep_the_repeats_of_an_id_together():

@@ -27,7 +27,7 @@ from feedback_loop.lib.datasets.preference import (
     PREFERENCE_SIGNAL_COLUMNS,
     PREFERENCE_TRACE_COLUMNS,
     contaminated,
-    kto_examples,
+    kto_example_parts,
     pair_plan,
     pairs_of_plan,
     plan_labels,
@@ -111,18 +111,18 @@ def preference_release(
     """DPO pairs and KTO examples of the window, written into `draft`.
 
     Plan, then part by part: build, scrub, decontaminate, split, write. The DPO pairs are planned
-    from the signals and labels (no texts), then built DPO_CHUNK_PAIRS at a time in pair id order,
-    each chunk with the texts of its own traces; the KTO set (nearly every trace) is built one trace
-    day at a time (a trace's example belongs to its label's day), by example id within each day.
-    Memory is bounded by the window's plan and by a chunk's or a day's texts. Opted-out users'
-    traces never enter a part."""
+    from the signals and labels (no texts), then built PART_ROWS at a time in pair id order, each
+    part with the texts of its own traces; the KTO set (nearly every trace) is built from one trace
+    day's texts at a time (a trace's example belongs to its label's day), PART_ROWS examples at a
+    time by example id. Memory is bounded by the window's plan, a day's texts and a part's. Opted-out
+    users' traces never enter a part."""
     opted = pd.Series(sorted(opted_out), dtype="string")
     dropped = traces.read(columns=["trace_id"], rows_where=("user_id", opted))["trace_id"] if opted_out else opted
     plan, gates = _pair_plan(traces, signals, labels, dropped, params)
     finish = _Finishing(suite_prompts, params, hash_key)
     removed = Counter()
     with _PreferenceWriter(draft) as writer:
-        for chunk in _chunks_by_pair_id(plan, DPO_CHUNK_PAIRS):
+        for chunk in _chunks_by_pair_id(plan, PART_ROWS):
             pairs, identical = pairs_of_plan(chunk, last_per_trace(traces.read(columns=PREFERENCE_TRACE_COLUMNS, rows_where=("trace_id", plan_trace_ids(chunk)))))
             gates["identical_texts"] += identical
             pairs, contaminated = finish(pairs, ["prompt", "input", "chosen", "rejected"])
@@ -130,10 +130,10 @@ def preference_release(
             writer.write_pairs(with_messages(pairs))
         for day in traces.partitions:
             day_labels = _without(labels.read(partitions=[day], columns=["trace_id", "label"]), dropped)
-            examples = kto_examples(traces.read(partitions=[day], columns=PREFERENCE_TRACE_COLUMNS), day_labels)
-            examples, contaminated = finish(examples, ["prompt", "input", "completion"])
-            removed["examples"] += contaminated
-            writer.write_examples(examples)
+            for examples in kto_example_parts(traces.read(partitions=[day], columns=PREFERENCE_TRACE_COLUMNS), day_labels, PART_ROWS):
+                examples, contaminated = finish(examples, ["prompt", "input", "completion"])
+                removed["examples"] += contaminated
+                writer.write_examples(examples)
     dpo, kto = writer.pairs, writer.examples
     manifest = {
         "code_version": code_version(),
@@ -207,7 +207,7 @@ def contaminated_rows(prompts: pd.Series, suite_prompts: list[str], threshold: f
     return is_in(prompts, distinct[contaminated(distinct, suite_prompts, threshold)])
 
 
-DPO_CHUNK_PAIRS = 200_000  # pairs whose texts are read, scrubbed and written at once
+PART_ROWS = 200_000  # pairs or examples built, scrubbed and written at once
 PREVIEW_PAIRS = 8
 PREVIEW_COLUMNS = ["pair_id", "source", "split", "prompt", "chosen", "rejected"]
 DPO_PARQUET_COLUMNS = ["pair_id", "source", "prompt", "chosen", "rejected", "chosen_trace_id", "rejected_trace_id", "user_id", "model", "source_date", "messages", "split"]

@@ -17,7 +17,7 @@ removed (decontamination).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -192,27 +192,35 @@ def _rows_of(t: pd.DataFrame, trace_ids) -> np.ndarray:
 
 def kto_examples(traces: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """Every positive or negative response among `traces` as an unpaired example, by example id."""
+    return next(kto_example_parts(traces, labels, part_rows=max(len(labels), 1)))
+
+
+def kto_example_parts(traces: pd.DataFrame, labels: pd.DataFrame, part_rows: int) -> Iterator[pd.DataFrame]:
+    """`kto_examples` in parts of `part_rows` examples, in order (at least one part, maybe empty):
+    only a part's texts are copied out of `traces` at a time."""
     labelled = labels[is_in(labels["label"], ["positive", "negative"])]
     responses = last_per_trace(traces)
     at = positions(labelled["trace_id"], responses["trace_id"])
     found = np.flatnonzero(at >= 0)
     found = found[sort_order(labelled.iloc[found], ["trace_id"])]  # by example id
-    rows = at[found]
-    taken = {name: responses[name].take(rows).reset_index(drop=True) for name in PREFERENCE_TRACE_COLUMNS}
-    return pd.DataFrame(
-        {
-            "example_id": "kto-" + taken["trace_id"].astype(str),
-            "prompt": taken["prompt"].fillna(""),
-            "input": taken["input"],
-            "completion": taken["output"].fillna(""),
-            "label": labelled["label"].to_numpy()[found] == "positive",
-            "trace_id": taken["trace_id"],
-            "user_id": taken["user_id"],
-            "model": taken["model"],
-            "source_date": taken["partition_date"],
-        },
-        columns=KTO_COLUMNS,
-    )
+    positive = labelled["label"].to_numpy()[found] == "positive"
+    for start in range(0, max(len(found), 1), part_rows):
+        rows = at[found[start : start + part_rows]]
+        taken = {name: responses[name].take(rows).reset_index(drop=True) for name in PREFERENCE_TRACE_COLUMNS}
+        yield pd.DataFrame(
+            {
+                "example_id": "kto-" + taken["trace_id"].astype(str),
+                "prompt": taken["prompt"].fillna(""),
+                "input": taken["input"],
+                "completion": taken["output"].fillna(""),
+                "label": positive[start : start + part_rows],
+                "trace_id": taken["trace_id"],
+                "user_id": taken["user_id"],
+                "model": taken["model"],
+                "source_date": taken["partition_date"],
+            },
+            columns=KTO_COLUMNS,
+        )
 
 
 def with_messages(frame: pd.DataFrame) -> pd.DataFrame:
