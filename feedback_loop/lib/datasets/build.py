@@ -13,12 +13,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib.metadata import version
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from feedback_loop.lib.columns import is_in, rows_kept, sort_order
+from feedback_loop.lib.columns import is_in, positions, rows_kept, sort_order
 from feedback_loop.lib.contract import last_per_trace
 from feedback_loop.lib.datasets import exports
 from feedback_loop.lib.datasets.preference import (
@@ -192,19 +191,15 @@ class _Finishing:
     def __call__(self, rows: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, int]:
         """The finished rows, and how many rows decontamination removed."""
         rows, findings = self.scrubber.scrubbed(rows, columns, json_columns=("input",))
-        keep = ~contaminated_rows(rows["prompt"], self.suite_prompts, self.params.near_duplicate_threshold)
+        prompts = rows["prompt"].drop_duplicates().reset_index(drop=True)  # each decided once
+        at = positions(rows["prompt"], prompts)
+        keep = ~contaminated(prompts, self.suite_prompts, self.params.near_duplicate_threshold)[at]
+        split = split_of(prompts, self.params.test_percent).to_numpy()[at[keep]]
         for row, found in findings.items():
             if keep[row]:
                 self.pii.update(found)
         rows = rows if keep.all() else rows_kept(rows, keep).reset_index(drop=True)
-        split = split_of(rows["prompt"], self.params.test_percent).to_numpy()
         return rows.assign(user_id=pseudonymize(rows["user_id"], self.hash_key), split=split), int((~keep).sum())
-
-
-def contaminated_rows(prompts: pd.Series, suite_prompts: list[str], threshold: float) -> np.ndarray:
-    """`contaminated` of each row's prompt, decided once per distinct prompt."""
-    distinct = prompts.drop_duplicates().reset_index(drop=True)
-    return is_in(prompts, distinct[contaminated(distinct, suite_prompts, threshold)])
 
 
 PART_ROWS = 200_000  # pairs or examples built, scrubbed and written at once
