@@ -211,11 +211,6 @@ class Scrubber:
             out[column] = replaced(out[column], rows, cleaned_values)
         return out, {row: found for row, found in findings.items() if found}
 
-    def scrubbed_texts(self, texts: pd.Series) -> pd.Series:
-        """The texts scrubbed (missing stays missing)."""
-        scrubbed, _ = self.scrubbed(pd.DataFrame({"text": texts}), ["text"])
-        return scrubbed["text"]
-
     def _scan(self, texts: set[str]) -> None:
         """Scan the texts not scanned before that the pre-filter flags."""
         candidates = pd.Series(sorted(texts - self.known.keys()), dtype="string")
