@@ -149,7 +149,7 @@ def preference_release(
             "dpo_conversational_*.jsonl": ["prompt", "chosen", "rejected"],
             "openai_preference_*.jsonl": ["input", "preferred_output", "non_preferred_output"],
             "kto_*.jsonl": ["prompt", "completion", "label"],
-            "dpo.parquet": writer.pair_columns,
+            "dpo.parquet": DPO_PARQUET_COLUMNS,
             "kto.parquet": KTO_SCHEMA.names,
         },
         "quality_gates_dropped": gates,
@@ -231,21 +231,23 @@ class _PreferenceWriter:
         self.pairs, self.examples = _SplitCounts(), _SplitCounts()
         self.per_pair_source: Counter = Counter()
         self.kto_desirable = 0
-        self.pair_columns: list[str] = []
         self.preview: pd.DataFrame | None = None
 
     def __enter__(self) -> _PreferenceWriter:
         self.files = ExitStack()
-        open_ = lambda name: self.files.enter_context(self.draft.open(name))  # noqa: E731
-        self.dpo_jsonl = {(name, split): open_(f"{name}_{split}.jsonl") for split in SPLITS for name in DPO_FORMATS}
-        self.dpo_file, self.dpo_parquet = open_("dpo.parquet"), None
-        self.kto_jsonl = {split: open_(f"kto_{split}.jsonl") for split in SPLITS}
-        self.kto_parquet = pq.ParquetWriter(open_("kto.parquet"), KTO_SCHEMA)
+        self.dpo_jsonl = {(name, split): self._open(f"{name}_{split}.jsonl") for split in SPLITS for name in DPO_FORMATS}
+        self.dpo_file, self.dpo_parquet = self._open("dpo.parquet"), None
+        self.kto_jsonl = {split: self._open(f"kto_{split}.jsonl") for split in SPLITS}
+        self.kto_parquet = pq.ParquetWriter(self._open("kto.parquet"), KTO_SCHEMA)
         self.files.callback(self.kto_parquet.close)  # callbacks run first: each writer closes before its file
         return self
 
     def __exit__(self, *exc) -> None:
         self.files.__exit__(*exc)
+
+    def _open(self, name: str):
+        """A file of the draft, closed when the writer is."""
+        return self.files.enter_context(self.draft.open(name))
 
     def write_pairs(self, pairs: pd.DataFrame) -> None:
         self.pairs.add(pairs)
@@ -258,7 +260,6 @@ class _PreferenceWriter:
         if self.dpo_parquet is None:  # the first chunk's schema is every chunk's
             self.dpo_parquet = pq.ParquetWriter(self.dpo_file, table.schema)
             self.files.callback(self.dpo_parquet.close)
-            self.pair_columns = DPO_PARQUET_COLUMNS
         self.dpo_parquet.write_table(table)
         first = pairs[PREVIEW_COLUMNS].head(PREVIEW_PAIRS)
         self.preview = first if self.preview is None else pd.concat([self.preview, first], ignore_index=True).head(PREVIEW_PAIRS)
