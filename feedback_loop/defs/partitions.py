@@ -8,3 +8,4 @@ START_DATE = os.environ.get("FEEDBACK_LOOP_START_DATE", "2025-01-01")
 LATE_FEEDBACK_DAYS = int(os.environ.get("FEEDBACK_LOOP_LATE_FEEDBACK_DAYS", "7"))
 
 daily_partitions = dg.DailyPartitionsDefinition(start_date=START_DATE, timezone="UTC")
+FIRST_DAY = daily_partitions.start.strftime("%Y-%m-%d")

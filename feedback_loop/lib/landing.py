@@ -1,14 +1,18 @@
 """Read one UTC day of records from a landing folder of JSONL and Parquet files.
 
-DuckDB does the scanning: JSONL files are read as raw lines (so a malformed line, a non-UTF-8
-byte or a value whose type changes between rows never aborts the read), Parquet files by name
-union. Each record comes back as text columns plus what is needed to quarantine it:
-`_source`, `_line`, `_raw`, `_problem` (why it cannot be read at all) and `_unknown`
-(a JSON object of the fields outside the contract, later merged into `metadata`).
+JSONL files are read in blocks of whole lines (a line ends at LF only: a bare CR inside a record
+is part of it) and parsed by DuckDB, so a malformed line, a non-UTF-8 byte or a value whose type
+changes between rows never aborts the read; Parquet files are read by DuckDB one at a time, and
+one that cannot be read becomes a single unreadable record. Each record comes back as text
+columns plus what is needed to quarantine it: `_source`, `_line`, `_raw`, `_problem` (why it
+cannot be used at all) and `_unknown` (a JSON object of the fields outside the contract, later
+merged into `metadata`). File names and column names are quoted, values bound.
 
-A record is attributed to a day by its `timestamp` in UTC. A record whose timestamp cannot be
-read is attributed to the first ISO date found in the line, else in the file name, else to the
-file's modification day, so that it is quarantined exactly once.
+A record belongs to the UTC day of its `timestamp` when that is an ISO-8601 timestamp no earlier
+than the first partition and no later than the day after its file was written. Any other record
+(unreadable, no timestamp, an impossible one) is attributed to its file's day (the ISO date in
+the file name, else the day the file was written; never before the first partition), so that it
+is quarantined exactly once, in a partition that runs.
 """
 
 from __future__ import annotations
@@ -22,12 +26,15 @@ from typing import Literal
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from upath import UPath
 
-from feedback_loop.lib.columns import ONE_BATCH
+from feedback_loop.lib.columns import ONE_BATCH, large_text
+from feedback_loop.lib.lines import line_blocks
+from feedback_loop.lib.sql import identifier, literal
 
 Kind = Literal["traces", "feedback"]
-
 SCALAR_FIELDS: dict[Kind, tuple[str, ...]] = {
     "traces": (
         "trace_id",
@@ -58,16 +65,22 @@ SCALAR_FIELDS: dict[Kind, tuple[str, ...]] = {
 }
 JSON_FIELDS: dict[Kind, tuple[str, ...]] = {"traces": ("input", "metadata"), "feedback": ("metadata",)}
 RAW_CHARS = 2000
+MAX_NESTING = 100  # deeper JSON is quarantined: Python's parser (and most readers downstream) recurse per level
+FIRST_DAY = "0001-01-01"  # no first partition given: every day counts
+# ISO-8601 date, optional time with fraction, optional offset; no offset means UTC.
+ISO_TIMESTAMP = r"^\s*\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}([.,]\d+)?)?)?\s*([Zz]|[+-]\d{2}(:?\d{2})?)?\s*$"
+ROWS_PER_SCAN_BATCH = 65_536  # a block is handed to DuckDB in batches it can scan on several threads
 _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 
 
 @dataclass(frozen=True)
 class LandingFile:
     path: str
-    date_hint: str  # the day unreadable records of this file are attributed to
+    home: str  # the day its records without a usable timestamp are attributed to
+    latest: str  # the last day a record of this file can be on: the day after it was written
 
 
-def list_landing_files(root: str, kind: Kind) -> list[LandingFile]:
+def list_landing_files(root: str, kind: Kind, first_day: str = FIRST_DAY) -> list[LandingFile]:
     """The JSONL and Parquet files under `<root>/<kind>/`, sorted by path."""
     folder = UPath(root) / kind
     if not folder.exists():
@@ -76,40 +89,45 @@ def list_landing_files(root: str, kind: Kind) -> list[LandingFile]:
     for path in sorted(folder.rglob("*"), key=str):
         if not path.is_file() or not (path.name.endswith(".jsonl") or path.name.endswith(".parquet")):
             continue
-        match = _DATE.search(path.name)
-        if match:
-            hint = match.group(1)
-        else:
-            mtime = path.stat().st_mtime
-            hint = dt.datetime.fromtimestamp(mtime, dt.UTC).date().isoformat()
-        files.append(LandingFile(path=path.as_posix() if path.protocol in ("", "file") else str(path), date_hint=hint))
+        written = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).date()
+        named = _date_in(path.name) or written
+        home = max(min(named, written).isoformat(), first_day)
+        latest = (max(named, written) + dt.timedelta(days=1)).isoformat()
+        files.append(LandingFile(path=path.as_posix() if path.protocol in ("", "file") else str(path), home=home, latest=latest))
     return files
 
 
-def read_landing_day(root: str, kind: Kind, day: str) -> pd.DataFrame:
-    """Every record of `kind` in the landing folder that belongs to UTC day `day` (YYYY-MM-DD)."""
-    files = list_landing_files(root, kind)
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET arrow_large_buffer_size = true")  # 64-bit offsets: one batch may hold more than 2 GB of text
-    _register_filesystem(con, root)
-    hints = pd.DataFrame({"_source": [f.path for f in files], "_hint": [f.date_hint for f in files]})
-    con.register("file_hints", hints)
+def _date_in(name: str) -> dt.date | None:
+    for match in _DATE.finditer(name):
+        try:
+            return dt.date.fromisoformat(match.group(1))
+        except ValueError:
+            continue
+    return None
+
+
+def landing_folder_exists(root: str, kind: Kind) -> bool:
+    return (UPath(root) / kind).is_dir()
+
+
+def read_landing_day(root: str, kind: Kind, day: str, first_day: str = FIRST_DAY) -> pd.DataFrame:
+    """Every record of `kind` in the landing folder that belongs to UTC day `day` (YYYY-MM-DD);
+    `first_day` is the first partition (records before it are quarantined)."""
+    files = list_landing_files(root, kind, first_day)
     frames = []
-    jsonl = [f.path for f in files if f.path.endswith(".jsonl")]
-    parquet = [f.path for f in files if f.path.endswith(".parquet")]
-    if jsonl:
-        frames.append(_read_jsonl(con, kind, jsonl, day))
-    for path in parquet:
-        frames.append(_read_parquet(con, kind, path, day))
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET arrow_large_buffer_size = true")  # 64-bit offsets: one batch may hold more than 2 GB of text
+        _register_filesystem(con, root)
+        for file in files:
+            read = _read_jsonl if file.path.endswith(".jsonl") else _read_parquet
+            frames.extend(f for f in read(con, kind, file, day, first_day) if len(f))
     if not frames:
         return _empty_records(kind)
-    # Sorted by (source, line); each frame on its own first, so that a large one in order is not taken again.
-    ordered = sorted((f if _in_file_order(f) else _file_order(f) for f in frames if len(f)), key=lambda f: f["_source"].iloc[0])
-    if not ordered:
-        return pd.concat(frames, ignore_index=True)
     # Columns stay in one chunk per file: normalizing takes the rows it keeps once, which joins them.
-    out = pd.concat(ordered, ignore_index=True) if len(ordered) > 1 else ordered[0]
+    out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    out = _nested_too_deep(out, kind)
+    out["_unknown"] = _unknown_fields(out, kind)
     return out if _in_file_order(out) else _file_order(out)
 
 
@@ -154,135 +172,180 @@ def _message_list_exprs(messages: str) -> dict[str, str]:
     }
 
 
-def _select_list(kind: Kind, expr: dict[str, str]) -> str:
+def _select_list(expr: dict[str, str]) -> str:
     return ",\n".join(f"{sql} AS {name}" for name, sql in expr.items())
 
 
-def _read_jsonl(con: duckdb.DuckDBPyConnection, kind: Kind, paths: list[str], day: str) -> pd.DataFrame:
+def _dated(records: str, timestamp: str, problem: str) -> str:
+    """SQL over `records` (which has `timestamp` as text and an earlier `problem`) adding `_timestamp`,
+    `_problem` and `_day`; parameters $first_day, $latest, $home."""
+    return f"""
+        WITH stamped AS (
+            SELECT *, CASE WHEN regexp_full_match({timestamp}, '{ISO_TIMESTAMP}') THEN TRY_CAST({timestamp} AS TIMESTAMPTZ) END AS _ts
+            FROM {records}
+        ), days AS (
+            SELECT *, strftime(_ts, '%Y-%m-%d') AS _ts_day FROM stamped
+        )
+        SELECT *,
+               CASE WHEN {problem} IS NULL AND _ts_day BETWEEN $first_day AND $latest THEN _ts END AS _timestamp,
+               coalesce({problem},
+                        CASE WHEN _ts_day < $first_day THEN 'timestamp ' || {timestamp} || ' is before the first partition, ' || $first_day
+                             WHEN _ts_day > $latest THEN 'timestamp ' || {timestamp} || ' is later than its file was written' END) AS _problem_found,
+               CASE WHEN {problem} IS NULL AND _ts_day BETWEEN $first_day AND $latest THEN _ts_day ELSE $home END AS _day
+        FROM days
+    """
+
+
+def _read_jsonl(con: duckdb.DuckDBPyConnection, kind: Kind, file: LandingFile, day: str, first_day: str) -> list[pd.DataFrame]:
+    """The file's records of `day`, a block of whole lines at a time."""
     known = list(SCALAR_FIELDS[kind]) + list(JSON_FIELDS[kind])
-    fields = {name: f"json_extract_string(obj, '$.\"{name}\"')" for name in SCALAR_FIELDS[kind]}
-    fields |= {name: f"json_extract(obj, '$.\"{name}\"')::VARCHAR" for name in JSON_FIELDS[kind]}
+    fields = {name: f"json_extract_string(obj, {literal('$.' + json.dumps(name))})" for name in SCALAR_FIELDS[kind]}
+    fields |= {name: f"json_extract(obj, {literal('$.' + json.dumps(name))})::VARCHAR" for name in JSON_FIELDS[kind]}
     if kind == "traces":
         fields |= _input_exprs("json_extract(obj, '$.input')")
-    known_sql = ", ".join(f"'{k}'" for k in known)
-    file_list = ", ".join(f"'{p}'" for p in paths)
-    lines = f"""
-        SELECT filename AS _source, line
-        FROM read_csv([{file_list}], columns={{'line': 'VARCHAR'}}, delim='\\x1f', quote='', escape='',
-                      header=false, auto_detect=false, filename=true, store_rejects=true,
-                      strict_mode=false, new_line='\\n')
-    """
-    # The table keeps the files' order (insertion order is preserved); lines are numbered by it.
-    # A window without ORDER BY numbers them in whatever order the parallel reader hands them over.
-    con.execute(f"CREATE OR REPLACE TEMP TABLE file_lines AS {lines}")
-    con.execute("CREATE OR REPLACE TEMP TABLE lines AS SELECT _source, line, row_number() OVER (PARTITION BY _source ORDER BY rowid) AS _line FROM file_lines")
+    known_sql = ", ".join(literal(k) for k in known)
     # Each stage only hands valid JSON on: DuckDB evaluates CASE branches eagerly.
-    query = f"""
-        WITH valid AS (
-            SELECT l._source, l._line, l.line, h._hint,
-                   CASE WHEN json_valid(l.line) THEN l.line END AS json_line
-            FROM lines l JOIN file_hints h USING (_source)
-            WHERE l.line IS NOT NULL AND trim(l.line) <> ''
+    records = """(
+        WITH decoded AS (
+            SELECT _line, b, rtrim(try(decode(b)), chr(13)) AS line FROM block
+        ), valid AS (
+            SELECT *, CASE WHEN json_valid(line) THEN line END AS json_line FROM decoded
+            WHERE line IS NULL OR trim(line) <> ''
         ), objects AS (
             SELECT *, CASE WHEN json_type(json_line) = 'OBJECT' THEN json_line END AS obj FROM valid
-        ), parsed AS (
-            SELECT *, TRY_CAST(json_extract_string(obj, '$.timestamp') AS TIMESTAMPTZ) AS _ts,
-                   regexp_extract(line, '"timestamp"\\s*:\\s*"(\\d{{4}}-\\d{{2}}-\\d{{2}})', 1) AS _line_date
-            FROM objects
         )
-        SELECT _source, _line, left(line, {RAW_CHARS}) AS _raw,
-               CASE WHEN json_line IS NULL THEN 'malformed JSON'
-                    WHEN obj IS NULL THEN 'record is not a JSON object' END AS _problem,
-               CASE WHEN len(list_filter(json_keys(obj), lambda k: NOT list_contains([{known_sql}], k))) > 0
-                    THEN obj END AS _unknown,
-               {_select_list(kind, fields)},
-               _ts AS _timestamp
-        FROM parsed
-        WHERE coalesce(strftime(_ts, '%Y-%m-%d'), nullif(_line_date, ''), _hint) = ?
+        SELECT *, json_extract_string(obj, '$.timestamp') AS _ts_text,
+               CASE WHEN line IS NULL THEN 'not valid UTF-8'
+                    WHEN json_line IS NULL THEN 'malformed JSON'
+                    WHEN obj IS NULL THEN 'record is not a JSON object' END AS _unreadable
+        FROM objects
+    )"""
+    query = f"""
+        SELECT $source AS _source, _line, coalesce(left(line, {RAW_CHARS}), left(b::VARCHAR, {RAW_CHARS})) AS _raw,
+               _problem_found AS _problem,
+               CASE WHEN len(list_filter(json_keys(obj), lambda k: NOT list_contains([{known_sql}], k))) > 0 THEN obj END AS _unknown,
+               {_select_list(fields)},
+               _timestamp
+        FROM ({_dated(records, "_ts_text", "_unreadable")})
+        WHERE _day = $day
     """
-    good = _frame(con, query, [day])
-    rejects = _frame(
-        con,
-        """
-        SELECT f.file_path AS _source, e.line::BIGINT AS _line, left(e.csv_line, ?) AS _raw,
-               CASE WHEN e.error_type = 'INVALID ENCODING' THEN 'not valid UTF-8'
-                    ELSE 'unreadable line: ' || e.error_type END AS _problem,
-               h._hint
-        FROM reject_errors e JOIN reject_scans f USING (scan_id, file_id)
-        JOIN file_hints h ON h._source = f.file_path
-        """,
-        [RAW_CHARS],
-    )
-    good["_unknown"] = _unknown_fields(good, known)
-    if len(rejects):
-        good["_line"] = _true_line_numbers(good, rejects)
-        rejects = rejects[rejects["_hint"] == day].drop(columns="_hint")
-        good = pd.concat([good, rejects], ignore_index=True)
-    return good
+    params = {"source": file.path, "first_day": first_day, "latest": file.latest, "home": file.home, "day": day}
+    frames = []
+    first_line = 1
+    with UPath(file.path).open("rb") as fh:
+        for data in line_blocks(fh):
+            block = _line_table(data, first_line)
+            first_line += len(block)
+            con.register("block", block)
+            frames.append(_frame(con, query, params))
+            con.unregister("block")
+    return frames
 
 
-def _true_line_numbers(good: pd.DataFrame, rejects: pd.DataFrame) -> np.ndarray:
-    """read_csv numbers only the lines it could decode: shift each past the rejected lines before it.
-
-    With the k-th rejected line of a file at r_k (k from 0), a decoded line with ordinal g is line
-    g + #{k : r_k - k <= g}.
-    """
-    lines = good["_line"].to_numpy(dtype=np.int64).copy()
-    for source, group in rejects.groupby("_source"):
-        rejected = np.sort(group["_line"].to_numpy(dtype=np.int64))
-        rows = (good["_source"] == source).to_numpy()
-        lines[rows] += np.searchsorted(rejected - np.arange(len(rejected)), lines[rows], side="right")
-    return lines
+def _line_table(data: bytes, first_line: int) -> pa.Table:
+    """The block's lines as bytes without their line feed, numbered from `first_line`, in batches."""
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    offsets = np.concatenate([[0], np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n")) + 1]).astype(np.int64)
+    with_feeds = pa.Array.from_buffers(pa.large_binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    numbers = pa.array(np.arange(first_line, first_line + len(with_feeds), dtype=np.int64))
+    table = pa.table({"_line": numbers, "b": pc.binary_slice(with_feeds, 0, -1)})
+    return pa.Table.from_batches(table.to_batches(ROWS_PER_SCAN_BATCH))
 
 
-def _unknown_fields(good: pd.DataFrame, known: list[str]) -> pd.Series:
-    """JSON of the fields outside the contract, for the few rows that have any."""
-    out = pd.Series(pd.NA, index=good.index, dtype="string")
-    rows = good["_unknown"].notna()
-    for idx, raw in good.loc[rows, "_unknown"].items():
-        record = json.loads(raw)
-        out[idx] = json.dumps({k: v for k, v in record.items() if k not in known}, ensure_ascii=False)
-    return out
+def _read_parquet(con: duckdb.DuckDBPyConnection, kind: Kind, file: LandingFile, day: str, first_day: str) -> list[pd.DataFrame]:
+    """The file's records of `day`; a file DuckDB cannot read is one unreadable record of its home day."""
+    try:
+        return [_parquet_records(con, kind, file, day, first_day)]
+    except duckdb.Error as err:
+        if file.home != day:
+            return []
+        reason = "unreadable Parquet file: " + str(err).splitlines()[0][:300]
+        row = _empty_records(kind).reindex([0])
+        row["_source"], row["_line"], row["_problem"] = file.path, 1, reason
+        row["_raw"] = f"{UPath(file.path).name} ({UPath(file.path).stat().st_size} bytes)"
+        return [row]
 
 
-def _read_parquet(con: duckdb.DuckDBPyConnection, kind: Kind, path: str, day: str) -> pd.DataFrame:
-    schema = con.sql(f"DESCRIBE SELECT * FROM read_parquet('{path}')").df()
-    types = dict(zip(schema["column_name"], schema["column_type"], strict=True))
+def _parquet_records(con: duckdb.DuckDBPyConnection, kind: Kind, file: LandingFile, day: str, first_day: str) -> pd.DataFrame:
+    source = literal(file.path)
+    schema = con.sql(f"DESCRIBE SELECT * FROM read_parquet({source})").fetchall()
+    types = {row[0]: row[1] for row in schema}
     exprs: dict[str, str] = {}
     for name in SCALAR_FIELDS[kind]:
+        column = identifier(name)
         if name not in types:
             exprs[name] = "NULL::VARCHAR"
         elif types[name].startswith(("STRUCT", "MAP")) or types[name].endswith("[]"):
-            exprs[name] = f'to_json("{name}")::VARCHAR'
+            exprs[name] = f"to_json({column})::VARCHAR"
         elif name == "timestamp" and types[name].startswith("TIMESTAMP"):
-            exprs[name] = f"strftime(\"{name}\"::TIMESTAMPTZ, '%Y-%m-%dT%H:%M:%S.%f+00:00')"
+            exprs[name] = f"strftime({column}::TIMESTAMPTZ, '%Y-%m-%dT%H:%M:%S.%f+00:00')"
         else:
-            exprs[name] = f'"{name}"::VARCHAR'
+            exprs[name] = f"{column}::VARCHAR"
     for name in JSON_FIELDS[kind]:
+        column = identifier(name)
         if name not in types:
             exprs[name] = "NULL::VARCHAR"
-        elif types[name] == "VARCHAR" and name == "metadata":
-            exprs[name] = f'"{name}"'
+        elif types[name] == "VARCHAR" and name == "metadata":  # JSON text, or text that is taken as a JSON string
+            exprs[name] = f"CASE WHEN json_valid({column}) THEN {column} ELSE to_json({column})::VARCHAR END"
         else:
-            exprs[name] = f'to_json("{name}")::VARCHAR'
+            exprs[name] = f"to_json({column})::VARCHAR"
     if kind == "traces":
         typed_messages = re.fullmatch(r'STRUCT\((?=.*"?role"? VARCHAR)(?=.*"?content"? VARCHAR).*\)\[\]', types.get("input", ""))
-        exprs |= _message_list_exprs('"input"') if typed_messages else _input_exprs(exprs["input"] + "::JSON")
+        if typed_messages:
+            exprs |= _message_list_exprs(identifier("input"))
+        elif "input" in types:
+            exprs |= _input_exprs(exprs["input"] + "::JSON")
+        else:
+            exprs |= {"_input_type": "NULL::VARCHAR", "_prompt": "NULL::VARCHAR"}
     unknown = [c for c in types if c not in SCALAR_FIELDS[kind] and c not in JSON_FIELDS[kind]]
-    any_unknown = " OR ".join(f'"{c}" IS NOT NULL' for c in unknown)
-    unknown_sql = f"CASE WHEN {any_unknown} THEN to_json(struct_pack(" + ", ".join(f'"{c}" := "{c}"' for c in unknown) + "))::VARCHAR END" if unknown else "NULL::VARCHAR"
-    ts = "TRY_CAST(timestamp AS TIMESTAMPTZ)" if "timestamp" in types else "NULL::TIMESTAMPTZ"
-    hint = con.sql("SELECT _hint FROM file_hints WHERE _source = ?", params=[path]).fetchall()[0][0]
+    any_unknown = " OR ".join(f"{identifier(c)} IS NOT NULL" for c in unknown)
+    pairs = ", ".join(f"{identifier(c)} := {identifier(c)}" for c in unknown)
+    unknown_sql = f"CASE WHEN {any_unknown} THEN to_json(struct_pack({pairs}))::VARCHAR END" if unknown else "NULL::VARCHAR"
+    records = f"(SELECT file_row_number + 1 AS _line, {unknown_sql} AS _unknown_fields, {_select_list(exprs)}, NULL::VARCHAR AS _unreadable FROM read_parquet({source}, file_row_number=true))"
     query = f"""
-        SELECT '{path}' AS _source, file_row_number + 1 AS _line, NULL::VARCHAR AS _raw, NULL::VARCHAR AS _problem,
-               {unknown_sql} AS _unknown, {_select_list(kind, exprs)}, {ts} AS _timestamp
-        FROM read_parquet('{path}', file_row_number=true)
-        WHERE coalesce(strftime({ts}, '%Y-%m-%d'), ?) = ?
+        SELECT $source AS _source, _line, NULL::VARCHAR AS _raw, _problem_found AS _problem, _unknown_fields AS _unknown,
+               {", ".join(exprs)}, _timestamp
+        FROM ({_dated(records, identifier("timestamp"), "_unreadable")})
+        WHERE _day = $day
     """
-    out = _frame(con, query, [hint, day])
-    problems = out["_problem"].isna() & out["_timestamp"].isna()
-    if problems.any():
-        out.loc[problems, "_raw"] = out.loc[problems, list(SCALAR_FIELDS[kind])].astype("string").to_json(orient="records", lines=True).splitlines()
+    return _frame(con, query, {"source": file.path, "first_day": first_day, "latest": file.latest, "home": file.home, "day": day})
+
+
+def _nested_too_deep(records: pd.DataFrame, kind: Kind) -> pd.DataFrame:
+    """`records` with a problem set where a JSON field or the unknown fields nest deeper than MAX_NESTING."""
+    deep = np.zeros(len(records), dtype=bool)
+    for column in [*JSON_FIELDS[kind], "_unknown"]:
+        text = large_text(records[column])
+        brackets = pc.add(pc.count_substring(text, "{"), pc.count_substring(text, "["))
+        candidates = np.flatnonzero(pc.fill_null(pc.greater(brackets, MAX_NESTING), False).to_numpy(zero_copy_only=False))
+        for row in candidates:
+            deep[row] |= json_nesting(records[column].iloc[row]) > MAX_NESTING
+    rows = deep & records["_problem"].isna().to_numpy()
+    if rows.any():
+        records = records.copy()
+        records.loc[rows, "_problem"] = f"JSON nested deeper than {MAX_NESTING} levels"
+    return records
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def json_nesting(text: str) -> int:
+    """How deep the arrays and objects of a JSON text nest (brackets inside strings do not count)."""
+    skeleton = np.frombuffer(_JSON_STRING.sub("", text).encode(), dtype=np.uint8)
+    step = (skeleton == ord("{")).astype(np.int64) + (skeleton == ord("[")) - (skeleton == ord("}")) - (skeleton == ord("]"))
+    return int(np.cumsum(step).max(initial=0))
+
+
+def _unknown_fields(records: pd.DataFrame, kind: Kind) -> pd.Series:
+    """JSON of the fields outside the contract, for the few usable rows that have any."""
+    known = set(SCALAR_FIELDS[kind]) | set(JSON_FIELDS[kind])
+    out = pd.Series(pd.NA, index=records.index, dtype="string")
+    rows = records["_unknown"].notna() & records["_problem"].isna()
+    for idx, raw in records.loc[rows, "_unknown"].items():
+        record = json.loads(raw)
+        out[idx] = json.dumps({k: v for k, v in record.items() if k not in known}, ensure_ascii=False)
     return out
 
 
@@ -295,7 +358,7 @@ def _empty_records(kind: Kind) -> pd.DataFrame:
     return df
 
 
-def _frame(con: duckdb.DuckDBPyConnection, query: str, params: list) -> pd.DataFrame:
+def _frame(con: duckdb.DuckDBPyConnection, query: str, params: dict) -> pd.DataFrame:
     """A query result as pandas with Arrow-backed strings (no Python object per value), each column
     in one chunk: DuckDB's batches would otherwise be concatenated later, a copy of every column."""
     return con.sql(query, params=params).to_arrow_table(batch_size=ONE_BATCH).to_pandas()

@@ -65,12 +65,13 @@ def normalize_traces(records: pd.DataFrame, day: str) -> Normalized:
     bad_input = df["_input_type"].notna() & ~df["_input_type"].isin(["VARCHAR", "ARRAY", "NULL"])
     reason = reason.mask(reason.isna() & bad_input, "input is neither text nor a list of messages")
     numbers = {}
-    for column, label in (("latency_ms", "latency_ms"), ("input_tokens", "input_tokens"), ("output_tokens", "output_tokens")):
+    for column, largest in MEASURE_MAX.items():
         numbers[column] = numbers_in(df[column])
         unreadable = df[column].notna() & numbers[column].isna()
-        reason = reason.mask(reason.isna() & unreadable, f"{label} is not a number")
-        negative = numbers[column] < 0
-        reason = reason.mask(reason.isna() & negative, f"{label} is negative")
+        reason = reason.mask(reason.isna() & unreadable, f"{column} is not a number")
+        reason = reason.mask(reason.isna() & (numbers[column] < 0), f"{column} is negative")
+        reason = reason.mask(reason.isna() & (numbers[column] > largest), f"{column} is larger than {largest:.0e}")
+        numbers[column] = numbers[column].where(reason.isna().to_numpy())  # out-of-range values are never cast
     clean = pd.DataFrame(
         {
             "trace_id": df["trace_id"],
@@ -128,6 +129,9 @@ def normalize_feedback(records: pd.DataFrame, day: str) -> Normalized:
 
 
 NUMBER_MAX_CHARS = 64
+# Largest plausible values: far above any real call, far below what the casts and time arithmetic
+# downstream overflow on (int64 tokens, latency added to a timestamp).
+MEASURE_MAX = {"latency_ms": 1e10, "input_tokens": 1e12, "output_tokens": 1e12}
 
 
 def numbers_in(values: pd.Series) -> pd.Series:
@@ -195,17 +199,20 @@ def _finish(
     schema: pandera.DataFrameSchema,
 ) -> Normalized:
     day = clean["partition_date"].iloc[0] if len(clean) else ""
-    keep = reason.isna().to_numpy(copy=True)
-    rows = np.flatnonzero(keep)
-    repeated = repeats(clean[key].iloc[rows])  # among the readable rows: the first one of an id is kept
-    duplicates = int(repeated.sum())
-    keep[rows[repeated]] = False
-    good = conform(clean if keep.all() else rows_kept(clean, keep), columns)  # one filter of every column
-    failures = _schema_failures(good, schema)
+    readable = reason.isna().to_numpy()
+    # The schema first, on the readable rows of the columns it checks: a duplicate counts as dropped
+    # only when the copy kept is clean.
+    checked = {name: columns[name] for name in schema.columns}
+    failures = _schema_failures(conform(rows_kept(clean[list(checked)], readable), checked), schema)
     if len(failures):
         reason = reason.copy()
         reason[failures.index] = failures
-        good = good.drop(index=failures.index)
+    keep = reason.isna().to_numpy(copy=True)
+    rows = np.flatnonzero(keep)
+    repeated = repeats(clean[key].iloc[rows])  # the first clean row of an id is kept
+    duplicates = int(repeated.sum())
+    keep[rows[repeated]] = False
+    good = conform(clean if keep.all() else rows_kept(clean, keep), columns)  # one filter of every column
     quarantine = quarantine_rows(records, reason, kind, clean[key[0]], day)
     return Normalized(clean=good.reset_index(drop=True), quarantine=quarantine, duplicates=duplicates)
 

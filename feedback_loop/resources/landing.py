@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
-from feedback_loop.lib.landing import Kind, read_landing_day
+from feedback_loop.lib.landing import FIRST_DAY, Kind, landing_folder_exists, read_landing_day
 
 
 class LandingFolder(dg.ConfigurableResource):
@@ -13,5 +13,9 @@ class LandingFolder(dg.ConfigurableResource):
 
     root: str = "data/landing"
 
-    def read_day(self, kind: Kind, day: str) -> pd.DataFrame:
-        return read_landing_day(self.root, kind, day)
+    def has(self, kind: Kind) -> bool:
+        """Whether `<root>/<kind>/` exists."""
+        return landing_folder_exists(self.root, kind)
+
+    def read_day(self, kind: Kind, day: str, first_day: str = FIRST_DAY) -> pd.DataFrame:
+        return read_landing_day(self.root, kind, day, first_day)

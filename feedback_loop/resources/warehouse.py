@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from feedback_loop.lib.columns import ONE_BATCH, is_in, large_text, one_chunk
+from feedback_loop.lib.sql import identifier, literal
 from feedback_loop.lib.tables import PARTITION_COLUMN
 from feedback_loop.lib.text import text_length
 
@@ -194,7 +195,7 @@ def _duckdb_read(paths: list[str], columns: list[str] | None, rows_where: tuple[
     lengths = tuple(name for name in lengths if name in stored)
     if not names and not lengths:
         return pd.DataFrame()
-    selected = [_quoted(name) for name in names] + [f"CAST(length({_quoted(name)}) AS BIGINT) AS {_quoted(name + '_length')}" for name in lengths]
+    selected = [identifier(name) for name in names] + [f"CAST(length({identifier(name)}) AS BIGINT) AS {identifier(name + '_length')}" for name in lengths]
     select = ", ".join(selected)
     with duckdb.connect(config={"threads": 1}) as con:  # one thread: one batch, in the files' order
         con.execute("SET TimeZone = 'UTC'")
@@ -202,7 +203,7 @@ def _duckdb_read(paths: list[str], columns: list[str] | None, rows_where: tuple[
         if rows_where is None:
             # A column per query: memory DuckDB hands over is freed only when every column of its
             # result is, so a step that lets go of the columns it is done with would free nothing.
-            files = ", ".join(_literal(path) for path in paths)
+            files = ", ".join(literal(path) for path in paths)
             results = [con.sql(f"SELECT {expression} FROM read_parquet([{files}])").to_arrow_table(batch_size=ONE_BATCH) for expression in selected]
             table = pa.Table.from_arrays([result.column(0) for result in results], names=[result.column_names[0] for result in results])
             del results
@@ -222,17 +223,9 @@ def _duckdb_read(paths: list[str], columns: list[str] | None, rows_where: tuple[
 
 def _rows_in_file_order(con: duckdb.DuckDBPyConnection, path: str, select: str, column: str) -> pa.Table:
     """The file's rows whose `column` is in the registered `wanted` values, in the file's order."""
-    query = f"SELECT {select}, file_row_number FROM read_parquet({_literal(path)}, file_row_number = true) WHERE {_quoted(column)} IN (SELECT value FROM wanted)"
+    query = f"SELECT {select}, file_row_number FROM read_parquet({literal(path)}, file_row_number = true) WHERE {identifier(column)} IN (SELECT value FROM wanted)"
     table = con.sql(query).to_arrow_table(batch_size=ONE_BATCH)
     order = table.column("file_row_number").to_numpy()
     if len(order) > 1 and (np.diff(order) < 0).any():  # a join need not keep the scan's order
         table = table.take(pa.array(np.argsort(order, kind="stable")))
     return table.drop_columns(["file_row_number"])
-
-
-def _literal(path: str) -> str:
-    return "'" + path.replace("'", "''") + "'"
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'

@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 import dagster as dg
 import pandas as pd
 
-from feedback_loop.defs.partitions import daily_partitions
+from feedback_loop.defs.partitions import FIRST_DAY, daily_partitions
 from feedback_loop.lib.landing import Kind
 from feedback_loop.lib.normalize import Normalized, normalize_feedback, normalize_traces
 from feedback_loop.lib.preview import markdown_table
@@ -36,7 +36,11 @@ def build_ingest_asset(name: str, kind: Kind, normalize: Callable[[pd.DataFrame,
     )
     def ingest(context: dg.AssetExecutionContext, landing: LandingFolder, settings: FeedbackLoopSettings) -> Iterator:
         day = context.partition_key
-        records = landing.read_day(kind, day)
+        if not landing.has(kind):
+            raise dg.Failure(f"{name}: the landing folder has no {kind}/ folder: {landing.root}/{kind} (set FEEDBACK_LOOP_LANDING)")
+        records = landing.read_day(kind, day, first_day=FIRST_DAY)
+        if kind == "traces" and not len(records) and not settings.ingest.allow_empty_day:
+            raise dg.Failure(f"{name}: no trace records for {day} in {landing.root}/{kind}; the warehouse day is left as it was (set settings.ingest.allow_empty_day for a day without traffic)")
         result = normalize(records, day)
         total = len(records)
         share = len(result.quarantine) / total if total else 0.0
