@@ -164,7 +164,8 @@ def preference_frames():
         {
             "trace_id": traces["trace_id"],
             "label": ["negative", "neutral", "negative", "negative", "positive", "positive", "negative", "unlabeled"],
-            "evidence": ["edit:minor", "", "correction", "regenerated", "accepted_after_regenerate", "thumbs_up", "thumbs_down", ""],
+            "thumbs_up": [0, 0, 0, 0, 0, 1, 0, 0],
+            "thumbs_down": [0, 0, 0, 0, 0, 0, 1, 0],
             "partition_date": "2026-11-20",
         }
     )
@@ -178,6 +179,21 @@ def test_dpo_pairs_from_edits_regenerations_and_thumbs_with_quality_gates():
     assert by_source["regenerate"][["chosen", "rejected", "rejected_trace_id"]].values.tolist() == [["second try", "first try", "r1"]]
     assert by_source["thumbs"][["chosen", "rejected"]].values.tolist() == [["good answer", "bad answer"]]
     assert dropped["trivial_edit"] == 1 and dropped["edit_too_total"] == 1
+
+
+def test_a_pair_without_a_text_is_dropped_and_one_pair_of_two_responses_is_made_once():
+    traces, signals, labels = preference_frames()
+    traces["output"] = traces["output"].astype("string")
+    up = (traces["trace_id"] == "up").to_numpy()
+    traces.loc[up, "output"] = pd.NA  # the thumbed-up response has no text
+    pairs, dropped = dpo_pairs(traces, signals, labels, DatasetParams())
+    assert "thumbs" not in set(pairs["source"]) and dropped["identical_or_empty_texts"] == 1
+    assert pairs[["chosen", "rejected"]].notna().all().all()
+    # the regenerated-away response is thumbed down too, the final one up (same prompt): one pair, not two
+    traces, signals, labels = preference_frames()
+    labels = labels.assign(thumbs_up=[0, 0, 0, 0, 1, 0, 0, 0], thumbs_down=[0, 0, 0, 1, 0, 0, 0, 0])
+    pairs, _ = dpo_pairs(traces, signals, labels, DatasetParams())
+    assert pairs.loc[pairs["rejected_trace_id"] == "r1", ["chosen_trace_id", "source"]].values.tolist() == [["r2", "regenerate"]]
 
 
 def test_kto_examples_and_prompt_hash_split():
@@ -225,8 +241,8 @@ def test_suite_overlap_counts_each_distinct_prompt_once_across_batches():
 
 
 def trace_days(trace_ids: pd.Series, traces: pd.DataFrame) -> pd.Series:
-    """The trace day of each trace id."""
-    return trace_ids.map(traces.set_index("trace_id")["partition_date"])
+    """The (first) trace day of each trace id."""
+    return trace_ids.map(traces.drop_duplicates("trace_id").set_index("trace_id")["partition_date"])
 
 
 def built_release(tmp_path, traces, signals, labels, suite_prompts, opted_out=frozenset()):
@@ -290,6 +306,26 @@ def test_a_release_pairs_across_trace_days_and_writes_the_kto_set_a_day_at_a_tim
     assert sorted(kto.read().column("trace_id").to_pylist()) == sorted(expected["trace_id"])
 
 
+def test_a_change_that_shows_only_in_a_parquet_file_changes_the_content_hash(tmp_path):
+    before, before_files = built_release(tmp_path / "before", *preference_frames(), ["Plain"])
+    traces, signals, labels = preference_frames()
+    traces["model"] = "m-2"  # in dpo.parquet and kto.parquet only
+    after, files = built_release(tmp_path / "after", traces, signals, labels, ["Plain"])
+    assert {n: d for n, d in files.items() if n.endswith(".jsonl")} == {n: d for n, d in before_files.items() if n.endswith(".jsonl")}
+    assert after.content_hash != before.content_hash
+
+
+def test_a_trace_labelled_on_two_days_is_one_kto_example_from_the_later_day(tmp_path):
+    traces, signals, labels = preference_frames()
+    again = traces["trace_id"] == "e1"
+    traces = pd.concat([traces, traces[again].assign(partition_date="2026-11-21", output="later text")], ignore_index=True)
+    labels = pd.concat([labels, labels[labels["trace_id"] == "e1"].assign(partition_date="2026-11-21")], ignore_index=True)
+    _, files = built_release(tmp_path, traces, signals, labels, ["Plain"])
+    kto = pd.read_parquet(io.BytesIO(files["kto.parquet"]))
+    assert kto["example_id"].is_unique
+    assert kto.set_index("trace_id").loc["e1", ["completion", "source_date"]].tolist() == ["later text", "2026-11-21"]
+
+
 def test_a_release_written_a_row_at_a_time_is_the_release_written_at_once(tmp_path, monkeypatch):
     import feedback_loop.lib.datasets.build as build
 
@@ -301,7 +337,6 @@ def test_a_release_written_a_row_at_a_time_is_the_release_written_at_once(tmp_pa
     for name in ("dpo.parquet", "kto.parquet"):
         pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(files[name])), pd.read_parquet(io.BytesIO(at_once_files[name])))
     assert {name: data for name, data in files.items() if name.endswith(".jsonl")} == {name: data for name, data in at_once_files.items() if name.endswith(".jsonl")}
-    assert in_parts.content_hash == at_once.content_hash
     assert in_parts.manifest == at_once.manifest
     pd.testing.assert_frame_equal(in_parts.preview, at_once.preview)
 

@@ -31,6 +31,12 @@ def test_thumbs_with_reason_tag():
     assert row["evidence"] == "thumbs_down(not_factual)" and row["reason_tags"] == "not_factual"
 
 
+def test_thumbs_are_counted_in_columns_whatever_the_reason_text_says():
+    row = labels(one(), events({"trace_id": "a", "type": "thumbs_down", "reason": "thumbs_up", "comment": "thumbs_up? no", "t": 5})).loc["a"]
+    assert (row["thumbs_up"], row["thumbs_down"]) == (0, 1)
+    assert "thumbs_up" in row["evidence"]  # the text mentions it; the columns are what counts
+
+
 def test_explicit_outweighs_implicit_and_disagreement_is_flagged():
     ev = events({"trace_id": "a", "type": "thumbs_up", "t": 5}, {"trace_id": "a", "type": "regenerate", "t": 10})
     row = labels(one(), ev).loc["a"]

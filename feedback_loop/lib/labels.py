@@ -38,6 +38,8 @@ LABEL_COLUMNS: dict[str, str] = {
     "explicit_score": "float64",
     "implicit_score": "float64",
     "disagreement": "bool",
+    "thumbs_up": "int64",  # users whose latest thumb on the trace is up
+    "thumbs_down": "int64",  # users whose latest thumb on the trace is down
     "evidence": "string",
     "reason_tags": "string",
     "comments": "string",
@@ -58,12 +60,14 @@ def label_traces(signals: pd.DataFrame, linked: pd.DataFrame, weights: LabelWeig
     explicit_sum = np.zeros(n)
     explicit_n = np.zeros(n)
     pieces: list[pa.Array] = []  # evidence texts, null where a row has none
+    thumb_counts = {}
     thumbs = ev[is_in(ev["type"], ["thumbs_up", "thumbs_down"])]
     thumbs = thumbs.iloc[sort_order(thumbs, ["timestamp"])]
     latest_thumbs = thumbs.drop_duplicates(["_code", "user_id"], keep="last")  # a user may change their mind
     for kind, weight in (("thumbs_up", weights.thumbs_up), ("thumbs_down", weights.thumbs_down)):
         rows = latest_thumbs[latest_thumbs["type"] == kind]
         k = np.bincount(rows["_code"], minlength=n)
+        thumb_counts[kind] = k
         explicit_sum += k * weight
         explicit_n += k
         tag = rows[rows["reason"].notna()].drop_duplicates("_code", keep="last")  # the latest reason given
@@ -139,6 +143,8 @@ def label_traces(signals: pd.DataFrame, linked: pd.DataFrame, weights: LabelWeig
             "explicit_score": explicit,
             "implicit_score": implicit,
             "disagreement": disagreement,
+            "thumbs_up": thumb_counts["thumbs_up"],
+            "thumbs_down": thumb_counts["thumbs_down"],
             "evidence": _join(pieces, n),
             "reason_tags": pd.Series(_joined_per_code(n, reasons, "reason", ","), dtype="string"),
             "comments": pd.Series(_joined_per_code(n, ev[ev["comment"].notna()], "comment", " | "), dtype="string"),

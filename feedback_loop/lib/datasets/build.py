@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from feedback_loop.lib.columns import is_in, positions, rows_kept, sort_order
+from feedback_loop.lib.columns import is_in, positions, repeats, rows_kept, sort_order
 from feedback_loop.lib.contract import last_per_trace
 from feedback_loop.lib.datasets import exports
 from feedback_loop.lib.datasets.preference import (
@@ -93,7 +93,7 @@ def regression_release(
         "build": {**stats, "candidates": len(candidates), "opted_out_rows_dropped": int(candidates["user_id"].isin(opted_out).sum()), "pii_replaced": dict(pii)},
     }
     preview = pd.DataFrame([{"case_id": c["case_id"], "error_mode": c["error_mode"], "prompt": c["prompt"], "assertions": json.dumps(c["assertions"])} for c in cases[:10]])
-    return Release(content_hash=combined_hash([draft.digest(CASES_FILE)]), manifest=manifest, preview=preview, pii_found=pii)
+    return Release(content_hash=combined_hash(draft.digest(name) for name in sorted(draft.files)), manifest=manifest, preview=preview, pii_found=pii)
 
 
 def preference_release(
@@ -123,12 +123,13 @@ def preference_release(
     with _PreferenceWriter(draft) as writer:
         for chunk in _chunks_by_pair_id(plan, PART_ROWS):
             pairs, identical = pairs_of_plan(chunk, last_per_trace(traces.read(columns=PREFERENCE_TRACE_COLUMNS, rows_where=("trace_id", plan_trace_ids(chunk)))))
-            gates["identical_texts"] += identical
+            gates["identical_or_empty_texts"] += identical
             pairs, contaminated = finish(pairs, ["prompt", "input", "chosen", "rejected"])
             removed["pairs"] += contaminated
             writer.write_pairs(with_messages(pairs))
+        superseded = _superseded_labels(labels)
         for day in traces.partitions:
-            day_labels = _without(labels.read(partitions=[day], columns=["trace_id", "label"]), dropped)
+            day_labels = _without(labels.read(partitions=[day], columns=["trace_id", "label"]), pd.concat([dropped, superseded.get(day, _NO_IDS)]))
             for examples in kto_example_parts(traces.read(partitions=[day], columns=PREFERENCE_TRACE_COLUMNS), day_labels, PART_ROWS):
                 examples, contaminated = finish(examples, ["prompt", "input", "completion"])
                 removed["examples"] += contaminated
@@ -161,7 +162,7 @@ def preference_release(
         },
         "privacy": {"opted_out_users": len(opted_out), "pii_replaced": dict(finish.pii)},
     }
-    digest = combined_hash(draft.digest(name) for name in sorted(draft.files) if name.endswith(".jsonl"))
+    digest = combined_hash(draft.digest(name) for name in sorted(draft.files))  # every file: a change may show in one format only
     return Release(content_hash=digest, manifest=manifest, preview=writer.preview, pii_found=finish.pii)
 
 
@@ -171,7 +172,7 @@ def _pair_plan(traces: Table, signals: Table, labels: Table, dropped: pd.Series,
     window_labels = _read_by_day(labels, PREFERENCE_LABEL_COLUMNS, dropped, plan_labels)
     prompts = last_per_trace(traces.read(columns=["trace_id", "prompt"], rows_where=("trace_id", window_labels["trace_id"])))
     plan, gates = pair_plan(_read_by_day(signals, PREFERENCE_SIGNAL_COLUMNS, dropped, plan_signals), window_labels, prompts, params)
-    return plan, {**gates, "identical_texts": 0}
+    return plan, {**gates, "identical_or_empty_texts": 0}
 
 
 @dataclass
@@ -294,6 +295,21 @@ def _read_by_day(table: Table, columns: list[str], dropped: pd.Series, keep: Cal
     """The rows `keep` selects of `table`'s `columns`, without the `dropped` traces, read a day at a time."""
     frames = [keep(_without(table.read(partitions=[day], columns=columns), dropped)) for day in table.partitions]
     return pd.concat(frames, ignore_index=True) if frames else table.read(columns=columns)
+
+
+_NO_IDS = pd.Series(dtype="string")
+
+
+def _superseded_labels(labels: Table) -> dict[str, pd.Series]:
+    """Per day, the traces whose label a later day of the window holds too (a trace whose spans
+    straddle midnight, or one landed twice): its example comes from the last day only, so an
+    example id is written once."""
+    ids = labels.read(columns=["trace_id", "partition_date"])
+    if ids.empty:
+        return {}
+    later = repeats(ids[["trace_id"]].iloc[::-1])[::-1]  # a later row has the same trace
+    earlier = ids[later]
+    return {day: rows["trace_id"] for day, rows in earlier.groupby("partition_date")}
 
 
 def _without(frame: pd.DataFrame, trace_ids: pd.Series) -> pd.DataFrame:

@@ -64,7 +64,7 @@ def promptfoo_tests(cases: list[dict]) -> list[dict]:
     return [
         {
             "description": f"[{c['error_mode']}] {c['prompt'][:80]}",
-            "vars": {"prompt": c["prompt"], "messages": json.dumps(c["input"], ensure_ascii=False)},
+            "vars": {"prompt": c["prompt"], "messages": json.dumps(c["input"], ensure_ascii=False, sort_keys=True)},
             "assert": [promptfoo_assert(a) for a in c["assertions"]],
             "metadata": {"case_id": c["case_id"], "error_mode": c["error_mode"], "error_mode_id": c["error_mode_id"], **c["lineage"]},
         }

@@ -34,7 +34,7 @@ from feedback_loop.lib.text import hash64
 PAIR_COLUMNS = ["pair_id", "source", "prompt", "input", "chosen", "rejected", "chosen_trace_id", "rejected_trace_id", "user_id", "model", "source_date"]
 # What the preference dataset reads of the signals, the labels and the traces.
 PREFERENCE_SIGNAL_COLUMNS = ["trace_id", "edit_type", "edit_text", "edit_distance", "edit_class", "chain_id", "chain_length", "regenerated_by", "chain_accepted"]
-PREFERENCE_LABEL_COLUMNS = ["trace_id", "label", "evidence", "partition_date"]
+PREFERENCE_LABEL_COLUMNS = ["trace_id", "label", "thumbs_up", "thumbs_down", "partition_date"]
 PREFERENCE_TRACE_COLUMNS = ["trace_id", "prompt", "input", "output", "user_id", "model", "partition_date"]
 KTO_COLUMNS = ["example_id", "prompt", "input", "completion", "label", "trace_id", "user_id", "model", "source_date"]
 PLAN_COLUMNS = ["pair_id", "rejected_trace_id", "chosen_trace_id", "source", "chosen_text"]  # a pair before its texts
@@ -44,7 +44,7 @@ def dpo_pairs(traces: pd.DataFrame, signals: pd.DataFrame, labels: pd.DataFrame,
     """All DPO pairs of the window, and how many candidates each quality gate dropped."""
     t = last_per_trace(traces).reset_index(drop=True)
     plan, dropped = pair_plan(signals, labels, t, params)
-    pairs, dropped["identical_texts"] = pairs_of_plan(plan, t)
+    pairs, dropped["identical_or_empty_texts"] = pairs_of_plan(plan, t)
     return pairs, dropped
 
 
@@ -84,7 +84,8 @@ def pair_plan(signals: pd.DataFrame, labels: pd.DataFrame, prompts: pd.DataFrame
     frames.append(_plan(rejected["trace_id"], finals["trace_id"].to_numpy()[final_at], "regenerate"))
 
     frames.append(_thumbs_plan(prompts, labels))
-    return pd.concat(frames, ignore_index=True), dropped
+    plan = pd.concat(frames, ignore_index=True)
+    return plan[~repeats(plan[["rejected_trace_id", "chosen_trace_id"]])].reset_index(drop=True), dropped  # one pair of two responses, from its first source
 
 
 def plan_trace_ids(plan: pd.DataFrame) -> pd.Series:
@@ -121,18 +122,19 @@ def pairs_of_plan(plan: pd.DataFrame, t: pd.DataFrame) -> tuple[pd.DataFrame, in
             "source_date": rows["partition_date"].array,
         }
     )
-    same = (pairs["chosen"] == pairs["rejected"]).to_numpy(dtype=bool, na_value=False)
+    # A pair needs both texts, and different ones; dropped pairs are counted with the identical ones.
+    missing = (pairs["chosen"].fillna("") == "").to_numpy(dtype=bool) | (pairs["rejected"] == "").to_numpy(dtype=bool)
+    same = (pairs["chosen"] == pairs["rejected"]).to_numpy(dtype=bool, na_value=False) | missing
     pairs = pairs[~same]
     pairs = pairs[~repeats(pairs[["pair_id"]])]
     return pairs.iloc[sort_order(pairs, ["pair_id"])].reset_index(drop=True), int(same.sum())
 
 
 def _thumbs(labels: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Whether each label's evidence has a thumbs up only, and a thumbs down only."""
-    evidence = large_text(labels["evidence"].astype("string").fillna(""))
-    has_up = pc.match_substring(evidence, "thumbs_up").to_numpy(zero_copy_only=False)
-    has_down = pc.match_substring(evidence, "thumbs_down").to_numpy(zero_copy_only=False)
-    return has_up & ~has_down, has_down & ~has_up
+    """Whether each trace has thumbs up only, and thumbs down only."""
+    up = labels["thumbs_up"].to_numpy() > 0
+    down = labels["thumbs_down"].to_numpy() > 0
+    return up & ~down, down & ~up
 
 
 def _thumbs_plan(prompts: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
