@@ -9,6 +9,7 @@ import pytest
 from feedback_loop.lib.landing import read_landing_day
 from feedback_loop.pipeline import run_nightly
 from feedback_loop.resources.landing import LandingFolder
+from feedback_loop.resources.settings import FeedbackLoopSettings, IngestConfig
 from feedback_loop_tests.conftest import defs_with, write_jsonl
 
 pytestmark = pytest.mark.slow  # the whole pipeline, or the benchmark
@@ -33,7 +34,8 @@ def test_late_thumbs_down_relabels_the_trace_in_its_own_partition(tmp_path, reso
         landing / "feedback" / "f1.jsonl",
         [{"event_id": "copy-x", "trace_id": "x", "timestamp": f"{DAY}T10:00:30Z", "type": "copy", "value": "Sydney."}],
     )
-    resources = {**resources, "landing": LandingFolder(root=str(landing))}
+    quiet_days = FeedbackLoopSettings(ingest=IngestConfig(allow_empty_day=True))  # no traces after the first day
+    resources = {**resources, "landing": LandingFolder(root=str(landing)), "settings": quiet_days}
     defs = defs_with(resources)
     instance = dg.DagsterInstance.ephemeral()
     assert run_nightly(DAY, instance, defs).success
@@ -97,3 +99,27 @@ def test_signals_and_labels_of_traces_without_any_linked_feedback_yet(resources)
     traces, signals, labels = (table(resources, asset, DAY) for asset in ("raw_traces", "implicit_signals", "trace_labels"))
     assert sorted(signals["trace_id"]) == sorted(traces["trace_id"].unique()) == sorted(labels["trace_id"])
     assert (signals["thumbs_up"] + signals["thumbs_down"] + signals["copy_count"]).eq(0).all() and signals["edit_class"].isna().all()
+
+
+def test_feedback_after_the_late_window_is_an_orphan_of_its_own_kind_with_a_warning(tmp_path, resources):
+    landing = tmp_path / "landing"
+    write_jsonl(landing / "traces" / "t.jsonl", [{"trace_id": "x", "timestamp": f"{DAY}T10:00:00Z", "input": "q", "output": "a"}])
+    too_late_day = "2026-11-29"  # nine days on: outside the 7-day window
+    write_jsonl(
+        landing / "feedback" / "f.jsonl",
+        [
+            {"event_id": "too-late", "trace_id": "x", "timestamp": f"{too_late_day}T09:00:00Z", "type": "thumbs_down"},
+            {"event_id": "unknown", "trace_id": "nobody", "timestamp": f"{too_late_day}T09:00:00Z", "type": "thumbs_down"},
+        ],
+    )
+    quiet_days = FeedbackLoopSettings(ingest=IngestConfig(allow_empty_day=True))
+    resources = {**resources, "landing": LandingFolder(root=str(landing)), "settings": quiet_days}
+    defs = defs_with(resources)
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_nightly(DAY, instance, defs).success
+    report = run_nightly(too_late_day, instance, defs)
+    assert report.success and "linked_feedback:none_too_late" not in report.summary_line()
+    assert "none_too_late" in report.summary_line()  # the warning shows among the failed checks
+    reasons = table(resources, "linked_feedback_orphans", too_late_day).set_index("event_id")["orphan_reason"]
+    assert reasons["too-late"].startswith(f"too late: its trace is of {DAY}")
+    assert reasons["unknown"] == "trace_id not found among traces of the linking window"

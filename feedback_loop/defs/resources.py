@@ -6,7 +6,7 @@ import dagster as dg
 
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
 from feedback_loop.resources.landing import LandingFolder
-from feedback_loop.resources.settings import FeedbackLoopSettings
+from feedback_loop.resources.settings import FeedbackLoopSettings, IngestConfig
 from feedback_loop.resources.state import ClusterRegistry
 from feedback_loop.resources.warehouse import WarehouseIOManager
 
@@ -17,7 +17,7 @@ def resources() -> dg.Definitions:
         resources={
             "io_manager": WarehouseIOManager(root=os.environ.get("FEEDBACK_LOOP_WAREHOUSE", "data/warehouse")),
             "landing": LandingFolder(root=os.environ.get("FEEDBACK_LOOP_LANDING", "data/landing")),
-            "settings": FeedbackLoopSettings(),
+            "settings": FeedbackLoopSettings(ingest=IngestConfig(allow_empty_day=os.environ.get("FEEDBACK_LOOP_ALLOW_EMPTY_DAY", "") == "true")),
             "dataset_store": DatasetStoreResource(root=os.environ.get("FEEDBACK_LOOP_DATASETS", "data/datasets")),
             "privacy": Privacy(
                 user_hash_key=dg.EnvVar("FEEDBACK_LOOP_USER_HASH_KEY"),

@@ -75,7 +75,7 @@ def link_feedback(events: pd.DataFrame, traces: pd.DataFrame, session_max_gap: p
     span_ts = utc_array(spans["timestamp"]).astype(np.int64)
     # A regenerate attached to the response that replaced the one it judges.
     regen_forward = (events["type"] == "regenerate").fillna(False).to_numpy() & (pos >= 0)
-    regen_forward &= span_ts[np.maximum(pos, 0)] > event_ts
+    regen_forward[regen_forward] = span_ts[pos[regen_forward]] > event_ts[regen_forward]
     by_time = ((pos < 0) & (reason == None) & events["session_id"].notna().to_numpy()) | regen_forward  # noqa: E711
     if by_time.any():
         rows = np.flatnonzero(by_time)
@@ -106,6 +106,30 @@ def link_feedback(events: pd.DataFrame, traces: pd.DataFrame, session_max_gap: p
         linked=conform(linked, LINK_COLUMNS).reset_index(drop=True),
         orphans=conform(orphans, ORPHAN_COLUMNS).reset_index(drop=True),
     )
+
+
+TOO_LATE = "too late: its trace is of {day}, before the late-feedback window; that label is not updated"
+
+
+def too_late(orphans: pd.DataFrame, older: pd.DataFrame) -> pd.DataFrame:
+    """`orphans` with the reason of those whose span or trace is among the `older` traces (of the
+    days before the linking window; at least those sharing an id) set to TOO_LATE."""
+    if orphans.empty or older.empty:
+        return orphans
+    latest = older.iloc[sort_order(older, ["partition_date"])]
+    day = pd.Series(pd.NA, index=orphans.index, dtype="string")
+    for column in ("span_id", "trace_id"):
+        known = latest.drop_duplicates(column, keep="last")
+        at = positions(orphans[column], known[column])
+        hit = (at >= 0) & day.isna().to_numpy()
+        day[hit] = known["partition_date"].to_numpy()[at[hit]]
+    found = day.notna().to_numpy()
+    if not found.any():
+        return orphans
+    prefix, suffix = TOO_LATE.split("{day}")
+    out = orphans.copy()
+    out.loc[found, "orphan_reason"] = prefix + day[found] + suffix
+    return out
 
 
 def events_about_day(linked: Table, day: str, columns: list[str]) -> pd.DataFrame:

@@ -31,7 +31,23 @@ from feedback_loop.lib.contract import (
 class Normalized:
     clean: pd.DataFrame
     quarantine: pd.DataFrame
-    duplicates: int
+    duplicates: int  # records dropped as copies of a clean one: of the same day, or of an earlier day
+    duplicates_of_earlier_days: int = 0
+
+
+def without_earlier(result: Normalized, earlier: pd.DataFrame, key: list[str]) -> Normalized:
+    """`result` without the clean records whose key an earlier day already holds (`earlier`: the
+    key columns of those days' clean records, at least those sharing a first key column), counted
+    as duplicates."""
+    if earlier.empty or result.clean.empty:
+        return result
+    both = pd.concat([earlier[key], result.clean[key]], ignore_index=True)
+    again = repeats(both)[len(earlier) :]
+    if not again.any():
+        return result
+    clean = rows_kept(result.clean, ~again).reset_index(drop=True)
+    dropped = int(again.sum())
+    return Normalized(clean=clean, quarantine=result.quarantine, duplicates=result.duplicates + dropped, duplicates_of_earlier_days=dropped)
 
 
 # The frame schemas check each value. Keys are unique by construction, not checked here: `_finish`

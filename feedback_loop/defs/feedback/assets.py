@@ -5,6 +5,7 @@ by the day of the trace they judge, reading the linked feedback of the following
 `LATE_FEEDBACK_DAYS` days too, so late feedback lands on its trace's own partition.
 """
 
+import datetime as dt
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -12,9 +13,9 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from feedback_loop.defs.partitions import LATE_FEEDBACK_DAYS, daily_partitions
+from feedback_loop.defs.partitions import LATE_FEEDBACK_DAYS, TOO_LATE_LOOKBACK_DAYS, daily_partitions
 from feedback_loop.lib.labels import LABEL_EVENT_COLUMNS, agreement, labels_by_day
-from feedback_loop.lib.linking import TRACE_KEYS, link_feedback
+from feedback_loop.lib.linking import TRACE_KEYS, Linked, link_feedback, too_late
 from feedback_loop.lib.preview import markdown_table
 from feedback_loop.lib.signals import RESPONSE_COLUMNS, SIGNAL_EVENT_COLUMNS, data_horizon, signals_by_day
 from feedback_loop.resources.settings import FeedbackLoopSettings
@@ -40,8 +41,10 @@ def later_feedback() -> dg.TimeWindowPartitionMapping:
     ins={
         "raw_feedback_events": dg.AssetIn(),
         "raw_traces": dg.AssetIn(
-            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-LATE_FEEDBACK_DAYS, end_offset=0, allow_nonexistent_upstream_partitions=True),
-            metadata={"columns": TRACE_KEYS},
+            # The linking window (the day and LATE_FEEDBACK_DAYS before it), and before it the days
+            # looked up to tell an event about an older trace from one about an unknown trace.
+            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-TOO_LATE_LOOKBACK_DAYS, end_offset=0, allow_nonexistent_upstream_partitions=True),
+            metadata={"columns": TRACE_KEYS, "lazy": True},
         ),
     },
     partitions_def=daily_partitions,
@@ -50,13 +53,29 @@ def later_feedback() -> dg.TimeWindowPartitionMapping:
             "orphan_share",
             asset="linked_feedback",
             description="Fails when the share of the day's events that could not be linked passes the configured maximum.",
-        )
+        ),
+        dg.AssetCheckSpec(
+            "none_too_late",
+            asset="linked_feedback",
+            description="Warns when events came after the late-feedback window of their trace: that trace's published label does not reflect them.",
+        ),
     ],
 )
-def linked_feedback(context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, raw_feedback_events: pd.DataFrame, raw_traces: pd.DataFrame) -> Iterator:
-    """Links the day's events to the traces of the day and the LATE_FEEDBACK_DAYS days before it."""
+def linked_feedback(context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, raw_feedback_events: pd.DataFrame, raw_traces: PartitionedTable) -> Iterator:
+    """Links the day's events to the traces of the day and the LATE_FEEDBACK_DAYS days before it.
+    An event about a trace older than that (looked up over TOO_LATE_LOOKBACK_DAYS) is an orphan
+    with its own reason, counted, and warned about by a check."""
     params = settings.linking
-    result = link_feedback(raw_feedback_events, raw_traces, pd.Timedelta(minutes=params.session_max_gap_minutes))
+    first = (dt.date.fromisoformat(context.partition_key) - dt.timedelta(days=LATE_FEEDBACK_DAYS)).isoformat()
+    window = [day for day in raw_traces.partitions if day >= first]
+    older = [day for day in raw_traces.partitions if day < first]
+    result = link_feedback(raw_feedback_events, raw_traces.read(partitions=window), pd.Timedelta(minutes=params.session_max_gap_minutes))
+    if len(result.orphans) and older:
+        ids = pd.concat([result.orphans["trace_id"], result.orphans["span_id"]]).dropna()
+        columns = ["trace_id", "span_id", "partition_date"]
+        known = pd.concat([raw_traces.read(partitions=older, columns=columns, rows_where=(column, ids)) for column in ("trace_id", "span_id")], ignore_index=True)
+        result = Linked(linked=result.linked, orphans=too_late(result.orphans, known))
+    late_events = result.orphans[result.orphans["orphan_reason"].str.startswith("too late").fillna(False)]
     total = len(result.linked) + len(result.orphans)
     share = len(result.orphans) / total if total else 0.0
     methods = result.linked["link_method"].value_counts()
@@ -69,6 +88,7 @@ def linked_feedback(context: dg.AssetExecutionContext, settings: FeedbackLoopSet
             "orphans": len(result.orphans),
             "orphan_share": round(share, 4),
             "events_on_earlier_traces": int(late),
+            "events_too_late": len(late_events),
             **{f"linked_{method}": int(count) for method, count in methods.items()},
         },
     )
@@ -83,6 +103,15 @@ def linked_feedback(context: dg.AssetExecutionContext, settings: FeedbackLoopSet
         asset_key="linked_feedback",
         passed=share <= params.max_orphan_share,
         metadata={"orphans": len(result.orphans), "orphan_share": round(share, 4), "max_share": params.max_orphan_share},
+    )
+    stale_days = late_events["orphan_reason"].str.extract(r"of (\d{4}-\d{2}-\d{2})")[0].value_counts().sort_index()
+    yield dg.AssetCheckResult(
+        check_name="none_too_late",
+        asset_key="linked_feedback",
+        passed=late_events.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=None if late_events.empty else f"{len(late_events)} events came after the late-feedback window ({LATE_FEEDBACK_DAYS} days) of their trace; those labels are stale",
+        metadata={"events_too_late": len(late_events), "trace_days": dg.MetadataValue.json({str(k): int(v) for k, v in stale_days.items()})},
     )
 
 
