@@ -24,7 +24,16 @@ def test_publish_writes_files_manifest_and_latest(tmp_path):
 
 def test_a_draft_hashes_its_files_as_they_are_written_and_commit_publishes_them(tmp_path):
     store = DatasetStore(str(tmp_path))
-    draft = store.draft("prefs", "2026-11-20")
+    with store.draft("prefs", "2026-11-20") as draft:
+        published, files, digests = write_and_commit(store, draft)
+    folder = tmp_path / "prefs" / published.version
+    assert {name: (folder / name).read_bytes() for name in files} == files
+    assert published.manifest["files"] == {name: {"sha256": digests[name], "bytes": len(data)} for name, data in files.items()}
+    with pytest.raises(ValueError):
+        draft.write("a.jsonl", b"again")
+
+
+def write_and_commit(store, draft):
     files = {"b.jsonl": b"two\n" * 100_000, "a.jsonl": b"one\n", "empty.jsonl": b""}
     with draft.open("b.jsonl") as b, draft.open("a.jsonl") as a:  # several files open at once, written in pieces
         for _ in range(4):
@@ -35,12 +44,7 @@ def test_a_draft_hashes_its_files_as_they_are_written_and_commit_publishes_them(
     digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
     assert {name: draft.digest(name) for name in files} == digests
     assert combined_hash(digests[name] for name in sorted(files)) == content_hash(*(files[name] for name in sorted(files)))
-    published = store.commit(draft, content_hash(files["a.jsonl"]), {"row_counts": {"total": 2}})
-    folder = tmp_path / "prefs" / published.version
-    assert {name: (folder / name).read_bytes() for name in files} == files
-    assert published.manifest["files"] == {name: {"sha256": digests[name], "bytes": len(data)} for name, data in files.items()}
-    with pytest.raises(ValueError):
-        draft.write("a.jsonl", b"again")
+    return store.commit(draft, content_hash(files["a.jsonl"]), {"row_counts": {"total": 2}}), files, digests
 
 
 def test_large_blocks_hashed_beside_their_write_give_the_digest_of_the_bytes_in_order(tmp_path):
@@ -54,22 +58,22 @@ def test_large_blocks_hashed_beside_their_write_give_the_digest_of_the_bytes_in_
     rng = random.Random(0)
     blocks = [rng.randbytes(size) for size in (3, 5 << 20, 17, 1 << 20, (1 << 20) - 1, 2 << 20, 0, 9)]
     copied = rng.randbytes((3 << 20) + 12345)
-    draft = DatasetStore(str(tmp_path)).draft("prefs", "2026-11-20")
-    with draft.open("big.bin") as out:
-        for i, block in enumerate(blocks):
-            out.write(memoryview(block) if i % 2 else block)
-        shutil.copyfileobj(io.BytesIO(copied), out)
-    whole = b"".join(blocks) + copied
-    assert draft.files["big.bin"] == {"sha256": hashlib.sha256(whole).hexdigest(), "bytes": len(whole)}
-    assert (draft.folder / "big.bin").read_bytes() == whole
+    with DatasetStore(str(tmp_path)).draft("prefs", "2026-11-20") as draft:
+        with draft.open("big.bin") as out:
+            for i, block in enumerate(blocks):
+                out.write(memoryview(block) if i % 2 else block)
+            shutil.copyfileobj(io.BytesIO(copied), out)
+        whole = b"".join(blocks) + copied
+        assert draft.files["big.bin"] == {"sha256": hashlib.sha256(whole).hexdigest(), "bytes": len(whole)}
+        assert (draft.folder / "big.bin").read_bytes() == whole
 
 
 def test_a_draft_with_the_content_of_latest_is_removed_on_commit(tmp_path):
     store = DatasetStore(str(tmp_path))
     first = publish(store, b"one\n")
-    draft = store.draft("suite", "2026-11-21")
-    draft.write("cases.jsonl", b"one\n")
-    again = store.commit(draft, content_hash(b"one\n"), {})
+    with store.draft("suite", "2026-11-21") as draft:
+        draft.write("cases.jsonl", b"one\n")
+        again = store.commit(draft, content_hash(b"one\n"), {})
     assert not again.created and again.version == first.version
     assert not draft.folder.exists() and store.versions("suite") == [first.version]
 
@@ -102,13 +106,33 @@ def test_a_crash_before_the_manifest_leaves_no_visible_version_and_is_cleaned(tm
     assert recovered.version == "2026-11-20.2" and (tmp_path / "suite" / "2026-11-20.2" / "cases.jsonl").read_text() == "two\n"
 
 
-def test_a_crash_before_latest_is_adopted(tmp_path):
+def test_a_crash_before_latest_is_adopted_by_the_next_publish_and_reading_never_writes(tmp_path):
     store = DatasetStore(str(tmp_path))
     publish(store, b"one\n")
     publish(store, b"two\n")
     (tmp_path / "suite" / "LATEST").write_text("2026-11-20.1")  # as if the run died before LATEST moved
-    assert store.latest("suite") == "2026-11-20.2"
-    assert (tmp_path / "suite" / "LATEST").read_text() == "2026-11-20.2"
+    assert store.latest("suite") == "2026-11-20.1"
+    assert (tmp_path / "suite" / "LATEST").read_text() == "2026-11-20.1"
+    assert publish(store, b"three\n").manifest["parent_version"] == "2026-11-20.2"
+
+
+def test_latest_only_moves_forward(tmp_path):
+    store = DatasetStore(str(tmp_path))
+    publish(store, b"new window\n", day="2026-11-22")
+    older = publish(store, b"older window\n", day="2026-11-20")
+    assert not older.created and older.version == "2026-11-22.1" and "newer window" in older.held_back
+    assert store.versions("suite") == ["2026-11-22.1"] and store.newer_than("suite", "2026-11-20") == "2026-11-22.1"
+    assert store.newer_than("suite", "2026-11-22") is None
+    assert publish(store, b"same day, new content\n", day="2026-11-22").version == "2026-11-22.2"
+
+
+def test_an_error_inside_the_draft_leaves_no_version_and_frees_the_lock(tmp_path):
+    store = DatasetStore(str(tmp_path))
+    with pytest.raises(RuntimeError), store.draft("suite", "2026-11-20") as draft:
+        draft.write("cases.jsonl", b"half")
+        raise RuntimeError("the build failed")
+    assert not draft.folder.exists() and store.latest("suite") is None
+    assert publish(store, b"one\n").version == "2026-11-20.1"
 
 
 def test_a_published_version_is_never_rewritten(tmp_path):

@@ -252,10 +252,10 @@ def built_release(tmp_path, traces, signals, labels, suite_prompts, opted_out=fr
     from feedback_loop.lib.tables import FrameTable
 
     store = DatasetStore(str(tmp_path))
-    draft = store.draft("preference_dataset", "2026-11-20")
     signals = signals.assign(partition_date=trace_days(signals["trace_id"], traces))
-    release = preference_release(FrameTable(traces), FrameTable(signals), FrameTable(labels), suite_prompts, DatasetParams(), "key", set(opted_out), ["2026-11-20"], draft)
-    published = store.commit(draft, release.content_hash, release.manifest)
+    with store.draft("preference_dataset", "2026-11-20") as draft:
+        release = preference_release(FrameTable(traces), FrameTable(signals), FrameTable(labels), suite_prompts, DatasetParams(), "key", set(opted_out), ["2026-11-20"], draft)
+        published = store.commit(draft, release.content_hash, release.manifest)
     return release, {name: store.read_bytes("preference_dataset", published.version, name) for name in published.manifest["files"]}
 
 
@@ -474,11 +474,11 @@ def test_a_suite_release_reads_the_texts_of_its_shortlist_only(tmp_path):
         return case_texts(shortlisted, negative_texts[is_in(negative_texts["trace_id"], shortlisted["trace_id"])], traces[is_in(traces["trace_id"], shortlisted["trace_id"])])
 
     store = DatasetStore(str(tmp_path))
-    draft = store.draft("regression_suite", "2026-11-20")
-    release = regression_release(candidates, texts, [], DatasetParams(max_new_cases_per_mode=1), "key", set(), ["2026-11-20"], draft)
+    with store.draft("regression_suite", "2026-11-20") as draft:
+        release = regression_release(candidates, texts, [], DatasetParams(max_new_cases_per_mode=1), "key", set(), ["2026-11-20"], draft)
+        published = store.commit(draft, release.content_hash, release.manifest)
     assert len(requested) == 21 and {f"t{i:02d}" for i in range(4, 45, 5)} < set(requested)  # 20 of the stratum, those with an edit first; and r1
     assert release.manifest["build"]["candidates"] == 46
-    published = store.commit(draft, release.content_hash, release.manifest)
     cases = {c["lineage"]["source_trace_id"]: c for c in map(json.loads, store.read_bytes("regression_suite", published.version, "cases.jsonl").decode().splitlines())}
     assert set(cases) == {"t04", "r1"}
     assert cases["t04"]["reference_output"] == "edit 4" and cases["r1"]["output"] == "last span" and cases["r1"]["reference_output"] is None

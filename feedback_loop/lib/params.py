@@ -64,3 +64,4 @@ class DatasetParams(Params):
     min_edit_distance: float = 0.02  # DPO from edits: smaller edits teach nothing
     max_edit_distance: float = 0.9  # DPO from edits: larger ones replace the answer rather than correct it
     test_percent: int = 10  # preference split: share of prompts (by hash) in the test split
+    max_shrink_share: float = 0.5  # a new version with more than this share fewer rows than LATEST's is held back

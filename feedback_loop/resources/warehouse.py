@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -84,7 +85,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     def _write(path: UPath, df: pd.DataFrame) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")  # a name no other writer of this partition uses
         with tmp.open("wb") as fh:
             pq.write_table(table, fh)
         tmp.rename(path)

@@ -1,6 +1,7 @@
 """Datasets: the versioned regression suite and preference dataset, published to the dataset store."""
 
 import functools
+from collections.abc import Callable
 
 import dagster as dg
 import pandas as pd
@@ -10,35 +11,85 @@ from feedback_loop.lib.datasets.build import Release, preference_release, regres
 from feedback_loop.lib.datasets.preference import PREFERENCE_LABEL_COLUMNS, PREFERENCE_SIGNAL_COLUMNS, PREFERENCE_TRACE_COLUMNS, suite_overlap
 from feedback_loop.lib.datasets.published import PREFERENCE_DATASET, REGRESSION_SUITE, pii_hits, release_prompts, suite_cases, suite_prompts
 from feedback_loop.lib.datasets.regression import CASE_SOURCE_COLUMNS, read_case_texts, regenerated_trace_ids, suite_candidates
-from feedback_loop.lib.datasets.store import DatasetStore, Draft
+from feedback_loop.lib.datasets.store import DatasetStore, Draft, Published
+from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.preview import markdown_table
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
 from feedback_loop.resources.settings import FeedbackLoopSettings
 from feedback_loop.resources.warehouse import PartitionedTable
 
-window = dict(partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(), group_name="datasets")
+window = dict(partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(), group_name="datasets", pool="dataset_publish")
 
 
-def publish(store: DatasetStore, draft: Draft, release: Release) -> dg.MaterializeResult:
-    """Commit the release's draft as a new version (or keep LATEST, when it has this content)."""
-    published = store.commit(draft, release.content_hash, release.manifest)
+def not_shrunk(dataset: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        "not_shrunk",
+        asset=dataset,
+        blocking=True,
+        description="Holds back a new version that would empty the dataset or shrink it past the configured share; downstream steps do not run.",
+    )
+
+
+def publish(store: DatasetStore, draft: Draft, release: Release, rows: Callable[[dict], int], params: DatasetParams) -> dg.MaterializeResult:
+    """Commit the release's draft as a new version, unless LATEST has this content, was built from a
+    newer window, or the release would empty or sharply shrink the dataset (held back, with a failing
+    blocking check)."""
+    latest = store.latest(draft.dataset)
+    before = rows(store.manifest(draft.dataset, latest)) if latest else 0
+    after = rows(release.manifest)
+    shrunk = before > 0 and after < before * (1 - params.max_shrink_share)
+    if shrunk:
+        published = Published(
+            version=latest, created=False, manifest=store.manifest(draft.dataset, latest), held_back=f"{draft.dataset}: the new version has {after} rows against {before} in {latest}"
+        )
+    else:
+        published = store.commit(draft, release.content_hash, release.manifest)
     manifest = published.manifest
+    check = dg.AssetCheckResult(
+        check_name="not_shrunk",
+        passed=not shrunk,
+        description=(published.held_back + f"; held back (more than {params.max_shrink_share:.0%} fewer). If that is right, raise settings.datasets.max_shrink_share and rerun.") if shrunk else None,
+        metadata={"rows": after, "rows_in_latest": before, "max_shrink_share": params.max_shrink_share},
+    )
     return dg.MaterializeResult(
         data_version=dg.DataVersion(release.content_hash),
         metadata={
-            "version": published.version,
+            "version": published.version or "none",
             "published_new_version": published.created,
+            "held_back": published.held_back or "no",
             "parent_version": manifest.get("parent_version") or "none",
-            "row_counts": dg.MetadataValue.json(manifest.get("row_counts", {})),
+            "row_counts": dg.MetadataValue.json(release.manifest.get("row_counts", {})),
             "pii_replaced": dg.MetadataValue.json(dict(release.pii_found)),
-            "path": dg.MetadataValue.path(str(store.path(draft.dataset, published.version, "manifest.json"))),
+            "path": dg.MetadataValue.path(str(store.path(draft.dataset, published.version, "manifest.json"))) if published.version else "none",
             "preview": dg.MetadataValue.md(markdown_table(release.preview)),
         },
+        check_results=[check],
     )
+
+
+def superseded(store: DatasetStore, dataset: str, day: str) -> dg.MaterializeResult | None:
+    """The result of a run whose window ends before LATEST's (a rerun of an older date): nothing is built."""
+    newer = store.newer_than(dataset, day)
+    if newer is None:
+        return None
+    return dg.MaterializeResult(
+        metadata={"version": newer, "published_new_version": False, "held_back": f"LATEST {newer} was built from a newer window than {day}: not rebuilt"},
+        check_results=[dg.AssetCheckResult(check_name="not_shrunk", passed=True, metadata={"skipped": "not rebuilt"})],
+    )
+
+
+def suite_rows(manifest: dict) -> int:
+    return manifest.get("row_counts", {}).get("total", 0)
+
+
+def preference_rows(manifest: dict) -> int:
+    counts = manifest.get("row_counts", {})
+    return counts.get("dpo_pairs", 0) + counts.get("kto_examples", 0)
 
 
 @dg.asset(
     **window,
+    check_specs=[not_shrunk(REGRESSION_SUITE)],
     ins={
         "error_modes": dg.AssetIn(),
         "negative_traces": dg.AssetIn(metadata={"lazy": True}),
@@ -65,6 +116,9 @@ def regression_suite(
     """
     store = dataset_store.store()
     params = settings.datasets
+    day = context.partition_key_range.end
+    if skipped := superseded(store, REGRESSION_SUITE, day):
+        return skipped
     previous = suite_cases(store)
     if len(error_modes.columns):
         negatives = negative_traces.read(columns=CASE_SOURCE_COLUMNS, lengths=["edit_text"])
@@ -73,22 +127,23 @@ def regression_suite(
     else:
         candidates = pd.DataFrame(columns=[*CASE_SOURCE_COLUMNS, "mode", "mode_id", "confidence", "evidence", "has_reference"])
 
-    draft = store.draft(REGRESSION_SUITE, context.partition_key_range.end)
-    release = regression_release(
-        candidates,
-        functools.partial(read_case_texts, negatives=negative_traces, traces=raw_traces),
-        previous,
-        params,
-        privacy.user_hash_key,
-        privacy.opted_out(),
-        context.partition_keys,
-        draft,
-    )
-    return publish(store, draft, release)
+    with store.draft(REGRESSION_SUITE, day) as draft:
+        release = regression_release(
+            candidates,
+            functools.partial(read_case_texts, negatives=negative_traces, traces=raw_traces),
+            previous,
+            params,
+            privacy.user_hash_key,
+            privacy.opted_out(),
+            context.partition_keys,
+            draft,
+        )
+        return publish(store, draft, release, suite_rows, params)
 
 
 @dg.asset(
     **window,
+    check_specs=[not_shrunk(PREFERENCE_DATASET)],
     deps=[REGRESSION_SUITE],
     ins={
         "raw_traces": dg.AssetIn(metadata={"columns": PREFERENCE_TRACE_COLUMNS, "lazy": True}),
@@ -113,19 +168,22 @@ def preference_dataset(
     """
     store = dataset_store.store()
     params = settings.datasets
-    draft = store.draft(PREFERENCE_DATASET, context.partition_key_range.end)
-    release = preference_release(
-        raw_traces,
-        implicit_signals,
-        trace_labels,
-        suite_prompts(store),
-        params,
-        privacy.user_hash_key,
-        privacy.opted_out(),
-        context.partition_keys,
-        draft,
-    )
-    return publish(store, draft, release)
+    day = context.partition_key_range.end
+    if skipped := superseded(store, PREFERENCE_DATASET, day):
+        return skipped
+    with store.draft(PREFERENCE_DATASET, day) as draft:
+        release = preference_release(
+            raw_traces,
+            implicit_signals,
+            trace_labels,
+            suite_prompts(store),
+            params,
+            privacy.user_hash_key,
+            privacy.opted_out(),
+            context.partition_keys,
+            draft,
+        )
+        return publish(store, draft, release, preference_rows, params)
 
 
 @dg.asset_check(asset=REGRESSION_SUITE, name="pii_free", description="The published suite has no PII or secret left in any file.")

@@ -1,14 +1,19 @@
 """A versioned dataset store on universal-pathlib (a local folder or any fsspec URL such as s3://).
 
 Layout: `<root>/<dataset>/<version>/` holds the data files and `manifest.json`;
-`<root>/<dataset>/LATEST` names the newest complete version.
+`<root>/<dataset>/LATEST` names the newest complete version. A version is `<day>.<n>`: the last
+day of the window it was built from, and a number that counts up within that day.
 
-Publishing is atomic in the only sense readers need: data files are written first (a `Draft`: each
-file streamed into the version's folder and hashed as it is written, so a large dataset is never
-held in memory), the manifest last, and LATEST after that. A version without a manifest is
-incomplete and invisible: the next publish deletes it. A complete version that LATEST does not name yet (a crash between the
-manifest and LATEST) is adopted by the next publish. A version with a manifest is never written to
-again. A new version is published only when the content hash differs from LATEST's.
+Publishing: `draft` takes the dataset's lock (a file lock beside the dataset for a local store;
+an object store relies on the Dagster pool of the dataset assets, one run at a time), reserves
+the next version and hands out its folder; the data files are streamed into it and hashed as they
+are written; `commit` writes the manifest, then moves LATEST. A version without a manifest is
+incomplete and invisible; a version with a manifest is never written to again. LATEST only moves
+forward: a version built from a window that ends before LATEST's is not published (a rerun of an
+older date), and a version is published only when its content hash differs from LATEST's.
+Leaving the draft's `with` block without a commit (an error, or a kill) leaves no visible version:
+the next draft removes the folder. Readers never write: `latest` only reads LATEST (falling back
+to the newest complete version when it is missing or names one that is not complete).
 """
 
 from __future__ import annotations
@@ -16,23 +21,27 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from filelock import FileLock
 from upath import UPath
 
 MANIFEST = "manifest.json"
 LATEST = "LATEST"
+LOCK = ".publish.lock"
 
 
 @dataclass
 class Published:
-    version: str
-    created: bool  # False: the content equals LATEST's, nothing was written
+    version: str | None  # what LATEST names after the commit
+    created: bool  # False: nothing new was published
     manifest: dict = field(default_factory=dict)
+    held_back: str = ""  # why nothing was published, when the content was new
 
 
 class DatasetStore:
@@ -40,22 +49,21 @@ class DatasetStore:
         self.root = UPath(root)
 
     def latest(self, dataset: str) -> str | None:
-        """The newest complete version (recovering a LATEST pointer left behind by a crash)."""
-        folder = self.root / dataset
+        """The version LATEST names, or the newest complete one when LATEST is missing or names an
+        incomplete one; None before the first publish. Reads only."""
         complete = self.versions(dataset)
-        pointer = folder / LATEST
+        pointer = self.root / dataset / LATEST
         named = pointer.read_text().strip() if pointer.exists() else None
-        if complete and (named is None or _key(complete[-1]) > _key(named)):
-            self._write_atomic(pointer, complete[-1].encode())
-            return complete[-1]
-        return named
+        if named in complete:
+            return named
+        return complete[-1] if complete else None
 
     def versions(self, dataset: str) -> list[str]:
         """Complete versions (those with a manifest), oldest first."""
         folder = self.root / dataset
         if not folder.exists():
             return []
-        return sorted((p.name for p in folder.iterdir() if p.is_dir() and (p / MANIFEST).exists()), key=_key)
+        return sorted((p.name for p in folder.iterdir() if p.is_dir() and _is_version(p.name) and (p / MANIFEST).exists()), key=_key)
 
     def manifest(self, dataset: str, version: str) -> dict:
         return json.loads((self.root / dataset / version / MANIFEST).read_text())
@@ -66,21 +74,42 @@ class DatasetStore:
     def read_bytes(self, dataset: str, version: str, name: str) -> bytes:
         return self.path(dataset, version, name).read_bytes()
 
-    def draft(self, dataset: str, today: str) -> Draft:
-        """The folder of the next version, to write its files into (see `Draft`); `commit` publishes it."""
-        self._remove_incomplete(dataset)
-        version = self._next_version(dataset, today)
-        folder = self.root / dataset / version
-        folder.mkdir(parents=True, exist_ok=False)
-        return Draft(dataset=dataset, version=version, folder=folder)
+    def newer_than(self, dataset: str, day: str) -> str | None:
+        """LATEST's version when it was built from a window ending after `day` (a draft of `day`
+        would then not be published), else None."""
+        latest = self.latest(dataset)
+        return latest if latest is not None and _key(latest)[0] > day else None
+
+    @contextmanager
+    def draft(self, dataset: str, day: str) -> Iterator[Draft]:
+        """The folder of the next version of `dataset`, built from a window ending on `day`, to write
+        its files into (see `Draft`) and `commit`, with the dataset locked meanwhile. Without a
+        commit the folder is removed on the way out."""
+        folder = self.root / dataset
+        folder.mkdir(parents=True, exist_ok=True)
+        local = self.root.protocol in ("", "file")
+        with FileLock(str(folder.path) + "/" + LOCK) if local else nullcontext():
+            self._remove_incomplete(dataset)
+            self._adopt_newest(dataset)
+            version = self._next_version(dataset, day)
+            draft = Draft(dataset=dataset, version=version, folder=folder / version)
+            draft.folder.mkdir(parents=True, exist_ok=False)
+            try:
+                yield draft
+            finally:
+                if not draft.committed and draft.folder.exists():
+                    draft.folder.fs.rm(draft.folder.path, recursive=True)
 
     def commit(self, draft: Draft, content_hash: str, manifest: dict) -> Published:
-        """Publish the draft's files as a new version, unless LATEST already has this content (the
-        draft is then removed); return what LATEST is now."""
+        """Publish the draft's files as a new version, unless LATEST already has this content or was
+        built from a newer window (the draft is then removed); return what LATEST is now. Call it
+        inside the draft's `with` block."""
         parent = self.latest(draft.dataset)
         if parent is not None and self.manifest(draft.dataset, parent).get("content_hash") == content_hash:
-            draft.folder.fs.rm(draft.folder.path, recursive=True)
             return Published(version=parent, created=False, manifest=self.manifest(draft.dataset, parent))
+        if parent is not None and _key(parent) > _key(draft.version):
+            reason = f"{draft.dataset} {parent} was built from a newer window than {draft.version}'s: LATEST only moves forward"
+            return Published(version=parent, created=False, manifest=self.manifest(draft.dataset, parent), held_back=reason)
         full = {
             "dataset": draft.dataset,
             "version": draft.version,
@@ -91,39 +120,44 @@ class DatasetStore:
             **manifest,
         }
         self._write_atomic(draft.folder / MANIFEST, json.dumps(full, indent=2, sort_keys=True).encode())
+        draft.committed = True
         self._write_atomic(self.root / draft.dataset / LATEST, draft.version.encode())
         return Published(version=draft.version, created=True, manifest=full)
 
     def publish(self, dataset: str, files: dict[str, bytes], content_hash: str, manifest: dict, today: str) -> Published:
-        """`draft`, write `files`, `commit`: for files already in memory (nothing is written when LATEST
-        already has this content)."""
-        parent = self.latest(dataset)
-        if parent is not None and self.manifest(dataset, parent).get("content_hash") == content_hash:
-            self._remove_incomplete(dataset)
-            return Published(version=parent, created=False, manifest=self.manifest(dataset, parent))
-        draft = self.draft(dataset, today)
-        for name, data in files.items():
-            draft.write(name, data)
-        return self.commit(draft, content_hash, manifest)
+        """`draft`, write `files`, `commit`: for files already in memory."""
+        with self.draft(dataset, today) as draft:
+            for name, data in files.items():
+                draft.write(name, data)
+            return self.commit(draft, content_hash, manifest)
 
-    def _next_version(self, dataset: str, today: str) -> str:
+    def _next_version(self, dataset: str, day: str) -> str:
+        """`<day>.<n>` with n one past every number of that day ever used (complete or not)."""
         folder = self.root / dataset
-        taken = [p.name for p in folder.iterdir()] if folder.exists() else []
-        same_day = [int(v.split(".")[1]) for v in taken if v.startswith(today + ".") and v.split(".")[1].isdigit()]
-        return f"{today}.{max(same_day, default=0) + 1}"
+        same_day = [_key(p.name)[1] for p in folder.iterdir() if _is_version(p.name) and _key(p.name)[0] == day]
+        return f"{day}.{max(same_day, default=0) + 1}"
+
+    def _adopt_newest(self, dataset: str) -> None:
+        """Point LATEST at the newest complete version when it names an older one (a run that died
+        between its manifest and LATEST); under the lock."""
+        complete = self.versions(dataset)
+        pointer = self.root / dataset / LATEST
+        named = pointer.read_text().strip() if pointer.exists() else None
+        if complete and (named not in complete or _key(complete[-1]) > _key(named)):
+            self._write_atomic(pointer, complete[-1].encode())
 
     def _remove_incomplete(self, dataset: str) -> None:
-        folder = self.root / dataset
-        if not folder.exists():
-            return
-        for child in folder.iterdir():
-            if child.is_dir() and not (child / MANIFEST).exists():
+        """Remove the folders of versions that never got a manifest (runs that died); under the lock,
+        so never one that is being written."""
+        for child in (self.root / dataset).iterdir():
+            if child.is_dir() and _is_version(child.name) and not (child / MANIFEST).exists():
                 child.fs.rm(child.path, recursive=True)
 
     @staticmethod
     def _write_atomic(path: UPath, data: bytes) -> None:
+        """Write to a name no other writer uses, then rename into place: a reader sees the old or the new bytes."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
         tmp.write_bytes(data)
         tmp.rename(path)
 
@@ -137,6 +171,7 @@ class Draft:
     version: str
     folder: UPath
     files: dict[str, dict] = field(default_factory=dict)  # name -> {"sha256": …, "bytes": …}, once closed
+    committed: bool = False
 
     @contextmanager
     def open(self, name: str) -> Iterator[HashingWriter]:
@@ -201,6 +236,11 @@ _HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="draft-hash")
 def _key(version: str) -> tuple[str, int]:
     day, _, n = version.partition(".")
     return day, int(n) if n.isdigit() else 0
+
+
+def _is_version(name: str) -> bool:
+    day, dot, n = name.partition(".")
+    return bool(dot) and n.isdigit() and len(day) == 10
 
 
 def content_hash(*parts: bytes) -> str:
