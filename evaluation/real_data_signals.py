@@ -50,7 +50,7 @@ def run_dataset(name: str, traces: list[dict], events: list[dict], workdir: Path
             "settings": FeedbackLoopSettings(),
             "dataset_store": store,
             "privacy": Privacy(user_hash_key="evaluation", opt_out_path=str(workdir / "none.txt")),
-            "cluster_registry": ClusterRegistry(path=str(workdir / name / "clusters.json")),
+            "cluster_registry": ClusterRegistry(folder=str(workdir / name / "clusters")),
         },
     )
     day = DAY.date().isoformat()

@@ -45,12 +45,34 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "demo":
         return _demo(args)
+    if problem := _not_runnable(args.date):
+        print(f"feedback-loop run: {problem}", file=sys.stderr)
+        return 2
     return _run_dates([args.date.isoformat()])
 
 
+def _not_runnable(day: dt.date) -> str | None:
+    """Why `day` cannot be run now, if it cannot: it is not over yet, or it is before the first partition."""
+    from feedback_loop.defs.partitions import FIRST_DAY
+
+    today = dt.datetime.now(dt.UTC).date()
+    if day >= today:
+        return f"{day} is not over yet (UTC): a night runs the day before it; the latest date to run is {today - dt.timedelta(days=1)}"
+    if day.isoformat() < FIRST_DAY:
+        return f"{day} is before the first partition, {FIRST_DAY} (set FEEDBACK_LOOP_START_DATE to run earlier days)"
+    return None
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _generator_args(parser: argparse.ArgumentParser, days: int, traces: int) -> None:
-    parser.add_argument("--days", type=int, default=days)
-    parser.add_argument("--traces-per-day", type=int, default=traces)
+    parser.add_argument("--days", type=_positive, default=days)
+    parser.add_argument("--traces-per-day", type=_positive, default=traces)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--end-date", type=dt.date.fromisoformat, default=None, help="last day (default: yesterday, UTC)")
     parser.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl")
@@ -85,11 +107,15 @@ def _run_dates(days: list[str]) -> int:
         key_file = Path(state, "user_hash_key").resolve()
     import dagster as dg
 
+    from feedback_loop.defs.runs import fail_dead_runs
     from feedback_loop.pipeline import run_nightly
 
     with dg.DagsterInstance.get() as instance:
+        if dead := fail_dead_runs(instance):
+            print(f"marked {len(dead)} runs whose process had died as failed: {', '.join(dead)}")
         for day in days:
-            report = run_nightly(day, instance)
+            print(f"{day}:", file=sys.stderr, flush=True)
+            report = run_nightly(day, instance, progress=True)
             print(report.summary_line())
             if not report.success:
                 return 1

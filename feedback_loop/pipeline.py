@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 import dagster as dg
 
 from feedback_loop.defs.jobs import relabel_tags
+from feedback_loop.defs.runs import HOST_TAG
 
 
 @dataclass(frozen=True)
@@ -17,7 +19,8 @@ class RunSummary:
     run_id: str
     success: bool
     materializations: list[dg.AssetMaterialization]
-    failed_checks: list[str]
+    failed_checks: list[str]  # asset:check
+    errors: list[str]  # the first line of each failed step's error
 
     @classmethod
     def of(cls, result: dg.ExecuteInProcessResult | dg.JobExecutionResult) -> RunSummary:
@@ -25,7 +28,8 @@ class RunSummary:
             run_id=result.run_id,
             success=result.success,
             materializations=[event.materialization for event in result.get_asset_materialization_events()],
-            failed_checks=[e.check_name for e in result.get_asset_check_evaluations() if not e.passed],
+            failed_checks=[f"{e.asset_key.to_user_string()}:{e.check_name}" for e in result.get_asset_check_evaluations() if not e.passed],
+            errors=[f"{e.step_key}: {_first_line(e)}" for e in result.get_step_failure_events()],
         )
 
 
@@ -45,19 +49,31 @@ class NightlyReport:
         failed_checks = [name for r in self.runs for name in r.failed_checks]
         status = "ok" if self.success else "FAILED"
         line = f"{self.day}: {status}, {len(self.materializations())} asset partitions materialized in {len(self.runs)} runs"
-        return line + (f"; checks failed: {', '.join(sorted(set(failed_checks)))}" if failed_checks else "")
+        line += f"; checks failed: {', '.join(sorted(set(failed_checks)))}" if failed_checks else ""
+        return "\n".join([line, *(f"  error in {error}" for r in self.runs for error in r.errors)])
 
 
-def run_nightly(day: str, instance: dg.DagsterInstance, defs: dg.Definitions | None = None) -> NightlyReport:
+def _first_line(event: dg.DagsterEvent) -> str:
+    error = event.step_failure_data.error
+    while error.cause is not None and error.cls_name == "DagsterExecutionStepExecutionError":
+        error = error.cause
+    return error.message.strip().splitlines()[0] if error.message.strip() else error.cls_name or "failed"
+
+
+def run_nightly(day: str, instance: dg.DagsterInstance, defs: dg.Definitions | None = None, progress: bool = False) -> NightlyReport:
     """The ingest run for `day`, then (as the sensor does) the relabel run over the late-feedback window.
 
     With the code location's own definitions (`defs` None) each run goes through `execute_job`, as
     a launched run does: no output is kept in memory (in-process execution holds every step's
     output until the run ends, ~5 GB at 1M traces). Definitions built elsewhere (tests, the
-    evaluation) cannot be reconstructed in another process and run with `execute_in_process`."""
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    evaluation) cannot be reconstructed in another process and run with `execute_in_process`.
+    `progress` prints a line per finished step. Each run is tagged with this machine's name, so a
+    run whose process dies can be told apart and marked failed (`defs/runs.py`)."""
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}, **({"step_progress": {}} if progress else {})}}
+    tags_here = {HOST_TAG: socket.gethostname()}
 
     def execute(job_name: str, tags: dict[str, str]) -> RunSummary:
+        tags = {**tags, **tags_here}
         if defs is None:
             job = dg.reconstructable(ingest_job if job_name == "ingest_job" else relabel_job)
             with dg.execute_job(job, instance=instance, run_config=quiet, tags=tags) as result:

@@ -40,7 +40,7 @@ def resources(generated, tmp_path) -> dict:
         "io_manager": WarehouseIOManager(root=str(tmp_path / "warehouse")),
         "landing": LandingFolder(root=str(generated)),
         "settings": FeedbackLoopSettings(),
-        "cluster_registry": ClusterRegistry(path=str(tmp_path / "state" / "clusters.json")),
+        "cluster_registry": ClusterRegistry(folder=str(tmp_path / "state" / "clusters")),
         "dataset_store": DatasetStoreResource(root=str(tmp_path / "datasets")),
         "privacy": Privacy(user_hash_key="test-key", opt_out_path=str(tmp_path / "opt_out.txt")),
     }
@@ -74,5 +74,6 @@ def defs_with(resources: dict) -> dg.Definitions:
         jobs=defs.jobs,
         schedules=defs.schedules,
         sensors=defs.sensors,
+        loggers=defs.loggers,
         resources={**(defs.resources or {}), **resources},
     )

@@ -57,3 +57,54 @@ def test_parquet_landing_keeps_every_field(tmp_path):
     feedback = pd.read_parquet(out / "feedback" / "feedback-2026-11-20.parquet")
     assert {"event_id", "trace_id", "type", "value", "reason", "comment"} <= set(feedback.columns)
     assert feedback["reason"].notna().any() and feedback["value"].notna().any()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--date", "2999-01-01"], "is not over yet"),
+        (["run", "--date", "1999-01-01"], "is before the first partition"),
+        (["generate", "--days", "0"], "must be at least 1"),
+    ],
+)
+def test_dates_and_sizes_that_cannot_run_give_one_clear_line(args, message, capsys):
+    try:
+        code = main(args)
+    except SystemExit as exit_:  # argparse
+        code = exit_.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and not any("Traceback" in line for line in err)
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_night_is_marked_failed_by_the_next_run(tmp_path):
+    """SIGKILL the CLI while its run is STARTED: the run would stay STARTED forever; the next
+    `feedback-loop run` marks it failed and runs the night."""
+    import signal
+    import time
+
+    import dagster as dg
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FEEDBACK_LOOP_", "DAGSTER_HOME"))}
+    cli = str(Path(sys.executable).parent / "feedback-loop")
+    subprocess.run([cli, "generate", "--days", "1", "--traces-per-day", "3000", "--end-date", "2026-11-20", "--out", "data/landing"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    home = tmp_path / "data" / "dagster_home"
+    night = subprocess.Popen([cli, "run", "--date", "2026-11-20"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    started = None
+    deadline = time.monotonic() + 120
+    while started is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        if (home / "dagster.yaml").exists():
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+                started = runs[0].run_id if runs else None
+    assert started is not None
+    os.killpg(night.pid, signal.SIGKILL)
+    night.wait()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_run_by_id(started).status == dg.DagsterRunStatus.STARTED  # as Dagster leaves it
+    out = subprocess.run([cli, "run", "--date", "2026-11-20"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
+    assert f"marked 1 runs whose process had died as failed: {started}" in out and "2026-11-20: ok" in out
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_run_by_id(started).status == dg.DagsterRunStatus.FAILURE

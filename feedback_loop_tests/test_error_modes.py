@@ -211,6 +211,15 @@ def test_clusters_separate_new_modes_and_keep_ids_across_runs():
     assert second.registry["clusters"][by_trace["t0"]]["first_seen"] == "2026-11-20"
 
 
+def test_a_cluster_without_terms_keeps_its_id_and_a_rerun_leaves_the_registry_as_it_was():
+    wordless = pd.DataFrame({"trace_id": [f"w{i}" for i in range(12)], "mode": "other", "comments": None, "output": [f"{i} ?!" for i in range(12)]})
+    first = cluster_negatives(wordless, {}, today="2026-11-20")
+    assert first.clusters["top_terms"].tolist() == [""]
+    again = cluster_negatives(wordless, first.registry, today="2026-11-20")
+    assert again.clusters["cluster_id"].tolist() == first.clusters["cluster_id"].tolist()
+    assert again.registry == first.registry
+
+
 def test_small_groups_are_not_clustered():
     assert cluster_negatives(cluster_frame().head(5), {}).assignments.empty
 

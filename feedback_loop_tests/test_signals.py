@@ -6,7 +6,7 @@ import pytest
 
 from feedback_loop.lib.linking import link_feedback
 from feedback_loop.lib.params import SignalParams
-from feedback_loop.lib.signals import classify_edits, data_horizon, implicit_signals, normalize_prompt, session_context, signals_by_day, signals_of_day
+from feedback_loop.lib.signals import classify_edits, implicit_signals, knowledge_horizon, normalize_prompt, session_context, signals_by_day, signals_of_day
 from feedback_loop.lib.tables import FrameTable
 from feedback_loop_tests.frames import at, events, traces
 
@@ -197,13 +197,9 @@ def test_signals_a_day_at_a_time_with_its_sessions_context_are_the_signals_of_th
         {"trace_id": "day", "type": "copy", "t": 30},
     )
     linked = link_feedback(ev, tr, pd.Timedelta(hours=1)).linked
-    whole = implicit_signals(tr, linked, PARAMS)
     days = ["2026-11-19", "2026-11-20", "2026-11-21"]
-    horizon = data_horizon(tr[["trace_id", "timestamp", "latency_ms"]], FrameTable(linked), days)
-    pd.testing.assert_frame_equal(implicit_signals(tr, linked, PARAMS, horizon), whole)
-    elsewhere = link_feedback(events({"trace_id": "other", "type": "thumbs_up", "t": 5 * 86400}), traces({"trace_id": "other", "t": 5 * 86400 - 60}), pd.Timedelta(hours=1)).linked
-    with_elsewhere = FrameTable(pd.concat([linked, elsewhere], ignore_index=True))
-    assert data_horizon(tr[["trace_id", "timestamp", "latency_ms"]], with_elsewhere, days) == horizon  # events about other traces do not count
+    horizon = tr["timestamp"].max() + pd.Timedelta(days=1)
+    whole = implicit_signals(tr, linked, PARAMS, horizon)
     by_day = {day: tr[tr["partition_date"] == day].reset_index(drop=True) for day in days}
     none = tr.iloc[0:0]
     for i, day in enumerate(days):
@@ -212,10 +208,15 @@ def test_signals_a_day_at_a_time_with_its_sessions_context_are_the_signals_of_th
         expected = whole[whole["partition_date"] == day].reset_index(drop=True)
         pd.testing.assert_frame_equal(signals_of_day(day, session_context(by_day[day], before, after), linked, PARAMS, horizon), expected)
     for range_days in (days, days[1:], days[:2]):  # the day before the range, and after it, are context only
-        made = list(signals_by_day(range_days, FrameTable(tr), FrameTable(linked), PARAMS, horizon))
+        made = list(signals_by_day(range_days, FrameTable(tr), FrameTable(linked), PARAMS, lambda day: horizon))
         assert [day for day, _ in made] == range_days
         for day, got in made:
             pd.testing.assert_frame_equal(got.sort_values("trace_id", ignore_index=True), whole[whole["partition_date"] == day].sort_values("trace_id", ignore_index=True))
     crossing = whole.set_index("trace_id")
     assert crossing.loc["again", "chain_id"] == "late" and crossing.loc["again", "chain_position"] == 2  # seen from its own day too
     assert crossing.loc["eve", "rephrased"]
+
+
+def test_a_days_horizon_is_the_end_of_the_last_day_ingested_capped_at_its_last_relabel():
+    assert knowledge_horizon("2026-11-18", "2026-11-20", 7) == pd.Timestamp("2026-11-21", tz="UTC")
+    assert knowledge_horizon("2026-11-11", "2026-11-20", 7) == pd.Timestamp("2026-11-19", tz="UTC")  # its last relabel was the night of the 18th

@@ -4,6 +4,7 @@ import os
 
 import dagster as dg
 
+from feedback_loop.defs.progress import step_progress
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
 from feedback_loop.resources.landing import LandingFolder
 from feedback_loop.resources.settings import FeedbackLoopSettings, IngestConfig
@@ -14,6 +15,7 @@ from feedback_loop.resources.warehouse import WarehouseIOManager
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(
+        loggers={"console": dg.colored_console_logger, "step_progress": step_progress},
         resources={
             "io_manager": WarehouseIOManager(root=os.environ.get("FEEDBACK_LOOP_WAREHOUSE", "data/warehouse")),
             "landing": LandingFolder(root=os.environ.get("FEEDBACK_LOOP_LANDING", "data/landing")),
@@ -23,6 +25,6 @@ def resources() -> dg.Definitions:
                 user_hash_key=dg.EnvVar("FEEDBACK_LOOP_USER_HASH_KEY"),
                 opt_out_path=os.environ.get("FEEDBACK_LOOP_OPT_OUT", "data/opt_out_users.txt"),
             ),
-            "cluster_registry": ClusterRegistry(path=os.environ.get("FEEDBACK_LOOP_STATE", "data/state") + "/error_mode_clusters.json"),
-        }
+            "cluster_registry": ClusterRegistry(folder=os.environ.get("FEEDBACK_LOOP_STATE", "data/state") + "/error_mode_clusters"),
+        },
     )

@@ -65,3 +65,4 @@ class DatasetParams(Params):
     max_edit_distance: float = 0.9  # DPO from edits: larger ones replace the answer rather than correct it
     test_percent: int = 10  # preference split: share of prompts (by hash) in the test split
     max_shrink_share: float = 0.5  # a new version with more than this share fewer rows than LATEST's is held back
+    shrink_check_min_rows: int = 50  # ... when LATEST has at least this many rows (small datasets swing)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -123,12 +123,12 @@ def signals_of_day(day: str, context: pd.DataFrame, linked: pd.DataFrame, params
     return signals[(signals["partition_date"] == day).to_numpy()].reset_index(drop=True)
 
 
-def signals_by_day(days: list[str], traces: Table, linked: Table, params: SignalParams, horizon: pd.Timestamp) -> Iterator[tuple[str, pd.DataFrame]]:
+def signals_by_day(days: list[str], traces: Table, linked: Table, params: SignalParams, horizon: Callable[[str], pd.Timestamp]) -> Iterator[tuple[str, pd.DataFrame]]:
     """`implicit_signals` of the traces of each of `days` (`signals_of_day`), yielded a day at a time
     as made: each day's traces read from `traces`, with the traces of the days around it in the same
     sessions as context, and the events about them from `linked` (`events_about_day`). One day's
     texts and slices of its neighbours', the events about two days' traces and a slice of a third's
-    are held at once."""
+    are held at once. `horizon` gives each day's horizon."""
     previous: tuple[str, pd.DataFrame] | None = None  # (day, the day's traces in the next day's sessions)
     events: dict[str, pd.DataFrame] = {}
     for day in days:
@@ -148,7 +148,7 @@ def signals_by_day(days: list[str], traces: Table, linked: Table, params: Signal
         del today, earlier
         # The day's events, and those of the days around it that are about its sessions' traces.
         around = [part[is_in(part["trace_id"], context["trace_id"])] for part in (events[before], events[after])]
-        yield day, signals_of_day(day, context, pd.concat([events[day], *around], ignore_index=True), params, horizon)
+        yield day, signals_of_day(day, context, pd.concat([events[day], *around], ignore_index=True), params, horizon(day))
         del context, around  # before the next day's texts are read
         # All the next day takes of this day's events: those about its traces in the next day's sessions.
         events[day] = events[day][is_in(events[day]["trace_id"], previous[1]["trace_id"])]
@@ -158,12 +158,13 @@ def _shifted(day: str, days: int) -> str:
     return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
 
 
-def data_horizon(traces: pd.DataFrame, linked: Table, days: list[str]) -> pd.Timestamp:
-    """The default `horizon` of `implicit_signals` over `traces` (the traces of `days`: `trace_id`,
-    `timestamp`, `latency_ms`, without their texts): the latest end of a response, or of an event
-    about one (the `linked` events whose `trace_date` is among `days`)."""
-    about = linked.read(columns=["timestamp"], rows_where=("trace_date", pd.Series(days, dtype="string")))
-    return _latest(pd.DataFrame({"_end": _response_end(_last_spans(traces))}), about)
+def knowledge_horizon(day: str, last_day: str, late_days: int) -> pd.Timestamp:
+    """The `horizon` of the signals of trace day `day`: the end of the last trace day ingested
+    (`last_day`: the data covers every day up to its end), but never later than the end of the last
+    night that relabels `day` (`late_days` after it). A rerun of any night then computes each day with
+    the horizon that day's last relabel had, whatever has been ingested since."""
+    until = min(last_day, (dt.date.fromisoformat(day) + dt.timedelta(days=late_days)).isoformat())
+    return pd.Timestamp(until, tz="UTC") + pd.Timedelta(days=1)
 
 
 def events_on(trace_ids: pd.Series, linked: pd.DataFrame) -> pd.DataFrame:

@@ -1,23 +1,31 @@
 """Small JSON state kept between runs (the error-mode cluster registry), on universal-pathlib."""
 
 import json
+import uuid
 
 import dagster as dg
 from upath import UPath
 
 
 class ClusterRegistry(dg.ConfigurableResource):
-    """Clusters seen so far, with their term weights, so the next run can keep their ids."""
+    """Clusters seen so far, with their term weights, so the next run can keep their ids.
 
-    path: str = "data/state/error_mode_clusters.json"
+    One snapshot per night, `<folder>/<day>.json`: a run for a window ending on `day` starts from
+    the newest snapshot of an earlier day and writes its own, so a rerun of any date starts from
+    what that date's first run started from and writes the same snapshot again."""
 
-    def load(self) -> dict:
-        path = UPath(self.path)
-        return json.loads(path.read_text()) if path.exists() else {}
+    folder: str = "data/state/error_mode_clusters"
 
-    def save(self, registry: dict) -> None:
-        path = UPath(self.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
+    def load(self, day: str) -> dict:
+        """The newest snapshot of a day before `day` (empty before the first)."""
+        folder = UPath(self.folder)
+        earlier = sorted(p.name for p in folder.glob("*.json") if p.name[:10] < day) if folder.exists() else []
+        return json.loads((folder / earlier[-1]).read_text()) if earlier else {}
+
+    def save(self, day: str, registry: dict) -> None:
+        folder = UPath(self.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{day}.json"
+        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
         tmp.write_text(json.dumps(registry, indent=1, sort_keys=True))
         tmp.rename(path)

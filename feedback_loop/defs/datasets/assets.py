@@ -37,7 +37,7 @@ def publish(store: DatasetStore, draft: Draft, release: Release, rows: Callable[
     latest = store.latest(draft.dataset)
     before = rows(store.manifest(draft.dataset, latest)) if latest else 0
     after = rows(release.manifest)
-    shrunk = before > 0 and after < before * (1 - params.max_shrink_share)
+    shrunk = before >= params.shrink_check_min_rows and after < before * (1 - params.max_shrink_share)
     if shrunk:
         published = Published(
             version=latest, created=False, manifest=store.manifest(draft.dataset, latest), held_back=f"{draft.dataset}: the new version has {after} rows against {before} in {latest}"

@@ -1,5 +1,7 @@
 """Error modes: bucket negative traces by a versioned taxonomy, and cluster them into candidate new modes."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 import pandas as pd
 
@@ -76,19 +78,18 @@ def error_modes(settings: FeedbackLoopSettings, negative_traces: pd.DataFrame):
 @dg.asset(**window, ins={"error_modes": dg.AssetIn(), "negative_traces": dg.AssetIn(metadata={"columns": ["trace_id", "comments", "output"]})})
 def error_mode_clusters(
     context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, cluster_registry: ClusterRegistry, error_modes: pd.DataFrame, negative_traces: pd.DataFrame
-) -> dg.MaterializeResult:
+) -> Iterator[dg.Output]:
     """Each negative trace's cluster within its mode; `other` clusters are candidate new modes.
 
     Clusters keep their id across nightly runs when they are the same cluster (matched to the previous
     run's centroids, kept in the cluster registry).
     """
     frame = error_modes[["trace_id", "mode", "partition_date"]].merge(negative_traces, on="trace_id", how="left")
-    result = cluster_negatives(frame, cluster_registry.load(), seed=settings.error_modes.seed, today=context.partition_key_range.end)
-    cluster_registry.save(result.registry)
+    result = cluster_negatives(frame, cluster_registry.load(context.partition_key_range.end), seed=settings.error_modes.seed, today=context.partition_key_range.end)
     assignments = result.assignments.merge(frame[["trace_id", "partition_date"]], on="trace_id")
     summary = result.clusters.assign(exemplars=result.clusters["exemplars"].map(lambda e: " / ".join(e)))
-    return dg.MaterializeResult(
-        value=assignments,
+    yield dg.Output(
+        assignments,
         metadata={
             "dagster/row_count": len(assignments),
             "clusters": len(result.clusters),
@@ -97,6 +98,9 @@ def error_mode_clusters(
             "all_clusters": dg.MetadataValue.md(markdown_table(summary.drop(columns="exemplars"), max_rows=60)),
         },
     )
+    # Only once the output is written (Dagster stores an output as it is yielded): a failed write
+    # leaves the registry as the last stored assignments knew it.
+    cluster_registry.save(context.partition_key_range.end, result.registry)
 
 
 def error_mode_report(modes: pd.DataFrame, negatives: pd.DataFrame) -> str:

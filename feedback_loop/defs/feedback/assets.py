@@ -17,7 +17,7 @@ from feedback_loop.defs.partitions import LATE_FEEDBACK_DAYS, TOO_LATE_LOOKBACK_
 from feedback_loop.lib.labels import LABEL_EVENT_COLUMNS, agreement, labels_by_day
 from feedback_loop.lib.linking import TRACE_KEYS, Linked, link_feedback, too_late
 from feedback_loop.lib.preview import markdown_table
-from feedback_loop.lib.signals import RESPONSE_COLUMNS, SIGNAL_EVENT_COLUMNS, data_horizon, signals_by_day
+from feedback_loop.lib.signals import RESPONSE_COLUMNS, SIGNAL_EVENT_COLUMNS, knowledge_horizon, signals_by_day
 from feedback_loop.resources.settings import FeedbackLoopSettings
 from feedback_loop.resources.warehouse import PartitionedTable, PartitionFrames
 
@@ -121,7 +121,8 @@ def linked_feedback(context: dg.AssetExecutionContext, settings: FeedbackLoopSet
     backfill_policy=dg.BackfillPolicy.single_run(),
     ins={
         "raw_traces": dg.AssetIn(
-            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=1, allow_nonexistent_upstream_partitions=True),
+            # The day before and after are session context; the days up to a window ahead say what has been ingested.
+            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=LATE_FEEDBACK_DAYS, allow_nonexistent_upstream_partitions=True),
             metadata={"columns": RESPONSE_COLUMNS, "lazy": True},
         ),
         "linked_feedback": dg.AssetIn(partition_mapping=later_feedback(), metadata={"columns": SIGNAL_EVENT_COLUMNS, "lazy": True}),
@@ -134,11 +135,9 @@ def implicit_signals(context: dg.AssetExecutionContext, settings: FeedbackLoopSe
     (a session may cross midnight) and the linked feedback on them: one day's texts and about two
     days' events in memory, not the window's. Each day's partition is written as it is made.
     """
-    # As over the whole range at once: the range's traces (the day before is only context) and the events about them.
-    in_range = [day for day in raw_traces.partitions if day >= context.partition_keys[0]]
-    horizon = data_horizon(raw_traces.read(partitions=in_range, columns=["trace_id", "timestamp", "latency_ms"]), linked_feedback, in_range)
+    last_day = max(raw_traces.partitions, default=context.partition_key_range.end)  # the last trace day ingested (up to a window ahead)
     tally = SignalTally()
-    days = signals_by_day(context.partition_keys, raw_traces, linked_feedback, settings.signals, horizon)
+    days = signals_by_day(context.partition_keys, raw_traces, linked_feedback, settings.signals, lambda day: knowledge_horizon(day, last_day, LATE_FEEDBACK_DAYS))
     return dg.MaterializeResult(value=PartitionFrames(frames=tallied(days, tally.add), metadata=tally.metadata))
 
 

@@ -9,6 +9,7 @@ its centroid, and its centroid as term weights, which do not depend on this run'
 Stable ids: the new clusters of a group are matched one-to-one to the previous run's clusters of
 the same group by the cosine similarity of their term weights (Hungarian assignment); a match of at
 least `MATCH_MIN_SIMILARITY` keeps the old id, anything else gets the next new id of that group.
+A cluster without terms matches the previous cluster without terms of its group.
 """
 
 from __future__ import annotations
@@ -169,6 +170,8 @@ def _match_ids(mode: str, summaries: list[dict], registry: dict) -> list[str]:
 
 
 def _cosine(a: dict[str, float], b: dict[str, float]) -> float:
+    if not a and not b:  # two clusters without terms (no word occurs twice): the same cluster
+        return 1.0
     dot = sum(w * b.get(t, 0.0) for t, w in a.items())
     norm = math.sqrt(sum(w * w for w in a.values())) * math.sqrt(sum(w * w for w in b.values()))
     return dot / norm if norm else 0.0
