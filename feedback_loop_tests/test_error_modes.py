@@ -1,6 +1,7 @@
 """Error modes: evidence rules, the refusal detector, the classifier, and stable cluster ids."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -238,8 +239,9 @@ def test_error_mode_assets_on_generated_data(resources, generated):
     assert (bad["mode"] == bad["true"]).mean() >= 0.75  # the full evaluation is evaluation/error_modes.py
     clusters = pd.read_parquet(warehouse.path_for(dg.AssetKey("error_mode_clusters"), "2026-11-20").path)
     assert set(clusters["trace_id"]) <= set(modes["trace_id"])
-    registry = json.loads(resources["cluster_registry"].path and open(resources["cluster_registry"].path).read())
-    assert registry["clusters"]
+    snapshots = sorted(Path(resources["cluster_registry"].folder).glob("*.json"))
+    assert [p.stem for p in snapshots] == ["2026-11-18", "2026-11-19", "2026-11-20"]  # one per night
+    assert json.loads(snapshots[-1].read_text())["clusters"]
 
 
 def test_all_negatives_explained_by_rules_leaves_nothing_to_classify():
