@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feedback_loop.lib.error_modes.assign import assign_error_modes, negative_traces
-from feedback_loop.lib.error_modes.clusters import cluster_negatives
+from feedback_loop.lib.days import days_ending
+from feedback_loop.lib.error_modes.assign import assign_error_modes, assign_error_modes_by_day, negative_traces
+from feedback_loop.lib.error_modes.clusters import cluster_negatives, cluster_negatives_by_day
 from feedback_loop.lib.error_modes.refusal import is_refusal
 from feedback_loop.lib.error_modes.rules import (
     comment_mode,
@@ -196,7 +197,7 @@ def test_negative_traces_from_the_negatives_texts_and_every_length_are_the_same(
 def cluster_frame() -> pd.DataFrame:
     spanish = ["Lo siento, la respuesta es la siguiente y espero que sea útil para su trabajo."] * 15
     offtopic = ["Here are some general tips for staying productive: take breaks and plan your day."] * 15
-    return pd.DataFrame({"trace_id": [f"t{i}" for i in range(30)], "mode": "other", "comments": None, "output": spanish + offtopic})
+    return pd.DataFrame({"trace_id": [f"t{i}" for i in range(30)], "partition_date": "2026-11-20", "mode": "other", "comments": None, "output": spanish + offtopic})
 
 
 def test_clusters_separate_new_modes_and_keep_ids_across_runs():
@@ -213,7 +214,7 @@ def test_clusters_separate_new_modes_and_keep_ids_across_runs():
 
 
 def test_a_cluster_without_terms_keeps_its_id_and_a_rerun_leaves_the_registry_as_it_was():
-    wordless = pd.DataFrame({"trace_id": [f"w{i}" for i in range(12)], "mode": "other", "comments": None, "output": [f"{i} ?!" for i in range(12)]})
+    wordless = pd.DataFrame({"trace_id": [f"w{i}" for i in range(12)], "partition_date": "2026-11-20", "mode": "other", "comments": None, "output": [f"{i} ?!" for i in range(12)]})
     first = cluster_negatives(wordless, {}, today="2026-11-20")
     assert first.clusters["top_terms"].tolist() == [""]
     again = cluster_negatives(wordless, first.registry, today="2026-11-20")
@@ -240,7 +241,7 @@ def test_error_mode_assets_on_generated_data(resources, generated):
     clusters = pd.read_parquet(warehouse.path_for(dg.AssetKey("error_mode_clusters"), "2026-11-20").path)
     assert set(clusters["trace_id"]) <= set(modes["trace_id"])
     snapshots = sorted(Path(resources["cluster_registry"].folder).glob("*.json"))
-    assert [p.stem for p in snapshots] == ["2026-11-18", "2026-11-19", "2026-11-20"]  # one per night
+    assert [p.stem for p in snapshots] == days_ending("2026-11-20", 9)  # one per trace day of the nights' windows
     assert json.loads(snapshots[-1].read_text())["clusters"]
 
 
@@ -273,7 +274,7 @@ def test_clusters_fitted_on_worker_processes_equal_the_serial_fit(monkeypatch):
         (f"t{i}", mode, topics[rng.integers(len(topics))], " ".join(rng.choice(["alpha", "beta", "gamma", "delta", "table", "paper"], 12)))
         for i, mode in enumerate(rng.choice(["format", "hallucination", "length", "other"], 400, p=[0.1, 0.2, 0.3, 0.4]))
     ]
-    frame = pd.DataFrame(rows, columns=["trace_id", "mode", "comments", "output"])
+    frame = pd.DataFrame(rows, columns=["trace_id", "mode", "comments", "output"]).assign(partition_date="2026-11-20")
     monkeypatch.setattr(clusters, "PARALLEL_MIN_ROWS", 10**9)
     serial = cluster_negatives(frame, {}, today="2026-11-20")
     monkeypatch.setattr(clusters, "PARALLEL_MIN_ROWS", 0)
@@ -282,3 +283,24 @@ def test_clusters_fitted_on_worker_processes_equal_the_serial_fit(monkeypatch):
     pd.testing.assert_frame_equal(parallel.assignments, serial.assignments)
     pd.testing.assert_frame_equal(parallel.clusters, serial.clusters)
     assert parallel.registry == serial.registry
+
+
+def test_a_days_modes_and_clusters_depend_on_the_days_ending_on_it_only():
+    """Day 21's rows are the same whether the frame also holds later days or not, and computing
+    day 20 first (as a longer run does) leaves day 21 as computing it alone does."""
+    frames = []
+    for offset, day in enumerate(("2026-11-19", "2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23")):
+        day_frame = negatives_frame(60).assign(partition_date=day)
+        day_frame["trace_id"] = day_frame["trace_id"] + f"-{offset}"
+        frames.append(day_frame)
+    every_day = pd.concat(frames, ignore_index=True)
+    up_to_21 = every_day[every_day["partition_date"] <= "2026-11-21"]
+    alone, _ = assign_error_modes_by_day(up_to_21, ["2026-11-21"], span=2, seed=3)
+    in_a_longer_run, validations = assign_error_modes_by_day(every_day, ["2026-11-20", "2026-11-21", "2026-11-22"], span=2, seed=3)
+    pd.testing.assert_frame_equal(alone, in_a_longer_run[in_a_longer_run["partition_date"] == "2026-11-21"].reset_index(drop=True))
+    assert list(validations) == ["2026-11-20", "2026-11-21", "2026-11-22"] and validations["2026-11-21"].trained
+    whole = pd.concat([cluster_frame().assign(partition_date=day, trace_id=lambda f, d=day: f["trace_id"] + d) for day in ("2026-11-20", "2026-11-21", "2026-11-22")], ignore_index=True)
+    by_day, snapshots = cluster_negatives_by_day(whole, ["2026-11-20", "2026-11-21", "2026-11-22"], 1, {})
+    alone_21, _ = cluster_negatives_by_day(whole[whole["partition_date"] <= "2026-11-21"], ["2026-11-21"], 1, snapshots["2026-11-20"].registry)
+    pd.testing.assert_frame_equal(alone_21, by_day[by_day["partition_date"] == "2026-11-21"].reset_index(drop=True))
+    assert set(by_day["partition_date"]) == {"2026-11-20", "2026-11-21", "2026-11-22"}

@@ -5,10 +5,9 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
-from feedback_loop.defs.partitions import daily_partitions
-from feedback_loop.lib.error_modes.assign import assign_error_modes
-from feedback_loop.lib.error_modes.assign import negative_traces as select_negatives
-from feedback_loop.lib.error_modes.clusters import cluster_negatives
+from feedback_loop.defs.partitions import LATE_FEEDBACK_DAYS, daily_partitions
+from feedback_loop.lib.error_modes.assign import assign_error_modes_by_day, negative_traces_by_day
+from feedback_loop.lib.error_modes.clusters import cluster_negatives_by_day
 from feedback_loop.lib.error_modes.taxonomy import TAXONOMY_V1
 from feedback_loop.lib.preview import markdown_table
 from feedback_loop.resources.settings import FeedbackLoopSettings
@@ -19,16 +18,29 @@ TRACE_TEXT_COLUMNS = ["trace_id", "input", "prompt", "output"]
 window = dict(partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run(), group_name="error_modes")
 
 
-@dg.asset(**window, ins={"trace_labels": dg.AssetIn(metadata={"lazy": True}), "raw_traces": dg.AssetIn(metadata={"lazy": True})})
-def negative_traces(trace_labels: PartitionedTable, raw_traces: PartitionedTable) -> dg.MaterializeResult:
+def week_before() -> dg.TimeWindowPartitionMapping:
+    """The run's days and the `LATE_FEEDBACK_DAYS` before: each day's figures come from the days ending on it."""
+    return dg.TimeWindowPartitionMapping(start_offset=-LATE_FEEDBACK_DAYS, end_offset=0, allow_nonexistent_upstream_partitions=True)
+
+
+@dg.asset(
+    **window,
+    ins={
+        "trace_labels": dg.AssetIn(metadata={"lazy": True}),
+        "raw_traces": dg.AssetIn(partition_mapping=week_before(), metadata={"lazy": True}),
+    },
+)
+def negative_traces(context: dg.AssetExecutionContext, trace_labels: PartitionedTable, raw_traces: PartitionedTable) -> dg.MaterializeResult:
     """Traces labelled negative, with their evidence, prompt, output and length relative to their peers.
 
-    Reads the negatives' labels and texts only, and the output length of every trace (the peers).
+    A trace's peers are the traces of its model and prompt version on the `LATE_FEEDBACK_DAYS` + 1
+    trace days ending on its own day. Reads the negatives' labels and texts only, and the output
+    length of every trace.
     """
     labels = trace_labels.read(rows_where=("label", pd.Series(["negative"], dtype="string")))
-    lengths = raw_traces.read(columns=["trace_id", "model", "prompt_version"], lengths=["output"])
-    texts = raw_traces.read(columns=TRACE_TEXT_COLUMNS, rows_where=("trace_id", labels["trace_id"]))
-    negatives = select_negatives(labels, texts, lengths)
+    lengths = raw_traces.read(columns=["trace_id", "model", "prompt_version", "partition_date"], lengths=["output"])
+    texts = raw_traces.read(partitions=context.partition_keys, columns=TRACE_TEXT_COLUMNS, rows_where=("trace_id", labels["trace_id"]))
+    negatives = negative_traces_by_day(labels, texts, lengths, context.partition_keys, LATE_FEEDBACK_DAYS)
     labelled = trace_labels.row_count()
     share = len(negatives) / labelled if labelled else 0.0
     return dg.MaterializeResult(
@@ -43,17 +55,24 @@ def negative_traces(trace_labels: PartitionedTable, raw_traces: PartitionedTable
 
 @dg.asset(
     **window,
+    ins={"negative_traces": dg.AssetIn(partition_mapping=week_before(), metadata={"lazy": True})},
     check_specs=[
         dg.AssetCheckSpec("one_per_negative", asset="error_modes", description="Every negative trace has exactly one mode from the taxonomy."),
     ],
 )
-def error_modes(settings: FeedbackLoopSettings, negative_traces: pd.DataFrame):
+def error_modes(context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, negative_traces: PartitionedTable):
     """One row per negative trace: mode and stable mode_id (taxonomy v1), confidence and the evidence that decided it.
 
     Evidence strongest first: reason tag, comment, edit, the response against the prompt; the
-    negatives no rule explains are labelled by a classifier refit on the others every run.
+    negatives no rule explains are labelled by a classifier trained on the rule-labelled negatives
+    of the `LATE_FEEDBACK_DAYS` + 1 trace days ending on their day, so a day's modes are the same
+    whichever run (nightly, rerun, backfill) computes them.
     """
-    modes, validation = assign_error_modes(negative_traces, seed=settings.error_modes.seed)
+    days = context.partition_keys
+    negatives = negative_traces.read()
+    modes, validations = assign_error_modes_by_day(negatives, days, LATE_FEEDBACK_DAYS, seed=settings.error_modes.seed)
+    validation = validations[days[-1]]
+    in_days = negatives[negatives["partition_date"].isin(days)]
     yield dg.Output(
         modes,
         metadata={
@@ -64,43 +83,62 @@ def error_modes(settings: FeedbackLoopSettings, negative_traces: pd.DataFrame):
             "classifier_train_rows": validation.train_rows,
             "classifier_holdout_macro_f1": validation.macro_f1 if validation.macro_f1 is not None else "n/a",
             "classifier_holdout_accuracy": validation.accuracy if validation.accuracy is not None else "n/a",
-            "report": dg.MetadataValue.md(error_mode_report(modes, negative_traces)),
+            "classifier_by_day": dg.MetadataValue.md(markdown_table(validation_table(validations))),
+            "report": dg.MetadataValue.md(error_mode_report(modes, in_days)),
         },
     )
     known = modes["mode"].isin(TAXONOMY_V1.names()) & modes["mode_id"].notna()
     yield dg.AssetCheckResult(
         check_name="one_per_negative",
-        passed=bool(known.all() and modes["trace_id"].is_unique and len(modes) == len(negative_traces)),
-        metadata={"negatives": len(negative_traces), "assigned": int(known.sum())},
+        passed=bool(known.all() and not modes.duplicated(["partition_date", "trace_id"]).any() and len(modes) == len(in_days)),
+        metadata={"negatives": len(in_days), "assigned": int(known.sum())},
     )
 
 
-@dg.asset(**window, ins={"error_modes": dg.AssetIn(), "negative_traces": dg.AssetIn(metadata={"columns": ["trace_id", "comments", "output"]})})
+@dg.asset(
+    **window,
+    ins={
+        "error_modes": dg.AssetIn(partition_mapping=week_before(), metadata={"lazy": True, "columns": ["trace_id", "mode", "partition_date"]}),
+        "negative_traces": dg.AssetIn(partition_mapping=week_before(), metadata={"lazy": True, "columns": ["trace_id", "comments", "output", "partition_date"]}),
+    },
+)
 def error_mode_clusters(
-    context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, cluster_registry: ClusterRegistry, error_modes: pd.DataFrame, negative_traces: pd.DataFrame
+    context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, cluster_registry: ClusterRegistry, error_modes: PartitionedTable, negative_traces: PartitionedTable
 ) -> Iterator[dg.Output]:
     """Each negative trace's cluster within its mode; `other` clusters are candidate new modes.
 
-    Clusters keep their id across nightly runs when they are the same cluster (matched to the previous
-    run's centroids, kept in the cluster registry).
+    A day's negatives are clustered with those of the `LATE_FEEDBACK_DAYS` trace days before it, and
+    its clusters keep their id when they are the same cluster as the day before's (matched to its
+    centroids, a snapshot per day in the cluster registry). A day's clusters are the same whichever
+    run computes them.
     """
-    frame = error_modes[["trace_id", "mode", "partition_date"]].merge(negative_traces, on="trace_id", how="left")
-    result = cluster_negatives(frame, cluster_registry.load(context.partition_key_range.end), seed=settings.error_modes.seed, today=context.partition_key_range.end)
-    assignments = result.assignments.merge(frame[["trace_id", "partition_date"]], on="trace_id")
-    summary = result.clusters.assign(exemplars=result.clusters["exemplars"].map(lambda e: " / ".join(e)))
+    days = context.partition_keys
+    frame = error_modes.read().merge(negative_traces.read(), on=["trace_id", "partition_date"], how="left")
+    assignments, snapshots = cluster_negatives_by_day(frame, days, LATE_FEEDBACK_DAYS, cluster_registry.load(days[0]), seed=settings.error_modes.seed)
+    latest = snapshots[days[-1]]
+    summary = latest.clusters.assign(exemplars=latest.clusters["exemplars"].map(lambda e: " / ".join(e)))
     yield dg.Output(
         assignments,
         metadata={
             "dagster/row_count": len(assignments),
-            "clusters": len(result.clusters),
-            "new_clusters": int((result.clusters["status"] == "new").sum()),
+            "clusters": len(latest.clusters),
+            "new_clusters": int((latest.clusters["status"] == "new").sum()),
             "other_clusters": dg.MetadataValue.md(markdown_table(summary[summary["mode"] == "other"], max_rows=20)),
             "all_clusters": dg.MetadataValue.md(markdown_table(summary.drop(columns="exemplars"), max_rows=60)),
         },
     )
     # Only once the output is written (Dagster stores an output as it is yielded): a failed write
     # leaves the registry as the last stored assignments knew it.
-    cluster_registry.save(context.partition_key_range.end, result.registry)
+    for day, result in snapshots.items():
+        cluster_registry.save(day, result.registry)
+
+
+def validation_table(validations: dict) -> pd.DataFrame:
+    """The hold-out figures of each day's classifier."""
+    return pd.DataFrame(
+        [{"day": day, "trained": v.trained, "train_rows": v.train_rows, "macro_f1": v.macro_f1, "accuracy": v.accuracy} for day, v in validations.items()],
+        columns=["day", "trained", "train_rows", "macro_f1", "accuracy"],
+    )
 
 
 def error_mode_report(modes: pd.DataFrame, negatives: pd.DataFrame) -> str:

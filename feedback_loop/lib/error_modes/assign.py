@@ -12,6 +12,7 @@ import pandas as pd
 
 from feedback_loop.lib.columns import is_in
 from feedback_loop.lib.contract import last_per_trace
+from feedback_loop.lib.days import days_ending
 from feedback_loop.lib.error_modes.classifier import (
     Validation,
     classifier_text,
@@ -45,8 +46,36 @@ ERROR_MODE_COLUMNS: dict[str, str] = {
 
 
 def assign_error_modes(negatives: pd.DataFrame, seed: int = 0, taxonomy: Taxonomy = TAXONOMY_V1) -> tuple[pd.DataFrame, Validation]:
-    """One row per negative trace: mode, mode_id, confidence, evidence (see the module docstring)."""
+    """One row per negative trace: mode, mode_id, confidence, evidence (see the module docstring);
+    the classifier is trained on every rule-labelled row of `negatives`."""
     df = negatives.reset_index(drop=True)
+    decided = _rule_modes(df)
+    everyone = np.ones(len(df), dtype=bool)
+    validation = _classify(classifier_text(df), decided, decided["mode"].notna().to_numpy(dtype=bool), everyone, everyone, seed)
+    return _modes_table(df, decided, taxonomy), validation
+
+
+def assign_error_modes_by_day(negatives: pd.DataFrame, days: list[str], span: int, seed: int = 0, taxonomy: Taxonomy = TAXONOMY_V1) -> tuple[pd.DataFrame, dict[str, Validation]]:
+    """The modes of the negatives of `days`, each day's by a classifier trained on the rule-labelled
+    negatives of the `span` + 1 trace days ending on it (`negatives` holds them, by `partition_date`).
+
+    A day's modes then depend on its own window only, not on which run computes them: a rerun of
+    an older night, or one backfill run over many days, gives each day what its nightly run gave.
+    """
+    df = negatives.reset_index(drop=True)
+    decided = _rule_modes(df)
+    day_of = df["partition_date"].astype("string")
+    text = classifier_text(df)
+    explained = decided["mode"].notna().to_numpy(dtype=bool)  # by a rule: the classifier's own labels never train it
+    validations = {}
+    for day in days:
+        validations[day] = _classify(text, decided, explained, day_of.isin(days_ending(day, span)).to_numpy(dtype=bool), (day_of == day).to_numpy(dtype=bool), seed)
+    wanted = day_of.isin(days).to_numpy(dtype=bool)
+    return _modes_table(df[wanted].reset_index(drop=True), decided[wanted].reset_index(drop=True), taxonomy), validations
+
+
+def _rule_modes(df: pd.DataFrame) -> pd.DataFrame:
+    """mode, evidence, source and confidence of each row a rule explains (NA elsewhere)."""
     mode = pd.Series(pd.NA, index=df.index, dtype="string")
     evidence = pd.Series(pd.NA, index=df.index, dtype="string")
     source = pd.Series(pd.NA, index=df.index, dtype="string")
@@ -62,36 +91,43 @@ def assign_error_modes(negatives: pd.DataFrame, seed: int = 0, taxonomy: Taxonom
         found, why = stage()
         take = mode.isna() & found.notna()
         mode[take], evidence[take], source[take] = found[take], why[take], name
-    confidence = source.map(SOURCE_CONFIDENCE).astype("float64")
+    return pd.DataFrame({"mode": mode, "evidence": evidence, "source": source, "confidence": source.map(SOURCE_CONFIDENCE).astype("float64")})
 
-    unexplained = mode.isna()
-    text = classifier_text(df)
-    predicted, probability, validation = fit_and_predict(text[~unexplained], mode[~unexplained], text[unexplained], seed)
+
+def _classify(text: pd.Series, decided: pd.DataFrame, explained: np.ndarray, train: np.ndarray, predict: np.ndarray, seed: int) -> Validation:
+    """Fill in `decided` for the unexplained rows among `predict`, by a classifier trained on the
+    `explained` rows among `train`; the rest of `predict`'s unexplained rows become `other`."""
+    fit_rows, guess_rows = train & explained, predict & ~explained
+    predicted, probability, validation = fit_and_predict(text[fit_rows], decided["mode"][fit_rows], text[guess_rows], seed)
     sure = predicted.notna().to_numpy() & (probability >= CLASSIFIER_MIN_PROBABILITY)
     if sure.any():
         rows = predicted.index[sure]
-        mode.loc[rows] = predicted.loc[rows]
-        confidence.loc[rows] = np.round(probability[sure] * 0.8, 4)
-        evidence.loc[rows] = "classifier p=" + pd.Series(probability[sure], index=rows).round(2).astype("string")
-        source.loc[rows] = "classifier"
-    rest = mode.isna()
-    mode[rest], confidence[rest], evidence[rest], source[rest] = "other", NO_EVIDENCE_CONFIDENCE, "no specific evidence", "none"
+        decided.loc[rows, "mode"] = predicted.loc[rows]
+        decided.loc[rows, "confidence"] = np.round(probability[sure] * 0.8, 4)
+        decided.loc[rows, "evidence"] = "classifier p=" + pd.Series(probability[sure], index=rows).round(2).astype("string")
+        decided.loc[rows, "source"] = "classifier"
+    rest = decided.index[guess_rows][decided["mode"][guess_rows].isna().to_numpy()]
+    decided.loc[rest, ["mode", "evidence", "source"]] = ["other", "no specific evidence", "none"]
+    decided.loc[rest, "confidence"] = NO_EVIDENCE_CONFIDENCE
+    return validation
 
+
+def _modes_table(df: pd.DataFrame, decided: pd.DataFrame, taxonomy: Taxonomy) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "trace_id": df["trace_id"],
-            "mode": mode,
-            "mode_id": mode.map(taxonomy.ids()),
-            "confidence": confidence,
-            "evidence": evidence,
-            "evidence_source": source,
+            "mode": decided["mode"],
+            "mode_id": decided["mode"].map(taxonomy.ids()),
+            "confidence": decided["confidence"],
+            "evidence": decided["evidence"],
+            "evidence_source": decided["source"],
             "taxonomy_version": taxonomy.version,
             "model": df["model"],
             "prompt_version": df["prompt_version"],
             "partition_date": df["partition_date"],
         }
     )
-    return out.astype(ERROR_MODE_COLUMNS), validation
+    return out.astype(ERROR_MODE_COLUMNS)
 
 
 def negative_traces(labels: pd.DataFrame, traces: pd.DataFrame, lengths: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -123,3 +159,12 @@ def negative_traces(labels: pd.DataFrame, traces: pd.DataFrame, lengths: pd.Data
     t = t.merge(ratios[is_in(ratios["trace_id"], negative["trace_id"])], on="trace_id", how="left", validate="one_to_one")
     out = negative.merge(t, on="trace_id", how="left", validate="one_to_one")
     return out.reset_index(drop=True)
+
+
+def negative_traces_by_day(labels: pd.DataFrame, traces: pd.DataFrame, lengths: pd.DataFrame, days: list[str], span: int) -> pd.DataFrame:
+    """`negative_traces` of each of `days`, its peers being the traces of the `span` + 1 trace days
+    ending on it (`lengths` holds them, with `partition_date`): a day's figures do not depend on
+    which run computes them."""
+    label_day, length_day = labels["partition_date"].astype("string"), lengths["partition_date"].astype("string")
+    frames = [negative_traces(labels[label_day == day], traces, lengths[length_day.isin(days_ending(day, span))]) for day in days]
+    return pd.concat(frames, ignore_index=True) if frames else negative_traces(labels.iloc[:0], traces.iloc[:0], lengths.iloc[:0])

@@ -6,7 +6,7 @@ MiniBatchKMeans; k is chosen from the data by the silhouette score (k = 1 when n
 least `MIN_SILHOUETTE`). A cluster is described by its size, top terms, three exemplars closest to
 its centroid, and its centroid as term weights, which do not depend on this run's vocabulary.
 
-Stable ids: the new clusters of a group are matched one-to-one to the previous run's clusters of
+Stable ids: the new clusters of a group are matched one-to-one to the previous day's clusters of
 the same group by the cosine similarity of their term weights (Hungarian assignment); a match of at
 least `MATCH_MIN_SIMILARITY` keeps the old id, anything else gets the next new id of that group.
 A cluster without terms matches the previous cluster without terms of its group.
@@ -28,6 +28,7 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
 from threadpoolctl import threadpool_limits
 
+from feedback_loop.lib.days import days_ending
 from feedback_loop.lib.parallel import in_processes
 
 MIN_GROUP_SIZE = 10
@@ -42,7 +43,7 @@ PARALLEL_MIN_ROWS = 5_000  # negatives from which the groups are fitted on a pro
 
 @dataclass
 class ClusterResult:
-    assignments: pd.DataFrame  # trace_id, mode, cluster_id
+    assignments: pd.DataFrame  # trace_id, mode, cluster_id, partition_date
     clusters: pd.DataFrame  # one row per cluster of this run
     registry: dict  # the updated registry to persist
 
@@ -53,7 +54,7 @@ def cluster_text(frame: pd.DataFrame) -> pd.Series:
 
 
 def cluster_negatives(frame: pd.DataFrame, registry: dict, seed: int = 0, today: str | None = None) -> ClusterResult:
-    """Cluster `frame` (trace_id, mode, comments, output) per mode; match ids against `registry`."""
+    """Cluster `frame` (trace_id, partition_date, mode, comments, output) per mode; match ids against `registry`."""
     today = today or dt.date.today().isoformat()
     registry = {"clusters": dict(registry.get("clusters", {})), "counters": dict(registry.get("counters", {}))}
     assignments, rows = [], []
@@ -76,10 +77,25 @@ def cluster_negatives(frame: pd.DataFrame, registry: dict, seed: int = 0, today:
             }
             registry["clusters"][cluster_id] = {k: v for k, v in record.items() if k != "status"} | {"terms": summary["terms"]}
             rows.append(record)
-        assignments.append(pd.DataFrame({"trace_id": members["trace_id"].to_numpy(), "mode": mode, "cluster_id": [ids[i] for i in labels]}))
+        assignments.append(members[["trace_id", "partition_date"]].assign(mode=mode, cluster_id=[ids[i] for i in labels]))
     clusters = pd.DataFrame(rows, columns=["cluster_id", "mode", "size", "top_terms", "exemplars", "first_seen", "last_seen", "status"])
-    assigned = pd.concat(assignments, ignore_index=True) if assignments else pd.DataFrame(columns=["trace_id", "mode", "cluster_id"])
+    columns = ["trace_id", "mode", "cluster_id", "partition_date"]
+    assigned = pd.concat(assignments, ignore_index=True)[columns] if assignments else pd.DataFrame(columns=columns)
     return ClusterResult(assignments=assigned.astype("string"), clusters=clusters, registry=registry)
+
+
+def cluster_negatives_by_day(frame: pd.DataFrame, days: list[str], span: int, registry: dict, seed: int = 0) -> tuple[pd.DataFrame, dict[str, ClusterResult]]:
+    """The cluster of each negative of `days`: a day's negatives are clustered with those of the
+    `span` trace days before it (`frame` holds them, by `partition_date`), and matched against the
+    registry as the day before left it. Returns the assignments of `days` and each day's result
+    (whose registry is that day's snapshot)."""
+    day_of = frame["partition_date"].astype("string")
+    assignments, results = [], {}
+    for day in days:
+        result = cluster_negatives(frame[day_of.isin(days_ending(day, span)).to_numpy(dtype=bool)], registry, seed=seed, today=day)
+        assignments.append(result.assignments[result.assignments["partition_date"] == day])
+        results[day], registry = result, result.registry
+    return pd.concat(assignments, ignore_index=True), results
 
 
 def _clustered(groups: list[tuple[str, pd.DataFrame]], text: pd.Series, seed: int) -> list[tuple[np.ndarray, list[dict]]]:
