@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from upath import UPath
 
-from feedback_loop.lib.columns import ONE_BATCH, large_text
+from feedback_loop.lib.columns import ONE_BATCH, large_text, replaced
 from feedback_loop.lib.lines import line_blocks
 from feedback_loop.lib.sql import identifier, literal
 
@@ -316,8 +316,7 @@ def _nested_too_deep(records: pd.DataFrame, kind: Kind) -> pd.DataFrame:
     """`records` with a problem set where a JSON field or the unknown fields nest deeper than MAX_NESTING."""
     deep = np.zeros(len(records), dtype=bool)
     for column in [*JSON_FIELDS[kind], "_unknown"]:
-        text = large_text(records[column])
-        brackets = pc.add(pc.count_substring(text, "{"), pc.count_substring(text, "["))
+        brackets = pc.count_substring_regex(large_text(records[column]), r"[{\[]")
         candidates = np.flatnonzero(pc.fill_null(pc.greater(brackets, MAX_NESTING), False).to_numpy(zero_copy_only=False))
         for row in candidates:
             deep[row] |= json_nesting(records[column].iloc[row]) > MAX_NESTING
@@ -341,12 +340,10 @@ def json_nesting(text: str) -> int:
 def _unknown_fields(records: pd.DataFrame, kind: Kind) -> pd.Series:
     """JSON of the fields outside the contract, for the few usable rows that have any."""
     known = set(SCALAR_FIELDS[kind]) | set(JSON_FIELDS[kind])
-    out = pd.Series(pd.NA, index=records.index, dtype="string")
-    rows = records["_unknown"].notna() & records["_problem"].isna()
-    for idx, raw in records.loc[rows, "_unknown"].items():
-        record = json.loads(raw)
-        out[idx] = json.dumps({k: v for k, v in record.items() if k not in known}, ensure_ascii=False)
-    return out
+    rows = np.flatnonzero((records["_unknown"].notna() & records["_problem"].isna()).to_numpy(dtype=bool))
+    fields = [json.dumps({k: v for k, v in json.loads(raw).items() if k not in known}, ensure_ascii=False) for raw in records["_unknown"].iloc[rows]]
+    # Set at once: setting an Arrow-backed value one at a time copies the column each time.
+    return replaced(pd.Series(pd.NA, index=records.index, dtype="string"), rows, fields)
 
 
 def _empty_records(kind: Kind) -> pd.DataFrame:

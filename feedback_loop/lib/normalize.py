@@ -219,7 +219,8 @@ def _finish(
     # The schema first, on the readable rows of the columns it checks: a duplicate counts as dropped
     # only when the copy kept is clean.
     checked = {name: columns[name] for name in schema.columns}
-    failures = _schema_failures(conform(rows_kept(clean[list(checked)], readable), checked), schema)
+    failures = _schema_failures(conform(clean[list(checked)], checked), schema)
+    failures = failures[readable[failures.index.to_numpy(dtype=np.int64)]]  # an unreadable row keeps its own reason
     if len(failures):
         reason = reason.copy()
         reason[failures.index] = failures
