@@ -6,6 +6,7 @@ import json
 import pytest
 
 from feedback_loop.lib.datasets.store import DatasetStore, combined_hash, content_hash
+from feedback_loop.lib.paths import UnsafeName
 
 
 def publish(store, data: bytes, day="2026-11-20"):
@@ -149,3 +150,30 @@ def test_store_works_on_an_fsspec_url():
     store = DatasetStore("memory://datasets-test")
     assert publish(store, b"x\n").created
     assert store.read_bytes("suite", store.latest("suite"), "cases.jsonl") == b"x\n"
+
+
+@pytest.mark.parametrize("name", ["../outside", "..", ".", "a/b", "a\\b", "", "x\x00y"])
+def test_names_that_could_leave_the_store_are_refused(tmp_path, name):
+    store = DatasetStore(str(tmp_path / "store"))
+    store.publish("suite", {"cases.jsonl": b"{}\n"}, "h1", {}, "2026-11-20")
+    with pytest.raises(UnsafeName):
+        store.versions(name)
+    with pytest.raises(UnsafeName):
+        store.path("suite", name, "cases.jsonl")
+    with pytest.raises(UnsafeName):
+        store.path("suite", "2026-11-20.1", name)
+    with pytest.raises(UnsafeName), store.draft("suite", "2026-11-21") as draft:
+        draft.write(name, b"x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+def test_a_latest_that_names_a_path_outside_the_store_is_not_followed(tmp_path):
+    outside = tmp_path / "elsewhere"
+    (outside / "suite" / "9999-01-01.1").mkdir(parents=True)
+    (outside / "suite" / "9999-01-01.1" / "manifest.json").write_text('{"stolen": true}')
+    store = DatasetStore(str(tmp_path / "store"))
+    store.publish("suite", {"cases.jsonl": b"{}\n"}, "h1", {}, "2026-11-20")
+    for pointer in ("../../elsewhere/suite/9999-01-01.1", str(outside / "suite" / "9999-01-01.1"), "9999-01-01.1"):
+        (tmp_path / "store" / "suite" / "LATEST").write_text(pointer)
+        assert store.latest("suite") == "2026-11-20.1"
+        assert "stolen" not in store.manifest("suite", store.latest("suite"))

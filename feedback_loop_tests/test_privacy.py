@@ -191,3 +191,59 @@ def test_jsonl_strings_are_every_string_value_of_the_lines():
     assert sorted(jsonl_strings(mixed).tolist()) == ["x", "y", "z"]
     assert jsonl_strings([]).tolist() == []
     assert jsonl_strings(['{"day": "2026-11-20", "text": "hi"}\n']).tolist() == ["hi"]  # read as a timestamp
+
+
+WHOLE_SECRETS = [
+    "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefghijklmnopqrstuvwxyzABCDEF1234",
+    "sk-9fQ2xLmN4pR7tV1wY3zB6cD8eF0gH2jK5",
+    "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ-xyzAA",
+    "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUV",
+    "glpat-abcdefghijklmnopqrstu1234",
+    "AIzaSyA1234567890abcdefghijklmnopqrstuv",
+    "hf_abcdefghijklmnopqrstuvwxyzABCDEFGH",
+    "abc8Q~abcdefghijklmnopqrstuvwxyz0123456",
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA1234abcdEFGH5678\nqwertyuiopasdfghjklzxcvbnm0123456789\n-----END RSA PRIVATE KEY-----",
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\nAAAAAAABAAABlwAAAAdzc2gtcn",  # cut short: to the end
+]
+KEYWORD_SECRETS = {
+    "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    'config {"password": "Xk9#mQ2$vL8pR4tZ"}': "Xk9#mQ2$vL8pR4tZ",
+    "postgres://admin:hunter2pass@db.internal:5432/prod": "admin:hunter2pass",
+    "MY_SERVICE_TOKEN=q8Zr2mVx7LpT4nWc9BdY": "q8Zr2mVx7LpT4nWc9BdY",
+}
+PERSONAL = {
+    "IBAN DE89 3704 0044 0532 0130 00 please": "IBAN_CODE",
+    "send it to GB82WEST12345698765432": "IBAN_CODE",
+    "my ssn: 536228726": "US_SSN",
+    "ssn 536-22-8726": "US_SSN",
+    "mi DNI es 12345678Z": "ES_NIF",
+    "codice fiscale RSSMRA85T10A562S": "IT_FISCAL_CODE",
+    "PESEL 44051401359": "PL_PESEL",
+    "Steuer-ID 65929970489": "DE_TAX_ID",
+    "NINO AB 12 34 56 C": "UK_NINO",
+}
+
+
+def test_secrets_are_replaced_whole_and_keys_of_every_family_are_found():
+    for secret in WHOLE_SECRETS:
+        text = f"here: {secret}\nthanks"
+        clean, found = scrub_text(text)
+        assert found["SECRET"] >= 1 and all(secret[i : i + 12] not in clean for i in range(0, len(secret) - 12)), (secret, clean)
+        assert might_contain_pii(pd.Series([text]))[0]
+    for text, secret in KEYWORD_SECRETS.items():
+        clean, _ = scrub_text(text)
+        assert secret not in clean and all(secret[i : i + 8] not in clean for i in range(len(secret) - 8)), clean
+        assert might_contain_pii(pd.Series([text]))[0]
+
+
+def test_ibans_and_national_ids_are_replaced():
+    for text, kind in PERSONAL.items():
+        clean, found = scrub_text(text)
+        assert found[kind] == 1, (text, clean, found)
+        assert might_contain_pii(pd.Series([text]))[0]
+
+
+def test_words_about_secrets_are_not_secrets():
+    for text in ("the password is strong enough", "my api key is in the vault", "perfect JSON, thank you", "auth: done", "token limits are 4096 per request"):
+        assert scrub_text(text)[0] == text

@@ -6,6 +6,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from feedback_loop.lib.paths import UnsafeName
 from feedback_loop.lib.text import text_length
 from feedback_loop.resources.warehouse import PartitionedTable, PartitionFrames, WarehouseIOManager
 
@@ -135,3 +136,9 @@ def test_an_output_made_a_partition_at_a_time_must_make_every_partition_of_the_r
     result, _ = materialize_range(WarehouseIOManager(root=str(tmp_path)), DAYS[:2])
     assert not result.success
     assert "no frame for partitions ['2026-11-03']" in str(result.all_events)
+
+
+@pytest.mark.parametrize(("key", "partition"), [(["..", "x"], None), (["raw_traces"], "../../x"), (["a/b"], None), (["raw_traces"], "2026-11-20/../../x")])
+def test_asset_keys_and_partition_keys_that_could_leave_the_root_are_refused(tmp_path, key, partition):
+    with pytest.raises(UnsafeName):
+        WarehouseIOManager(root=str(tmp_path)).path_for(dg.AssetKey(key), partition)

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from feedback_loop.lib.columns import ONE_BATCH, is_in, large_text, one_chunk
+from feedback_loop.lib.paths import path_component
 from feedback_loop.lib.sql import identifier, literal
 from feedback_loop.lib.tables import PARTITION_COLUMN
 from feedback_loop.lib.text import text_length
@@ -34,8 +35,9 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     root: str = "data/warehouse"
 
     def path_for(self, asset_key: dg.AssetKey, partition_key: str | None = None) -> UPath:
-        base = UPath(self.root).joinpath(*asset_key.path)
-        return base / f"{partition_key}.parquet" if partition_key else base.with_name(base.name + ".parquet")
+        """`<root>/<key parts>/<partition>.parquet`; a part or key that could lead out of the root is refused."""
+        base = UPath(self.root).joinpath(*(path_component(part, "asset key part") for part in asset_key.path))
+        return base / path_component(f"{partition_key}.parquet", "partition key") if partition_key else base.with_name(base.name + ".parquet")
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | PartitionFrames | None) -> None:
         if obj is None:

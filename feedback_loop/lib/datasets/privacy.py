@@ -1,10 +1,13 @@
 """Privacy at export: scrub PII and secrets from text, pseudonymize user ids, honour opt-outs.
 
-Detectors are well-kept libraries, not hand-written regexes: presidio-analyzer's pattern
-recognizers (e-mail addresses, phone numbers, credit cards, IP addresses) and detect-secrets'
-token plugins (AWS, GitHub, GitLab, OpenAI, Slack, Stripe, JWT, private keys, …; its entropy
-plugins are left out because they flag ordinary words). Each finding is replaced by a placeholder
-such as `<EMAIL_ADDRESS>` or `<SECRET>`.
+Detectors are well-kept libraries where they exist: presidio-analyzer's pattern recognizers
+(e-mail addresses, phone numbers, credit cards, IP addresses, IBANs with their checksum, national
+ids: US SSN, Spanish NIF/NIE, Italian fiscal code, Polish PESEL, German tax id, Finnish and Swedish
+personal codes, UK NINO) and detect-secrets' token plugins (its entropy plugins are left out
+because they flag ordinary words). `secret_patterns` adds what they miss or find only in part:
+whole PEM blocks and JWTs, today's API-key families, URL credentials and random-looking values
+after words such as password or token. Each finding is replaced whole by a placeholder such as
+`<EMAIL_ADDRESS>` or `<SECRET>`.
 """
 
 from __future__ import annotations
@@ -24,12 +27,23 @@ import tldextract
 from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 from presidio_analyzer.predefined_recognizers import (
     CreditCardRecognizer,
+    DeTaxIdRecognizer,
     EmailRecognizer,
+    EsNieRecognizer,
+    EsNifRecognizer,
+    FiPersonalIdentityCodeRecognizer,
+    IbanRecognizer,
     IpRecognizer,
+    ItFiscalCodeRecognizer,
     PhoneRecognizer,
+    PlPeselRecognizer,
+    SePersonnummerRecognizer,
+    UkNinoRecognizer,
+    UsSsnRecognizer,
 )
 
 from feedback_loop.lib.columns import large_text, per_distinct, replaced
+from feedback_loop.lib.datasets.secret_patterns import SECRET_HINTS, find_secrets
 from feedback_loop.lib.parallel import in_processes
 from feedback_loop.lib.text import matches
 
@@ -73,8 +87,11 @@ MIN_SCORE = 0.4
 AT_SIGN = r"@"
 DIGIT_RUN = r"\d[\d\s().+/-]{5,}\d"
 IPV6_GROUPS = r"[0-9a-f]{0,4}:[0-9a-f]{0,4}:[0-9a-f]"
-SECRET_NEEDS = r"[a-z0-9_+/=.-]{20,}|akc[a-z0-9]{10}|ap[0-9a-f][a-z0-9]{8}|begin|private key|_authtoken"
-PREFILTER = "|".join((AT_SIGN, DIGIT_RUN, IPV6_GROUPS, SECRET_NEEDS))
+SECRET_NEEDS = r"[a-z0-9_+/=.-]{20,}|akc[a-z0-9]{10}|ap[0-9a-f][a-z0-9]{8}|begin|private key|_authtoken|" + SECRET_HINTS
+# National ids: an IBAN's country and check digits; an Italian fiscal code (letters, then digits);
+# a UK NINO (two letters, then digit pairs). The others are digit runs.
+ID_NEEDS = r"\b[a-z]{2}\d{2}\s?[a-z0-9]{4}|\b[a-z]{6}\d{2}[a-z]\d{2}|\b[a-z]{2}\s?\d{2}\s?\d{2}\s?\d{2}"
+PREFILTER = "|".join((AT_SIGN, DIGIT_RUN, IPV6_GROUPS, SECRET_NEEDS, ID_NEEDS))
 
 
 # Presidio's default phone regions less CA: Canada shares the +1 numbering plan, and the US pass
@@ -82,9 +99,29 @@ PREFILTER = "|".join((AT_SIGN, DIGIT_RUN, IPV6_GROUPS, SECRET_NEEDS))
 PHONE_REGIONS = tuple(region for region in PhoneRecognizer.DEFAULT_SUPPORTED_REGIONS if region != "CA")
 
 
+NATIONAL_IDS = (
+    UsSsnRecognizer,
+    EsNifRecognizer,
+    EsNieRecognizer,
+    ItFiscalCodeRecognizer,
+    PlPeselRecognizer,
+    DeTaxIdRecognizer,
+    FiPersonalIdentityCodeRecognizer,
+    SePersonnummerRecognizer,
+    UkNinoRecognizer,
+)
+
+
 @cache
 def _recognizers() -> tuple:
-    return (EmailRecognizer(), PhoneRecognizer(supported_regions=PHONE_REGIONS), CreditCardRecognizer(), IpRecognizer())
+    return (
+        EmailRecognizer(),
+        PhoneRecognizer(supported_regions=PHONE_REGIONS),
+        CreditCardRecognizer(),
+        IpRecognizer(),
+        IbanRecognizer(),
+        *(recognizer() for recognizer in NATIONAL_IDS),
+    )
 
 
 @cache
@@ -100,6 +137,8 @@ _NEEDS = {
     "PhoneRecognizer": re.compile(DIGIT_RUN),
     "CreditCardRecognizer": re.compile(DIGIT_RUN),
     "IpRecognizer": re.compile(DIGIT_RUN + "|" + IPV6_GROUPS, re.IGNORECASE),
+    "IbanRecognizer": re.compile(ID_NEEDS, re.IGNORECASE),
+    **{recognizer.__name__: re.compile(DIGIT_RUN + "|" + ID_NEEDS, re.IGNORECASE) for recognizer in NATIONAL_IDS},
 }
 _NEEDS_SECRETS = re.compile(AT_SIGN + "|" + SECRET_NEEDS, re.IGNORECASE)
 
@@ -118,12 +157,20 @@ def find_pii(text: str) -> list[tuple[int, int, str]]:
         for start, end in _windows(_NEEDS[type(recognizer).__name__], text):
             chunk = text[start:end]
             for result in recognizer.analyze(chunk, entities=recognizer.supported_entities, nlp_artifacts=None) or []:
-                if result.score >= MIN_SCORE:
+                if result.score >= MIN_SCORE or (result.score > 0 and _has_context(chunk, recognizer)):
                     spans.append((start + result.start, start + result.end, result.entity_type))
     if _NEEDS_SECRETS.search(text):
         for pattern in _secret_patterns():
             spans.extend((m.start(), m.end(), "SECRET") for m in pattern.finditer(text) if m.end() - m.start() >= 8)
+        spans.extend(find_secrets(text))
     return sorted(set(spans))
+
+
+def _has_context(chunk: str, recognizer) -> bool:
+    """A weak match (an SSN without dashes) counts when one of its recognizer's context words
+    ("ssn", "social security", …) is near it, as presidio's context enhancer would raise it."""
+    lowered = chunk.lower()
+    return any(word in lowered for word in getattr(recognizer, "context", None) or ())
 
 
 def _windows(need: re.Pattern, text: str) -> list[tuple[int, int]]:

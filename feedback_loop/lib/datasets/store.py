@@ -31,6 +31,8 @@ from typing import BinaryIO
 from filelock import FileLock
 from upath import UPath
 
+from feedback_loop.lib.paths import path_component
+
 MANIFEST = "manifest.json"
 LATEST = "LATEST"
 LOCK = ".publish.lock"
@@ -52,24 +54,28 @@ class DatasetStore:
         """The version LATEST names, or the newest complete one when LATEST is missing or names an
         incomplete one; None before the first publish. Reads only."""
         complete = self.versions(dataset)
-        pointer = self.root / dataset / LATEST
+        pointer = self._dataset_folder(dataset) / LATEST
         named = pointer.read_text().strip() if pointer.exists() else None
-        if named in complete:
+        if named in complete:  # a version listed in the dataset's folder: never a path elsewhere
             return named
         return complete[-1] if complete else None
 
     def versions(self, dataset: str) -> list[str]:
         """Complete versions (those with a manifest), oldest first."""
-        folder = self.root / dataset
+        folder = self._dataset_folder(dataset)
         if not folder.exists():
             return []
         return sorted((p.name for p in folder.iterdir() if p.is_dir() and _is_version(p.name) and (p / MANIFEST).exists()), key=_key)
 
     def manifest(self, dataset: str, version: str) -> dict:
-        return json.loads((self.root / dataset / version / MANIFEST).read_text())
+        return json.loads(self.path(dataset, version, MANIFEST).read_text())
 
     def path(self, dataset: str, version: str, name: str) -> UPath:
-        return self.root / dataset / version / name
+        """A file of a version; names that could lead out of the version's folder are refused."""
+        return self._dataset_folder(dataset) / path_component(version, "version") / path_component(name, "file name")
+
+    def _dataset_folder(self, dataset: str) -> UPath:
+        return self.root / path_component(dataset, "dataset")
 
     def read_bytes(self, dataset: str, version: str, name: str) -> bytes:
         return self.path(dataset, version, name).read_bytes()
@@ -85,7 +91,7 @@ class DatasetStore:
         """The folder of the next version of `dataset`, built from a window ending on `day`, to write
         its files into (see `Draft`) and `commit`, with the dataset locked meanwhile. Without a
         commit the folder is removed on the way out."""
-        folder = self.root / dataset
+        folder = self._dataset_folder(dataset)
         folder.mkdir(parents=True, exist_ok=True)
         local = self.root.protocol in ("", "file")
         with FileLock(str(folder.path) + "/" + LOCK) if local else nullcontext():
@@ -121,7 +127,7 @@ class DatasetStore:
         }
         self._write_atomic(draft.folder / MANIFEST, json.dumps(full, indent=2, sort_keys=True).encode())
         draft.committed = True
-        self._write_atomic(self.root / draft.dataset / LATEST, draft.version.encode())
+        self._write_atomic(self._dataset_folder(draft.dataset) / LATEST, draft.version.encode())
         return Published(version=draft.version, created=True, manifest=full)
 
     def publish(self, dataset: str, files: dict[str, bytes], content_hash: str, manifest: dict, today: str) -> Published:
@@ -133,7 +139,7 @@ class DatasetStore:
 
     def _next_version(self, dataset: str, day: str) -> str:
         """`<day>.<n>` with n one past every number of that day ever used (complete or not)."""
-        folder = self.root / dataset
+        folder = self._dataset_folder(dataset)
         same_day = [_key(p.name)[1] for p in folder.iterdir() if _is_version(p.name) and _key(p.name)[0] == day]
         return f"{day}.{max(same_day, default=0) + 1}"
 
@@ -141,7 +147,7 @@ class DatasetStore:
         """Point LATEST at the newest complete version when it names an older one (a run that died
         between its manifest and LATEST); under the lock."""
         complete = self.versions(dataset)
-        pointer = self.root / dataset / LATEST
+        pointer = self._dataset_folder(dataset) / LATEST
         named = pointer.read_text().strip() if pointer.exists() else None
         if complete and (named not in complete or _key(complete[-1]) > _key(named)):
             self._write_atomic(pointer, complete[-1].encode())
@@ -149,7 +155,7 @@ class DatasetStore:
     def _remove_incomplete(self, dataset: str) -> None:
         """Remove the folders of versions that never got a manifest (runs that died); under the lock,
         so never one that is being written."""
-        for child in (self.root / dataset).iterdir():
+        for child in self._dataset_folder(dataset).iterdir():
             if child.is_dir() and _is_version(child.name) and not (child / MANIFEST).exists():
                 child.fs.rm(child.path, recursive=True)
 
@@ -178,7 +184,7 @@ class Draft:
         """A binary file of the version, to write as it is made (several may be open at once)."""
         if name in self.files:
             raise ValueError(f"{name} is already written in {self.dataset} {self.version}")
-        with (self.folder / name).open("wb") as fh:
+        with (self.folder / path_component(name, "file name")).open("wb") as fh:
             out = HashingWriter(fh)
             yield out
         self.files[name] = {"sha256": out.digest.hexdigest(), "bytes": out.size}

@@ -88,8 +88,13 @@ def comment_mode(comments: pd.Series) -> tuple[pd.Series, pd.Series]:
     for mode in COMMENT_ORDER:
         hit = matches(text, COMMENT_LEXICON[mode]) & modes.isna().to_numpy()
         modes[hit] = mode
-        evidence[hit] = "comment: " + comments[hit].str.slice(0, 60)
+        evidence[hit] = "comment: " + comments[hit].str.extract(EVIDENCE_QUOTE, expand=False)
     return modes, evidence
+
+
+# The first 60 characters of a comment and the rest of the token they end in: a secret or an id is
+# quoted whole or not at all, so the scrubber that later runs over the evidence sees all of it.
+EVIDENCE_QUOTE = r"(?s)^(.{0,60}\S*)"
 
 
 def edit_mode(outputs: pd.Series, edits: pd.Series) -> tuple[pd.Series, pd.Series]:
