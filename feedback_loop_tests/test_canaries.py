@@ -11,6 +11,7 @@ import pytest
 
 from feedback_loop.lib.datasets.privacy import strings_in
 from feedback_loop.pipeline import run_nightly
+from feedback_loop.resources.landing import LandingFolder
 from feedback_loop_tests.canaries import Canary, canaries, secret_parts
 from feedback_loop_tests.conftest import defs_with, write_jsonl
 
@@ -26,7 +27,7 @@ def planted_records(planted: list[Canary]) -> tuple[dict[str, list], dict[str, l
     groups = [planted[i : i + len(FIELDS)] for i in range(0, len(planted), len(FIELDS))]
     for n, group in enumerate(groups):
         field = {name: c.text for name, c in zip(FIELDS, group, strict=False)}
-        day = DAYS[n % len(DAYS)]
+        day = DAYS[(n // 3) % len(DAYS)]
         trace_id, session = f"canary-trace-{n}", f"canary-session-{n}"
         at = f"{day}T{9 + n % 10:02d}:{n % 60:02d}:00Z"
         traces[day].append(
@@ -83,7 +84,7 @@ def published_texts(root: Path) -> dict[str, str]:
 
 def metadata_texts(instance: dg.DagsterInstance) -> dict[str, str]:
     """The events of every run (materialization and check metadata, step outputs) as text."""
-    return {run.run_id: "\n".join(str(record.dagster_event) for record in instance.all_logs(run.run_id) if record.dagster_event) for run in instance.get_runs()}
+    return {run.run_id: "\n".join(f"{record.user_message}\n{record.dagster_event}" for record in instance.all_logs(run.run_id)) for run in instance.get_runs()}
 
 
 def leaks(planted: list[Canary], places: dict[str, str]) -> list[tuple[str, str]]:
@@ -100,7 +101,7 @@ def test_no_planted_value_reaches_a_published_file_the_state_or_the_metadata(res
     for day in DAYS:
         write_jsonl(landing / "traces" / f"canaries-{day}.jsonl", traces[day])
         write_jsonl(landing / "feedback" / f"canaries-{day}.jsonl", events[day])
-    defs = defs_with({**resources, "landing": resources["landing"].model_copy(update={"root": str(landing)})})
+    defs = defs_with({**resources, "landing": LandingFolder(root=str(landing))})
     instance = dg.DagsterInstance.ephemeral()
     for day in DAYS:
         report = run_nightly(day, instance, defs)

@@ -304,3 +304,17 @@ def test_a_days_modes_and_clusters_depend_on_the_days_ending_on_it_only():
     alone_21, _ = cluster_negatives_by_day(whole[whole["partition_date"] <= "2026-11-21"], ["2026-11-21"], 1, snapshots["2026-11-20"].registry)
     pd.testing.assert_frame_equal(alone_21, by_day[by_day["partition_date"] == "2026-11-21"].reset_index(drop=True))
     assert set(by_day["partition_date"]) == {"2026-11-20", "2026-11-21", "2026-11-22"}
+
+
+def test_a_centroid_left_without_members_is_not_a_cluster(monkeypatch):
+    """k-means can leave a centroid with no members (near-identical rows): clusters are numbered
+    over the labels that have members, and none is empty."""
+    from feedback_loop.lib.error_modes import clusters
+
+    def gap(embedded, seed):
+        labels = np.where(np.arange(len(embedded)) < len(embedded) // 2, 0, 2)
+        return labels, np.vstack([embedded[labels == 0].mean(axis=0), embedded.mean(axis=0), embedded[labels == 2].mean(axis=0)])
+
+    monkeypatch.setattr(clusters, "_best_k", gap)
+    result = cluster_negatives(cluster_frame(), {}, today="2026-11-20")
+    assert sorted(result.clusters["size"]) == [15, 15]

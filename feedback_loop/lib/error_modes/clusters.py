@@ -28,6 +28,7 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
 from threadpoolctl import threadpool_limits
 
+from feedback_loop.lib.datasets.privacy import scrub_text
 from feedback_loop.lib.days import days_ending
 from feedback_loop.lib.parallel import in_processes
 
@@ -129,6 +130,9 @@ def _cluster_group(text: pd.Series, trace_ids: pd.Series, seed: int) -> tuple[np
     components = min(50, tfidf.shape[1] - 1, len(text) - 1)
     embedded = normalize(TruncatedSVD(n_components=components, random_state=seed).fit_transform(tfidf))
     labels, centroids = _best_k(embedded, seed)
+    # k-means may leave a centroid without members (identical rows): number the clusters that have some.
+    present, labels = np.unique(labels, return_inverse=True)
+    centroids = centroids[present]
     terms = np.array(vectorizer.get_feature_names_out())
     return labels, [_summary(tfidf, terms, labels, k, text, trace_ids, (embedded, centroids[k])) for k in range(labels.max() + 1)]
 
@@ -164,7 +168,7 @@ def _summary(tfidf, terms: np.ndarray, labels: np.ndarray, k: int, text: pd.Seri
         order = members[np.argsort(-(embedded[members] @ centroid), kind="stable")]
     else:
         order = members
-    exemplars = [f"{trace_ids.iloc[i]}: {text.iloc[i].strip()[:120]}" for i in order[:3]]
+    exemplars = [f"{trace_ids.iloc[i]}: {scrub_text(text.iloc[i].strip())[0][:120]}" for i in order[:3]]  # scrubbed before it is cut: they are shown and kept
     return {"size": int(len(members)), "top_terms": list(term_weights)[:8], "terms": term_weights, "exemplars": exemplars}
 
 
