@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import feedback_loop
+from feedback_loop.resources.datasets import DEFAULT_OPT_OUT
 from feedback_loop.sample.generator import GeneratorConfig, generate
 
 DEMO_LANDING = Path("data/demo-landing")
@@ -20,7 +21,6 @@ PATH_SETTINGS = {  # the settings that name places, with the defaults the defini
     "FEEDBACK_LOOP_WAREHOUSE": "data/warehouse",
     "FEEDBACK_LOOP_DATASETS": "data/datasets",
     "FEEDBACK_LOOP_STATE": "data/state",
-    "FEEDBACK_LOOP_OPT_OUT": "data/opt_out_users.txt",
 }
 
 
@@ -136,6 +136,11 @@ def ui_command(key_file: Path | None) -> str:
     for name, default in PATH_SETTINGS.items():
         value = os.environ.get(name, default)
         env[name] = value if "://" in value else str(Path(value).resolve())
+    # The opt-out list: as configured, else the default file of this folder when there is one (a
+    # path that is set must exist, so an absent default is not passed on).
+    opt_out = os.environ.get("FEEDBACK_LOOP_OPT_OUT") or (DEFAULT_OPT_OUT if Path(DEFAULT_OPT_OUT).is_file() else None)
+    if opt_out:
+        env["FEEDBACK_LOOP_OPT_OUT"] = opt_out if "://" in opt_out else str(Path(opt_out).resolve())
     assignments = [f"{name}={shlex.quote(value)}" for name, value in env.items()]
     if key_file is not None:
         assignments.append(f'FEEDBACK_LOOP_USER_HASH_KEY="$(cat {shlex.quote(str(key_file))})"')

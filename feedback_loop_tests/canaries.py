@@ -38,6 +38,12 @@ def _pesel(rng: random.Random) -> str:
     return digits + str(check)
 
 
+def _word(rng: random.Random) -> str:
+    """A made-up capitalized name word (no dictionary of real names: what is found must be found by its context)."""
+    syllables = ["ka", "lo", "mer", "vin", "dra", "sel", "tor", "bi", "nu", "wen", "gal", "rio", "ste", "fan", "quo", "zel"]
+    return "".join(rng.choice(syllables) for _ in range(rng.randint(2, 3))).capitalize()
+
+
 def _token(rng: random.Random, n: int, alphabet: str = ALNUM) -> str:
     return "".join(rng.choices(alphabet, k=n))
 
@@ -78,6 +84,13 @@ def canaries(per_kind: int = 14, seed: int = 2026) -> list[Canary]:
             ("private key", "{v}", f"-----BEGIN PRIVATE KEY-----\n{pem_body}\n-----END PRIVATE KEY-----"),
             ("URL credentials", "connect to postgres://app:{v}@db.internal/prod", password),
             ("GitLab token", "gitlab {v}", "glpat-" + _token(rng, 20, ALNUM + "_-")),
+            ("person name (introduced)", "hello, my name is {v} and it failed", f"{_word(rng)} {_word(rng)}"),
+            ("person name (signed)", "it broke again.\nKind regards,\n{v}", f"{_word(rng)} {_word(rng)}"),
+            ("person name (title)", "please forward this to Dr. {v} today", _word(rng) + _word(rng).lower()),
+            ("street address (EN)", "ship it to {v}, Springfield", f"{rng.randrange(1, 999)} {_word(rng)} Street"),
+            ("street address (DE)", "meine Adresse ist {v}, 10115 Berlin", f"{_word(rng)}straße {rng.randrange(1, 99)}"),
+            ("street address (FR)", "j'habite au {v}, 75002 Paris", f"{rng.randrange(1, 99)} rue {_word(rng)}"),
+            ("street address (ES)", "vivo en {v}, Madrid", f"Calle {_word(rng)} {rng.randrange(1, 99)}"),
         ]
         for kind, template, value in items:
             out.append(Canary(kind=kind, text=template.format(v=value), value=value))

@@ -36,6 +36,7 @@ def generated(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def resources(generated, tmp_path) -> dict:
+    (tmp_path / "opt_out.txt").write_text("# users who opted out, one id a line\n")  # a configured list must exist
     return {
         "io_manager": WarehouseIOManager(root=str(tmp_path / "warehouse")),
         "landing": LandingFolder(root=str(generated)),

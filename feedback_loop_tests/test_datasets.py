@@ -248,13 +248,16 @@ def trace_days(trace_ids: pd.Series, traces: pd.DataFrame) -> pd.Series:
 def built_release(tmp_path, traces, signals, labels, suite_prompts, opted_out=frozenset()):
     """`preference_release` of the frames, committed to a store under `tmp_path`: the release and its files."""
     from feedback_loop.lib.datasets.build import preference_release
+    from feedback_loop.lib.datasets.opt_out import opted_out_traces, user_key
     from feedback_loop.lib.datasets.store import DatasetStore
     from feedback_loop.lib.tables import FrameTable
 
     store = DatasetStore(str(tmp_path))
     signals = signals.assign(partition_date=trace_days(signals["trace_id"], traces))
+    opted = {user_key(u) for u in opted_out}
+    kept_out = opted_out_traces(FrameTable(traces), FrameTable(pd.DataFrame({"trace_id": [], "user_id": []}, dtype="string")), opted)
     with store.draft("preference_dataset", "2026-11-20") as draft:
-        release = preference_release(FrameTable(traces), FrameTable(signals), FrameTable(labels), suite_prompts, DatasetParams(), "key", set(opted_out), ["2026-11-20"], draft)
+        release = preference_release(FrameTable(traces), FrameTable(signals), FrameTable(labels), suite_prompts, DatasetParams(), "key", opted, kept_out, ["2026-11-20"], draft)
         published = store.commit(draft, release.content_hash, release.manifest)
     return release, {name: store.read_bytes("preference_dataset", published.version, name) for name in published.manifest["files"]}
 
@@ -475,7 +478,7 @@ def test_a_suite_release_reads_the_texts_of_its_shortlist_only(tmp_path):
 
     store = DatasetStore(str(tmp_path))
     with store.draft("regression_suite", "2026-11-20") as draft:
-        release = regression_release(candidates, texts, [], DatasetParams(max_new_cases_per_mode=1), "key", set(), ["2026-11-20"], draft)
+        release = regression_release(candidates, texts, [], DatasetParams(max_new_cases_per_mode=1), "key", set(), pd.Series(dtype="string"), ["2026-11-20"], draft)
         published = store.commit(draft, release.content_hash, release.manifest)
     assert len(requested) == 21 and {f"t{i:02d}" for i in range(4, 45, 5)} < set(requested)  # 20 of the stratum, those with an edit first; and r1
     assert release.manifest["build"]["candidates"] == 46
@@ -571,3 +574,41 @@ def test_near_duplicates_of_unicode_and_ascii_text_agree_with_brute_force(chunk,
         found = near_duplicate_of(pd.Series(texts, dtype="string"), references, threshold).tolist()
         assert found == brute_force_near_duplicates(texts, references, threshold)
     assert near_duplicate_of(pd.Series(texts, dtype="string"), references, 0.8).tolist()[:5] == [True] * 5
+
+
+def test_opt_out_ids_match_whatever_their_case_spacing_or_width():
+    from feedback_loop.lib.datasets.opt_out import opt_out_list, user_keys
+
+    assert opt_out_list(" Alice \n# a comment\n\nＢＯＢ\n  # indented comment\n") == {"alice", "bob"}
+    assert user_keys(pd.Series(["ALICE", " bob", None, "Carol"], dtype="string")).tolist() == ["alice", "bob", pd.NA, "carol"]
+
+
+def test_traces_of_a_user_known_only_by_feedback_or_whose_text_is_on_another_trace_are_kept_out():
+    from feedback_loop.lib.datasets.opt_out import opted_out_traces
+    from feedback_loop.lib.tables import FrameTable
+
+    traces = FrameTable(pd.DataFrame({"trace_id": ["t1", "t2", "t3"], "user_id": [None, "carol", "ALICE"], "partition_date": "2026-11-20"}, dtype="string"))
+    events = FrameTable(
+        pd.DataFrame({"trace_id": ["t1", "t2", "t2"], "user_id": ["Alice", " alice ", "carol"], "type": ["thumbs_down", "edit", "thumbs_up"], "partition_date": "2026-11-20"}, dtype="string")
+    )
+    assert opted_out_traces(traces, events, {"alice"}).tolist() == ["t1", "t2", "t3"]
+    assert opted_out_traces(traces, events, set()).empty
+
+
+def test_a_configured_opt_out_list_that_is_missing_fails_and_the_default_is_optional(tmp_path, monkeypatch):
+    from feedback_loop.resources.datasets import Privacy
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="opt-out list .*missing.txt not found"):
+        Privacy(user_hash_key="k", opt_out_path=str(tmp_path / "missing.txt")).opted_out()
+    assert Privacy(user_hash_key="k").opted_out() == set()  # no list configured, no default file
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "opt_out_users.txt").write_text("Dave\n")
+    assert Privacy(user_hash_key="k").opted_out() == {"dave"}
+
+
+def test_pseudonyms_are_of_the_normalized_id():
+    from feedback_loop.lib.datasets.privacy import pseudonymize
+
+    hashed = pseudonymize(pd.Series(["Alice", " alice", "ALICE", "bob"], dtype="string"), "k")
+    assert hashed[0] == hashed[1] == hashed[2] != hashed[3]

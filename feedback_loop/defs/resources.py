@@ -23,7 +23,7 @@ def resources() -> dg.Definitions:
             "dataset_store": DatasetStoreResource(root=os.environ.get("FEEDBACK_LOOP_DATASETS", "data/datasets")),
             "privacy": Privacy(
                 user_hash_key=dg.EnvVar("FEEDBACK_LOOP_USER_HASH_KEY"),
-                opt_out_path=os.environ.get("FEEDBACK_LOOP_OPT_OUT", "data/opt_out_users.txt"),
+                opt_out_path=os.environ.get("FEEDBACK_LOOP_OPT_OUT") or None,
             ),
             "cluster_registry": ClusterRegistry(folder=os.environ.get("FEEDBACK_LOOP_STATE", "data/state") + "/error_mode_clusters"),
         },

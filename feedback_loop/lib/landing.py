@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from upath import UPath
 
-from feedback_loop.lib.columns import ONE_BATCH, large_text, replaced
+from feedback_loop.lib.columns import ONE_BATCH, replaced
 from feedback_loop.lib.lines import line_blocks
 from feedback_loop.lib.sql import identifier, literal
 
@@ -225,7 +225,7 @@ def _read_jsonl(con: duckdb.DuckDBPyConnection, kind: Kind, file: LandingFile, d
                _problem_found AS _problem,
                CASE WHEN len(list_filter(json_keys(obj), lambda k: NOT list_contains([{known_sql}], k))) > 0 THEN obj END AS _unknown,
                {_select_list(fields)},
-               _timestamp
+               _timestamp, coalesce({_brackets("obj")} > {MAX_NESTING}, false) AS _maybe_deep
         FROM ({_dated(records, "_ts_text", "_unreadable")})
         WHERE _day = $day
     """
@@ -303,23 +303,37 @@ def _parquet_records(con: duckdb.DuckDBPyConnection, kind: Kind, file: LandingFi
     pairs = ", ".join(f"{identifier(c)} := {identifier(c)}" for c in unknown)
     unknown_sql = f"CASE WHEN {any_unknown} THEN to_json(struct_pack({pairs}))::VARCHAR END" if unknown else "NULL::VARCHAR"
     records = f"(SELECT file_row_number + 1 AS _line, {unknown_sql} AS _unknown_fields, {_select_list(exprs)}, NULL::VARCHAR AS _unreadable FROM read_parquet({source}, file_row_number=true))"
+    # Nesting: a JSON text column may nest any depth, a typed column as deep as its type.
+    deep_types = [c for c, t in types.items() if c in JSON_FIELDS[kind] or c in unknown if t != "VARCHAR" and _type_depth(t) > MAX_NESTING]
+    json_text = [name for name in JSON_FIELDS[kind] if types.get(name) == "VARCHAR"]
+    maybe_deep = " OR ".join([*(f"{_brackets(identifier(c))} > {MAX_NESTING}" for c in json_text), *(f"{identifier(c)} IS NOT NULL" for c in deep_types)]) or "false"
+    records = records.replace(" AS _unreadable FROM", f" AS _unreadable, coalesce({maybe_deep}, false) AS _maybe_deep FROM")
     query = f"""
         SELECT $source AS _source, _line, NULL::VARCHAR AS _raw, _problem_found AS _problem, _unknown_fields AS _unknown,
-               {", ".join(exprs)}, _timestamp
+               {", ".join(exprs)}, _timestamp, _maybe_deep
         FROM ({_dated(records, identifier("timestamp"), "_unreadable")})
         WHERE _day = $day
     """
     return _frame(con, query, {"source": file.path, "first_day": first_day, "latest": file.latest, "home": file.home, "day": day})
 
 
+def _brackets(text_sql: str) -> str:
+    """SQL: how many `{` and `[` the text holds (an upper bound of its nesting depth)."""
+    return f"(length({text_sql}) - length(replace(replace({text_sql}, '{{', ''), '[', '')))"
+
+
+def _type_depth(type_name: str) -> int:
+    """How deeply a DuckDB type nests (STRUCT, MAP, lists)."""
+    return type_name.count("(") + type_name.count("[]")
+
+
 def _nested_too_deep(records: pd.DataFrame, kind: Kind) -> pd.DataFrame:
-    """`records` with a problem set where a JSON field or the unknown fields nest deeper than MAX_NESTING."""
+    """`records` with a problem set where a JSON field or the unknown fields nest deeper than
+    MAX_NESTING; only the rows the read flagged (`_maybe_deep`: more brackets than that) are parsed."""
+    candidates = np.flatnonzero(records.pop("_maybe_deep").to_numpy(dtype=bool, na_value=False))
     deep = np.zeros(len(records), dtype=bool)
-    for column in [*JSON_FIELDS[kind], "_unknown"]:
-        brackets = pc.count_substring_regex(large_text(records[column]), r"[{\[]")
-        candidates = np.flatnonzero(pc.fill_null(pc.greater(brackets, MAX_NESTING), False).to_numpy(zero_copy_only=False))
-        for row in candidates:
-            deep[row] |= json_nesting(records[column].iloc[row]) > MAX_NESTING
+    for row in candidates:
+        deep[row] = any(json_nesting(text) > MAX_NESTING for column in [*JSON_FIELDS[kind], "_unknown"] if isinstance(text := records[column].iloc[row], str))
     rows = deep & records["_problem"].isna().to_numpy()
     if rows.any():
         records = records.copy()
@@ -351,6 +365,7 @@ def _empty_records(kind: Kind) -> pd.DataFrame:
     cols = ["_source", "_line", "_raw", "_problem", "_unknown", *SCALAR_FIELDS[kind], *JSON_FIELDS[kind], *extra, "_timestamp"]
     df = pd.DataFrame({c: pd.Series(dtype="string") for c in cols})
     df["_line"] = df["_line"].astype("Int64")
+    df["_maybe_deep"] = pd.Series(dtype="bool")
     df["_timestamp"] = pd.Series(dtype="datetime64[us, UTC]")
     return df
 

@@ -4,6 +4,8 @@ not shown."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from feedback_loop.lib.datasets.privacy import scrub_text
@@ -27,5 +29,25 @@ def markdown_table(df: pd.DataFrame, max_rows: int = 10) -> str:
 
 
 def _cell(text: str) -> str:
-    text = scrub_text(text)[0].replace("|", "\\|").replace("\n", " ")
+    text = _scrubbed(text).replace("|", "\\|").replace("\n", " ")
     return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
+def _scrubbed(text: str) -> str:
+    """The cell scrubbed; JSON text (metadata, messages) value by value, as its strings read unescaped."""
+    if text[:1] in ("{", "["):
+        try:
+            return json.dumps(_scrubbed_json(json.loads(text)), ensure_ascii=False)
+        except (ValueError, RecursionError):
+            pass
+    return scrub_text(text)[0]
+
+
+def _scrubbed_json(value):
+    if isinstance(value, str):
+        return scrub_text(value)[0]
+    if isinstance(value, list):
+        return [_scrubbed_json(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _scrubbed_json(item) for key, item in value.items()}
+    return value

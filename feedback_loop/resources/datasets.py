@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 from upath import UPath
 
+from feedback_loop.lib.datasets.opt_out import opt_out_list
 from feedback_loop.lib.datasets.store import DatasetStore
 
 
@@ -17,22 +18,30 @@ class DatasetStoreResource(dg.ConfigurableResource):
         return DatasetStore(self.root)
 
 
+DEFAULT_OPT_OUT = "data/opt_out_users.txt"
+
+
 class Privacy(dg.ConfigurableResource):
     """How user data is protected at export.
 
     `user_hash_key` keys the HMAC that replaces user ids (set it from a secret:
     `dg.EnvVar("FEEDBACK_LOOP_USER_HASH_KEY")`); `opt_out_path` is a text file (one user id per line,
-    local or fsspec URL) of users whose rows are never exported. A missing file means nobody opted out.
+    local or fsspec URL) of users whose data is never exported. A path that is set but is not a
+    file fails the run (a mistyped path must not mean "nobody opted out"); unset, the list is
+    `DEFAULT_OPT_OUT` when that file exists, else nobody opted out.
     """
 
     user_hash_key: str
-    opt_out_path: str = "data/opt_out_users.txt"
+    opt_out_path: str | None = None
 
     def opted_out(self) -> set[str]:
-        path = UPath(self.opt_out_path)
-        if not path.exists():
+        """The `user_key`s of the users on the opt-out list."""
+        path = UPath(self.opt_out_path or DEFAULT_OPT_OUT)
+        if not path.is_file():
+            if self.opt_out_path:
+                raise FileNotFoundError(f"opt-out list {self.opt_out_path} not found: datasets are not published without it (unset FEEDBACK_LOOP_OPT_OUT if nobody opted out)")
             return set()
-        return {line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")}
+        return opt_out_list(path.read_text())
 
 
 def local_hash_key(state_dir: str) -> str:

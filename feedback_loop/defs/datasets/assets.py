@@ -6,8 +6,10 @@ from collections.abc import Callable
 import dagster as dg
 import pandas as pd
 
+from feedback_loop.defs.feedback.assets import later_feedback
 from feedback_loop.defs.partitions import daily_partitions
 from feedback_loop.lib.datasets.build import Release, preference_release, regression_release
+from feedback_loop.lib.datasets.opt_out import opted_out_traces
 from feedback_loop.lib.datasets.preference import PREFERENCE_LABEL_COLUMNS, PREFERENCE_SIGNAL_COLUMNS, PREFERENCE_TRACE_COLUMNS, suite_overlap
 from feedback_loop.lib.datasets.published import PREFERENCE_DATASET, REGRESSION_SUITE, pii_hits, release_prompts, suite_cases, suite_prompts
 from feedback_loop.lib.datasets.regression import CASE_SOURCE_COLUMNS, read_case_texts, regenerated_trace_ids, suite_candidates
@@ -95,6 +97,7 @@ def preference_rows(manifest: dict) -> int:
         "negative_traces": dg.AssetIn(metadata={"lazy": True}),
         "implicit_signals": dg.AssetIn(metadata={"columns": ["trace_id", "regenerated_by"], "lazy": True}),
         "raw_traces": dg.AssetIn(metadata={"lazy": True}),
+        "linked_feedback": dg.AssetIn(partition_mapping=later_feedback(), metadata={"lazy": True}),
     },
 )
 def regression_suite(
@@ -106,6 +109,7 @@ def regression_suite(
     negative_traces: PartitionedTable,
     implicit_signals: PartitionedTable,
     raw_traces: PartitionedTable,
+    linked_feedback: PartitionedTable,
 ) -> dg.MaterializeResult:
     """Hard cases (negative and regenerated-away responses) by error mode, cumulative and versioned.
 
@@ -120,6 +124,7 @@ def regression_suite(
     if skipped := superseded(store, REGRESSION_SUITE, day):
         return skipped
     previous = suite_cases(store)
+    opted_out = privacy.opted_out()
     if len(error_modes.columns):
         negatives = negative_traces.read(columns=CASE_SOURCE_COLUMNS, lengths=["edit_text"])
         regenerated = raw_traces.read(columns=CASE_SOURCE_COLUMNS, rows_where=("trace_id", regenerated_trace_ids(implicit_signals)))
@@ -134,7 +139,8 @@ def regression_suite(
             previous,
             params,
             privacy.user_hash_key,
-            privacy.opted_out(),
+            opted_out,
+            opted_out_traces(raw_traces, linked_feedback, opted_out),
             context.partition_keys,
             draft,
         )
@@ -149,6 +155,7 @@ def regression_suite(
         "raw_traces": dg.AssetIn(metadata={"columns": PREFERENCE_TRACE_COLUMNS, "lazy": True}),
         "implicit_signals": dg.AssetIn(metadata={"columns": PREFERENCE_SIGNAL_COLUMNS, "lazy": True}),
         "trace_labels": dg.AssetIn(metadata={"columns": PREFERENCE_LABEL_COLUMNS, "lazy": True}),
+        "linked_feedback": dg.AssetIn(partition_mapping=later_feedback(), metadata={"lazy": True}),
     },
 )
 def preference_dataset(
@@ -159,6 +166,7 @@ def preference_dataset(
     raw_traces: PartitionedTable,
     implicit_signals: PartitionedTable,
     trace_labels: PartitionedTable,
+    linked_feedback: PartitionedTable,
 ) -> dg.MaterializeResult:
     """DPO pairs (edits, regenerations, thumbs siblings) and KTO examples, versioned.
 
@@ -171,6 +179,7 @@ def preference_dataset(
     day = context.partition_key_range.end
     if skipped := superseded(store, PREFERENCE_DATASET, day):
         return skipped
+    opted_out = privacy.opted_out()
     with store.draft(PREFERENCE_DATASET, day) as draft:
         release = preference_release(
             raw_traces,
@@ -179,7 +188,8 @@ def preference_dataset(
             suite_prompts(store),
             params,
             privacy.user_hash_key,
-            privacy.opted_out(),
+            opted_out,
+            opted_out_traces(raw_traces, linked_feedback, opted_out),
             context.partition_keys,
             draft,
         )

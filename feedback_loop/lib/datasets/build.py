@@ -67,18 +67,21 @@ def regression_release(
     params: DatasetParams,
     hash_key: str,
     opted_out: set[str],
+    kept_out: pd.Series,
     source_partitions: list[str],
     draft: Draft,
 ) -> Release:
     """The next regression suite from the window's candidates and the previous version's cases,
     written into `draft`. `candidates` come without their texts (`suite_candidates`): `texts` adds
-    them to the shortlisted ones (`case_texts`), so only those are read."""
-    kept = candidates[~candidates["user_id"].isin(opted_out)]
+    them to the shortlisted ones (`case_texts`), so only those are read. `opted_out` are the users
+    (`user_key`s) who opted out, `kept_out` the traces that keeps out (`opted_out_traces`)."""
+    out = is_in(candidates["trace_id"], kept_out)
+    kept = candidates[~out]
     kept = texts(shortlist(kept[kept["confidence"] >= params.min_case_confidence], params))
     kept["user_hash"] = pseudonymize(kept["user_id"], hash_key)
     scrubbed, pii = scrub_frame(kept, ["prompt", "input", "output", "reference_output", "evidence"], json_columns=("input",))
     dropped_users = set(pseudonymize(pd.Series(sorted(opted_out), dtype="string"), hash_key).dropna())
-    cases, stats = merge_suite(previous, build_cases(scrubbed), params, dropped_users)
+    cases, stats = merge_suite(previous, build_cases(scrubbed), params, dropped_users, set(kept_out))
     draft.write(CASES_FILE, exports.jsonl(cases))
     draft.write("tests.jsonl", exports.jsonl(exports.promptfoo_tests(cases)))
     draft.write("langfuse_items.jsonl", exports.jsonl(exports.langfuse_items(cases)))
@@ -90,7 +93,7 @@ def regression_release(
         "row_counts": {"total": len(cases), "per_error_mode": dict(Counter(c["error_mode"] for c in cases))},
         "schema": {"cases.jsonl": ["case_id", "input", "prompt", "output", "reference_output", "error_mode", "error_mode_id", "confidence", "evidence", "assertions", "lineage"]},
         "diff": {"added": sorted(ids - previous_ids), "removed": sorted(previous_ids - ids), "kept": len(ids & previous_ids)},
-        "build": {**stats, "candidates": len(candidates), "opted_out_rows_dropped": int(candidates["user_id"].isin(opted_out).sum()), "pii_replaced": dict(pii)},
+        "build": {**stats, "candidates": len(candidates), "opted_out_rows_dropped": int(out.sum()), "pii_replaced": dict(pii)},
     }
     preview = pd.DataFrame([{"case_id": c["case_id"], "error_mode": c["error_mode"], "prompt": c["prompt"], "assertions": json.dumps(c["assertions"])} for c in cases[:10]])
     return Release(content_hash=combined_hash(draft.digest(name) for name in sorted(draft.files)), manifest=manifest, preview=preview, pii_found=pii)
@@ -104,10 +107,12 @@ def preference_release(
     params: DatasetParams,
     hash_key: str,
     opted_out: set[str],
+    kept_out: pd.Series,
     source_partitions: list[str],
     draft: Draft,
 ) -> Release:
-    """DPO pairs and KTO examples of the window, written into `draft`.
+    """DPO pairs and KTO examples of the window, written into `draft`; the `kept_out` traces (of the
+    users who opted out, `opted_out`) take no part.
 
     Plan, then part by part: build, scrub, decontaminate, split, write. The DPO pairs are planned
     from the signals and labels (no texts), then built PART_ROWS at a time in pair id order, each
@@ -115,8 +120,7 @@ def preference_release(
     day's texts at a time (a trace's example belongs to its label's day), PART_ROWS examples at a
     time by example id. Memory is bounded by the window's plan, a day's texts and a part's. Opted-out
     users' traces never enter a part."""
-    opted = pd.Series(sorted(opted_out), dtype="string")
-    dropped = traces.read(columns=["trace_id"], rows_where=("user_id", opted))["trace_id"] if opted_out else opted
+    dropped = kept_out.astype("string")
     plan, gates = _pair_plan(traces, signals, labels, dropped, params)
     finish = _Finishing(suite_prompts, params, hash_key)
     removed = Counter()
@@ -172,6 +176,7 @@ def _pair_plan(traces: Table, signals: Table, labels: Table, dropped: pd.Series,
     window_labels = _read_by_day(labels, PREFERENCE_LABEL_COLUMNS, dropped, plan_labels)
     prompts = last_per_trace(traces.read(columns=["trace_id", "prompt"], rows_where=("trace_id", window_labels["trace_id"])))
     plan, gates = pair_plan(_read_by_day(signals, PREFERENCE_SIGNAL_COLUMNS, dropped, plan_signals), window_labels, prompts, params)
+    plan = plan[~(is_in(plan["rejected_trace_id"], dropped) | is_in(plan["chosen_trace_id"], dropped))].reset_index(drop=True)  # neither side may be kept out
     return plan, {**gates, "identical_or_empty_texts": 0}
 
 

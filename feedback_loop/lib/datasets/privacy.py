@@ -7,7 +7,7 @@ personal codes, UK NINO) and detect-secrets' token plugins (its entropy plugins 
 because they flag ordinary words). `secret_patterns` adds what they miss or find only in part:
 whole PEM blocks and JWTs, today's API-key families, URL credentials and random-looking values
 after words such as password or token. Each finding is replaced whole by a placeholder such as
-`<EMAIL_ADDRESS>` or `<SECRET>`.
+`<EMAIL_ADDRESS>` or `<SECRET>`. Person names and street addresses: `people`.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ from presidio_analyzer.predefined_recognizers import (
 )
 
 from feedback_loop.lib.columns import large_text, per_distinct, replaced
+from feedback_loop.lib.datasets.opt_out import user_key
+from feedback_loop.lib.datasets.people import PEOPLE_HINTS, find_people, ner_model
 from feedback_loop.lib.datasets.secret_patterns import SECRET_HINTS, find_secrets
 from feedback_loop.lib.parallel import in_processes
 from feedback_loop.lib.text import matches
@@ -91,7 +93,7 @@ SECRET_NEEDS = r"[a-z0-9_+/=.-]{20,}|akc[a-z0-9]{10}|ap[0-9a-f][a-z0-9]{8}|begin
 # National ids: an IBAN's country and check digits; an Italian fiscal code (letters, then digits);
 # a UK NINO (two letters, then digit pairs). The others are digit runs.
 ID_NEEDS = r"\b[a-z]{2}\d{2}\s?[a-z0-9]{4}|\b[a-z]{6}\d{2}[a-z]\d{2}|\b[a-z]{2}\s?\d{2}\s?\d{2}\s?\d{2}"
-PREFILTER = "|".join((AT_SIGN, DIGIT_RUN, IPV6_GROUPS, SECRET_NEEDS, ID_NEEDS))
+PREFILTER = "|".join((AT_SIGN, DIGIT_RUN, IPV6_GROUPS, SECRET_NEEDS, ID_NEEDS, PEOPLE_HINTS))
 
 
 # Presidio's default phone regions less CA: Canada shares the +1 numbering plan, and the US pass
@@ -141,6 +143,7 @@ _NEEDS = {
     **{recognizer.__name__: re.compile(DIGIT_RUN + "|" + ID_NEEDS, re.IGNORECASE) for recognizer in NATIONAL_IDS},
 }
 _NEEDS_SECRETS = re.compile(AT_SIGN + "|" + SECRET_NEEDS, re.IGNORECASE)
+_NEEDS_PEOPLE = re.compile(PEOPLE_HINTS, re.IGNORECASE)
 
 
 WINDOW = 48  # characters of context kept around a detector's prerequisite when scanning
@@ -163,6 +166,8 @@ def find_pii(text: str) -> list[tuple[int, int, str]]:
         for pattern in _secret_patterns():
             spans.extend((m.start(), m.end(), "SECRET") for m in pattern.finditer(text) if m.end() - m.start() >= 8)
         spans.extend(find_secrets(text))
+    if ner_model() is not None or _NEEDS_PEOPLE.search(text):
+        spans.extend(find_people(text))
     return sorted(set(spans))
 
 
@@ -180,16 +185,37 @@ def _windows(need: re.Pattern, text: str) -> list[tuple[int, int]]:
     for match in need.finditer(text):
         start = max(0, match.start() - WINDOW)
         end = min(len(text), match.end() + WINDOW)
-        start = _WORD_START.search(text, 0, start).end() if start else 0
-        after = _SPACE.search(text, end)
-        end = after.start() if after else len(text)
+        # Widened to white space at most `WIDEN` characters away: a search to the text's ends would
+        # make a text with many windows quadratic.
+        start = _WORD_START.search(text, max(0, start - WIDEN), start).end() if start else 0
+        after = _SPACE.search(text, end, end + WIDEN)
+        end = after.start() if after else min(len(text), end + WIDEN)
         if merged and start <= merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], end)
         else:
             merged.append([start, end])
-    return [(start, end) for start, end in merged]
+    return [piece for start, end in merged for piece in _pieces(text, start, end)]
 
 
+MAX_WINDOW = 2_000  # characters a detector sees at once: its cost grows faster than the text it is given
+
+
+def _pieces(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """[start, end) in pieces of at most about `MAX_WINDOW` characters, cut at white space, each
+    overlapping the next by `2 * WINDOW` characters: a finding (shorter than that) lies whole in
+    one piece. A digit-heavy megabyte is then scanned in linear time."""
+    pieces = []
+    while end - start > MAX_WINDOW:
+        cut = text.rfind(" ", start + MAX_WINDOW // 2, start + MAX_WINDOW)
+        cut = cut if cut > 0 else start + MAX_WINDOW
+        pieces.append((start, cut))
+        back = text.rfind(" ", start + MAX_WINDOW // 4, cut - 2 * WINDOW)  # the next piece starts a quarter on at least
+        start = back + 1 if back != -1 else cut - 2 * WINDOW
+    pieces.append((start, end))
+    return pieces
+
+
+WIDEN = 256
 _SPACE = re.compile(r"\s")
 _WORD_START = re.compile(r"(?s).*\s|")  # the longest prefix ending in white space (or nothing)
 
@@ -212,6 +238,8 @@ def scrub_text(text: str) -> tuple[str, Counter]:
 
 def might_contain_pii(texts: pd.Series) -> np.ndarray:
     """Rows the detectors must scan (see PREFILTER); vectorized over the column."""
+    if ner_model() is not None:  # a model reads every text for names
+        return texts.notna().to_numpy(dtype=bool)
     return matches(large_text(texts), PREFILTER, ignore_case=True)  # missing: False
 
 
@@ -334,10 +362,11 @@ def _scrub_value(value, scrubbed: dict[str, tuple[str, Counter]], found: Counter
 
 
 def pseudonymize(user_ids: pd.Series, key: str) -> pd.Series:
-    """HMAC-SHA256 of each user id under `key` (first 16 hex digits); missing ids stay missing."""
+    """HMAC-SHA256 of each user id's `user_key` under `key` (first 16 hex digits); missing ids stay
+    missing. ` Alice` and `alice` are one user, as on the opt-out list."""
     secret = key.encode()
 
     def hashed(ids: pd.Series) -> pd.Series:
-        return ids.map(lambda u: None if u is pd.NA else "u_" + hmac.new(secret, str(u).encode(), hashlib.sha256).hexdigest()[:16]).astype("string")
+        return ids.map(lambda u: None if u is pd.NA else "u_" + hmac.new(secret, user_key(str(u)).encode(), hashlib.sha256).hexdigest()[:16]).astype("string")
 
     return per_distinct(user_ids, hashed)

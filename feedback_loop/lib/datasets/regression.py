@@ -149,9 +149,10 @@ def stratified(cases: list[dict]) -> list[dict]:
     return [case for _, case in sorted(ranked, key=lambda rc: (rc[0], _priority(rc[1])))]
 
 
-def merge_suite(previous: list[dict], new: list[dict], params: DatasetParams, dropped_users: set[str]) -> tuple[list[dict], dict]:
-    """The next suite: previous cases (minus opted-out users) + new ones, deduplicated and capped."""
-    kept = [c for c in previous if c["lineage"].get("user_hash") not in dropped_users]
+def merge_suite(previous: list[dict], new: list[dict], params: DatasetParams, dropped_users: set[str], dropped_traces: set[str] = frozenset()) -> tuple[list[dict], dict]:
+    """The next suite: previous cases (minus those of opted-out users, by their user hash or by
+    their trace) + new ones, deduplicated and capped."""
+    kept = [c for c in previous if c["lineage"].get("user_hash") not in dropped_users and c["lineage"].get("source_trace_id") not in dropped_traces]
     stats = {"opted_out_removed": len(previous) - len(kept), "near_duplicates_collapsed": 0, "evicted": 0, "already_present": 0, "over_new_quota": 0}
     index = PromptIndex(params.near_duplicate_threshold)
     ids = set()
