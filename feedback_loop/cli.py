@@ -1,4 +1,4 @@
-"""`feedback-loop`: generate sample data, run the demo, run one nightly date. Thin wrappers over Dagster."""
+"""`feedback-loop`: generate sample data, run the demo, run one nightly date, erase users. Thin wrappers over Dagster."""
 
 from __future__ import annotations
 
@@ -38,7 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run for one date exactly what the nightly schedule runs")
     run.add_argument("--date", required=True, type=dt.date.fromisoformat)
 
+    forget = sub.add_parser("forget", help="erase users from every published dataset version: each version holding their data is rewritten as a new one and its files deleted")
+    forget.add_argument("--user", action="append", required=True, help="a user id as the product logs it (repeat for several)")
+
     args = parser.parse_args(argv)
+    if args.command == "forget":
+        return _forget(args.user)
     if args.command == "generate":
         summary = generate(args.out, _config(args))
         print(f"wrote {summary['traces']} traces and {summary['feedback']} feedback events (+{summary['bad_rows']} bad rows) for {summary['days'][0]}..{summary['days'][-1]} to {args.out}")
@@ -96,15 +101,43 @@ def _demo(args: argparse.Namespace) -> int:
     return _run_dates(summary["days"])
 
 
+def _forget(users: list[str]) -> int:
+    """Erase the users from every published version (the Dagster job `erase_users_job` does the same)."""
+    from feedback_loop.defs.datasets.erasure import warehouse_table
+    from feedback_loop.lib.datasets.forget import erase_users
+    from feedback_loop.lib.datasets.opt_out import user_key
+    from feedback_loop.lib.datasets.store import DatasetStore
+    from feedback_loop.resources.datasets import Privacy
+    from feedback_loop.resources.warehouse import WarehouseIOManager
+
+    _hash_key()
+    warehouse = WarehouseIOManager(root=os.environ.get("FEEDBACK_LOOP_WAREHOUSE", PATH_SETTINGS["FEEDBACK_LOOP_WAREHOUSE"]))
+    store = DatasetStore(os.environ.get("FEEDBACK_LOOP_DATASETS", PATH_SETTINGS["FEEDBACK_LOOP_DATASETS"]))
+    rewrites = erase_users(store, warehouse_table(warehouse, "raw_traces"), warehouse_table(warehouse, "linked_feedback"), set(users), os.environ["FEEDBACK_LOOP_USER_HASH_KEY"])
+    for rewrite in rewrites:
+        removed = ", ".join(f"{n} {what}" for what, n in rewrite.rows_removed.items() if n)
+        print(f"{rewrite.dataset} {rewrite.replaced} -> {rewrite.version}: removed {removed}")
+    print(f"{len(rewrites)} versions rewritten" if rewrites else "no published version holds these users' data")
+    opted_out = Privacy(user_hash_key="-", opt_out_path=os.environ.get("FEEDBACK_LOOP_OPT_OUT") or None).opted_out()
+    if missing := sorted(user for user in users if user_key(user) not in opted_out):
+        print(f"add {', '.join(missing)} to the opt-out list, or the next night publishes their data again", file=sys.stderr)
+    return 0
+
+
+def _hash_key() -> Path | None:
+    """Set FEEDBACK_LOOP_USER_HASH_KEY to the embedded default's local key when it is not set; the key's file, if so."""
+    if os.environ.get("FEEDBACK_LOOP_USER_HASH_KEY"):
+        return None
+    from feedback_loop.resources.datasets import local_hash_key
+
+    state = os.environ.get("FEEDBACK_LOOP_STATE", PATH_SETTINGS["FEEDBACK_LOOP_STATE"])
+    os.environ["FEEDBACK_LOOP_USER_HASH_KEY"] = local_hash_key(state)
+    return Path(state, "user_hash_key").resolve()
+
+
 def _run_dates(days: list[str]) -> int:
     _default_dagster_home()
-    key_file = None
-    if not os.environ.get("FEEDBACK_LOOP_USER_HASH_KEY"):
-        from feedback_loop.resources.datasets import local_hash_key
-
-        state = os.environ.get("FEEDBACK_LOOP_STATE", PATH_SETTINGS["FEEDBACK_LOOP_STATE"])
-        os.environ["FEEDBACK_LOOP_USER_HASH_KEY"] = local_hash_key(state)
-        key_file = Path(state, "user_hash_key").resolve()
+    key_file = _hash_key()
     import dagster as dg
 
     from feedback_loop.defs.runs import fail_dead_runs

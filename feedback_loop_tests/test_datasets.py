@@ -496,15 +496,24 @@ def test_new_cases_per_version_are_capped_and_stratified_across_models():
     assert models == ["model-a", "model-a", "model-b", "model-b"] and stats["over_new_quota"] == 6
 
 
-def test_pii_check_finds_what_scrubbing_missed(tmp_path):
-    from feedback_loop.defs.datasets.assets import pii_hits
+def test_the_tripwires_find_what_scrubbing_missed_in_jsonl_and_parquet_and_skip_ids(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from feedback_loop.lib.datasets.store import DatasetStore, content_hash
+    from feedback_loop.lib.datasets.tripwires import scan_latest
 
     store = DatasetStore(str(tmp_path))
-    clean = exports.jsonl([{"prompt": "What is 2 + 2?", "completion": "4", "label": True}] * 3)
-    leaked = exports.jsonl([{"prompt": [{"role": "user", "content": "mail me at leak@example.com"}], "chosen": [], "rejected": []}])
-    store.publish("preference_dataset", {"kto_train.jsonl": clean, "dpo_conversational_train.jsonl": leaked}, content_hash(clean, leaked), {}, "2026-11-20")
-    assert pii_hits(store, "preference_dataset") == {"dpo_conversational_train.jsonl": 1}
+    clean = exports.jsonl([{"prompt": "What is 2 + 2? Asked 2026-11-20 10:00:00.", "completion": "4", "label": True, "user_hash": "u_0123456789abcdef", "case_id": "A1b2C3d4E5f6G7h8I9j0K1l2M3"}] * 3)
+    leaked = exports.jsonl([{"prompt": [{"role": "user", "content": "mail me at leak@example.com, card 4111 1111 1111 1111"}], "chosen": [], "rejected": []}])
+    table = io.BytesIO()
+    pq.write_table(pa.table({"prompt": ["fine", "token Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1"], "example_id": ["Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1xx", "x"]}), table)
+    files = {"kto_train.jsonl": clean, "dpo_conversational_train.jsonl": leaked, "kto.parquet": table.getvalue()}
+    store.publish("preference_dataset", files, content_hash(*files.values()), {}, "2026-11-20")
+    scan = scan_latest(store, "preference_dataset")
+    assert dict(scan.hits) == {"e-mail shape": 1, "ten digits in a row": 1, "mixed-case token": 1}
+    assert dict(scan.files_with_hits) == {"dpo_conversational_train.jsonl": 2, "kto.parquet": 1}
+    assert scan.files == 3 and scan.strings == 3 * 2 + 2 + 2 and "leak@example.com" not in str(scan.metadata())
 
 
 def brute_force_near_duplicates(texts: list[str], references: list[str], threshold: float) -> list[bool]:

@@ -247,3 +247,43 @@ def test_ibans_and_national_ids_are_replaced():
 def test_words_about_secrets_are_not_secrets():
     for text in ("the password is strong enough", "my api key is in the vault", "perfect JSON, thank you", "auth: done", "token limits are 4096 per request"):
         assert scrub_text(text)[0] == text
+
+
+def test_scrubbing_time_grows_linearly_with_a_digit_heavy_text():
+    """A megabyte of digits and separators: each detector reads bounded pieces, so ten times the
+    text takes about ten times as long (a detector over the whole text took minutes)."""
+    import random
+    import time
+
+    rng = random.Random(5)
+    chunk = " ".join(f"{rng.randrange(10**9):09d}-{rng.randrange(10**4):04d}" for _ in range(100_000 // 15))
+    small, large = chunk[:100_000], (chunk * 10)[:1_000_000]
+    seconds = []
+    for text in (small, large):
+        start = time.perf_counter()
+        scrub_text.__wrapped__(text)
+        seconds.append(time.perf_counter() - start)
+    assert seconds[1] < 30 * max(seconds[0], 0.05), seconds
+
+
+def test_a_spacy_model_finds_names_the_patterns_do_not(tmp_path, monkeypatch):
+    """The NER path, on a model saved to disk (an entity ruler standing in for a trained model)."""
+    import spacy
+
+    from feedback_loop.lib.datasets import people, privacy
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("entity_ruler").add_patterns([{"label": "PERSON", "pattern": [{"TEXT": "Anna"}, {"TEXT": "Berg"}]}])
+    nlp.to_disk(tmp_path / "model")
+    monkeypatch.setenv("FEEDBACK_LOOP_NER_MODEL", str(tmp_path / "model"))
+    caches = (people.ner_model, people._ner, privacy.scrub_text)
+    for cached in caches:
+        cached.cache_clear()
+    try:
+        assert scrub_text("Ask Anna Berg about the report")[0] == "Ask <PERSON> about the report"
+        assert might_contain_pii(pd.Series(["Ask Anna Berg about the report", None])).tolist() == [True, False]
+    finally:
+        monkeypatch.delenv("FEEDBACK_LOOP_NER_MODEL")
+        for cached in caches:
+            cached.cache_clear()
+    assert scrub_text("Ask Anna Berg about the report")[0] == "Ask Anna Berg about the report"  # without a model: no context, no name

@@ -55,19 +55,21 @@ _ADDRESS_PATTERNS = [
     re.compile(rf"(?<!\w)(?:{STREET_BEFORE})[ \t]+(?:[\w'’.-]+[ \t]+){{0,4}}\d{{1,4}}[a-zA-Z]?(?:/\d{{1,4}})?\b{POSTAL_TAIL}"),
 ]
 
-# What a text must hold for a pattern above to match (the scrubber's pre-filter; case ignored).
+# What a text must hold for a pattern above to match: the scrubber's pre-filter, matched with case
+# (a name is capitalized), so that everyday words ("this is", "thanks") alone do not flag a text.
+CAP = "[A-ZÀ-ÖØ-Þ]"
+_NAMING, _BEING = NAMING.replace("'", "."), BEING.replace("'", ".")  # any apostrophe
 PEOPLE_HINTS = "|".join(
     (
-        NAMING.replace("'", "."),
-        r"\b(?:i am|i.m|this is|ich bin|je suis|soy|sono|eu sou|ik ben|jestem) [a-zà-þ]+ [a-zà-þ]",
-        r"\b(?:mr|mrs|ms|miss|mx|dr|prof|sir|madam|herr|frau|sr|sra|srta|don|doña|sig|signor|signora|dott|mme|mlle|pan|pani|dhr|mevr|mevrouw|meneer)\.? [a-zà-þ]",
-        r"\bm\. [a-zà-þ]",
-        r"(?:" + LABELS + r") *[:=]",
-        r"(?:" + SIGN_OFFS + r")",
-        r"\d[a-z]? +(?:[a-z][\w'.-]* +){1,4}(?:" + STREET_EN.lower() + r")\b",
-        r"(?:" + STREET_SUFFIX + r") +\d",
-        r"\d,? +(?:" + STREET_FR + r") ",
-        r"(?:" + STREET_BEFORE.lower() + r") ",
+        rf"(?i:{_NAMING})[ \t:,]+{CAP}",
+        rf"(?i:\b(?:{_BEING}))[ \t]+{CAP}[a-zà-ÿ'-]+[ \t]+{CAP}",
+        rf"\b(?:{TITLES})\.?[ \t]+{CAP}",
+        rf"(?i:\b(?:{LABELS}))[ \t]*[:=][ \t]*{CAP}",
+        rf"(?i:\b(?:{SIGN_OFFS}))[ \t]*[,!.]?[ \t]*(?:\n|,[ \t]*{CAP}[^\n]{{0,40}}$)",
+        rf"\d[A-Za-z]?[ \t]+(?:[A-Z][\w'.-]*[ \t]+){{1,4}}(?:{STREET_EN})\b",
+        rf"(?i:{STREET_SUFFIX})[ \t]+\d",
+        rf"\d,?[ \t]+(?i:{STREET_FR})[ \t]",
+        rf"(?:{STREET_BEFORE})[ \t]+[\w{CAP[1:-1]}]",
     )
 )
 

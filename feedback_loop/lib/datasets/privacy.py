@@ -93,7 +93,7 @@ SECRET_NEEDS = r"[a-z0-9_+/=.-]{20,}|akc[a-z0-9]{10}|ap[0-9a-f][a-z0-9]{8}|begin
 # National ids: an IBAN's country and check digits; an Italian fiscal code (letters, then digits);
 # a UK NINO (two letters, then digit pairs). The others are digit runs.
 ID_NEEDS = r"\b[a-z]{2}\d{2}\s?[a-z0-9]{4}|\b[a-z]{6}\d{2}[a-z]\d{2}|\b[a-z]{2}\s?\d{2}\s?\d{2}\s?\d{2}"
-PREFILTER = "|".join((AT_SIGN, DIGIT_RUN, IPV6_GROUPS, SECRET_NEEDS, ID_NEEDS, PEOPLE_HINTS))
+PREFILTER = "|".join((AT_SIGN, DIGIT_RUN, IPV6_GROUPS, SECRET_NEEDS, ID_NEEDS))  # case ignored; PEOPLE_HINTS is matched with case
 
 
 # Presidio's default phone regions less CA: Canada shares the +1 numbering plan, and the US pass
@@ -143,7 +143,7 @@ _NEEDS = {
     **{recognizer.__name__: re.compile(DIGIT_RUN + "|" + ID_NEEDS, re.IGNORECASE) for recognizer in NATIONAL_IDS},
 }
 _NEEDS_SECRETS = re.compile(AT_SIGN + "|" + SECRET_NEEDS, re.IGNORECASE)
-_NEEDS_PEOPLE = re.compile(PEOPLE_HINTS, re.IGNORECASE)
+_NEEDS_PEOPLE = re.compile(PEOPLE_HINTS)
 
 
 WINDOW = 48  # characters of context kept around a detector's prerequisite when scanning
@@ -240,7 +240,8 @@ def might_contain_pii(texts: pd.Series) -> np.ndarray:
     """Rows the detectors must scan (see PREFILTER); vectorized over the column."""
     if ner_model() is not None:  # a model reads every text for names
         return texts.notna().to_numpy(dtype=bool)
-    return matches(large_text(texts), PREFILTER, ignore_case=True)  # missing: False
+    text = large_text(texts)
+    return matches(text, PREFILTER, ignore_case=True) | matches(text, PEOPLE_HINTS, ignore_case=False)  # missing: False
 
 
 PARALLEL_MIN_TEXTS = 100  # below this, starting worker processes costs more than it saves

@@ -7,12 +7,9 @@ import json
 from collections.abc import Iterator
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from feedback_loop.lib.datasets.privacy import find_pii, jsonl_strings, might_contain_pii
 from feedback_loop.lib.datasets.store import DatasetStore
-from feedback_loop.lib.lines import line_blocks, lines_of
 
 REGRESSION_SUITE = "regression_suite"
 PREFERENCE_DATASET = "preference_dataset"
@@ -30,28 +27,6 @@ def suite_cases(store: DatasetStore) -> list[dict]:
 def suite_prompts(store: DatasetStore) -> list[str]:
     """The prompts of the latest regression suite's cases."""
     return [case["prompt"] for case in suite_cases(store)]
-
-
-def pii_hits(store: DatasetStore, dataset: str) -> dict[str, int]:
-    """Findings of the PII scanners in every JSONL file of the dataset's latest version, per file
-    with any. Each file is read in blocks of lines: the KTO files of a busy window are gigabytes."""
-    latest = store.latest(dataset)
-    if latest is None:
-        return {}
-    hits = {}
-    for name in store.manifest(dataset, latest)["files"]:
-        if not name.endswith(".jsonl"):
-            continue
-        found = 0
-        with store.path(dataset, latest, name).open("rb") as fh:
-            for block in line_blocks(fh):
-                lines = lines_of(block)
-                flagged = lines.filter(pa.array(might_contain_pii(pd.Series(lines, dtype="string")))).to_pylist()
-                texts = jsonl_strings(flagged)
-                found += sum(len(find_pii(text)) for text in texts[might_contain_pii(texts)])
-        if found:
-            hits[name] = found
-    return hits
 
 
 def release_prompts(store: DatasetStore, version: str) -> Iterator[pd.Series]:

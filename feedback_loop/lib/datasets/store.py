@@ -130,6 +130,28 @@ class DatasetStore:
         self._write_atomic(self._dataset_folder(draft.dataset) / LATEST, draft.version.encode())
         return Published(version=draft.version, created=True, manifest=full)
 
+    def replace(self, dataset: str, old: str, files: dict[str, bytes], updates: dict, audit: dict) -> str:
+        """Publish `files` as the rewrite of version `old` (a user erased from it): the next version
+        of `old`'s day, with `old`'s manifest updated by `updates`, the new files and their hash, and
+        `audit` under "rewritten"; LATEST moves to it when it named `old`; then `old`'s folder is
+        deleted. The one exception to immutability, for erasure; no other version is touched.
+        Returns the new version."""
+        before = self.manifest(dataset, old)
+        with self.draft(dataset, _key(old)[0]) as draft:
+            for name, data in files.items():
+                draft.write(name, data)
+            digest = combined_hash(draft.digest(name) for name in sorted(draft.files))
+            manifest = {**before, **updates, "version": draft.version, "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "content_hash": digest, "files": dict(draft.files)}
+            manifest["rewritten"] = [*before.get("rewritten", []), {"replaces": old, **audit}]
+            self._write_atomic(draft.folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+            draft.committed = True
+            pointer = self._dataset_folder(dataset) / LATEST
+            if pointer.exists() and pointer.read_text().strip() == old:
+                self._write_atomic(pointer, draft.version.encode())
+            folder = self._dataset_folder(dataset) / path_component(old, "version")
+            folder.fs.rm(folder.path, recursive=True)
+            return draft.version
+
     def publish(self, dataset: str, files: dict[str, bytes], content_hash: str, manifest: dict, today: str) -> Published:
         """`draft`, write `files`, `commit`: for files already in memory."""
         with self.draft(dataset, today) as draft:
