@@ -513,7 +513,7 @@ def test_the_tripwires_find_what_scrubbing_missed_in_jsonl_and_parquet_and_skip_
     scan = scan_latest(store, "preference_dataset")
     assert dict(scan.hits) == {"e-mail shape": 1, "ten digits in a row": 1, "mixed-case token": 1}
     assert dict(scan.files_with_hits) == {"dpo_conversational_train.jsonl": 2, "kto.parquet": 1}
-    assert scan.files == 3 and scan.strings == 3 * 2 + 2 + 2 and "leak@example.com" not in str(scan.metadata())
+    assert scan.files == 3 and scan.rows == 3 + 1 + 2 and "leak@example.com" not in str(scan.metadata())
 
 
 def brute_force_near_duplicates(texts: list[str], references: list[str], threshold: float) -> list[bool]:
@@ -621,3 +621,21 @@ def test_pseudonyms_are_of_the_normalized_id():
 
     hashed = pseudonymize(pd.Series(["Alice", " alice", "ALICE", "bob"], dtype="string"), "k")
     assert hashed[0] == hashed[1] == hashed[2] != hashed[3]
+
+
+def test_after_the_key_changes_inherited_cases_with_a_user_are_dropped(tmp_path):
+    """Pseudonyms made under another key cannot be checked against the opt-out list: fail closed."""
+    from feedback_loop.lib.datasets.build import regression_release
+    from feedback_loop.lib.datasets.privacy import key_id
+    from feedback_loop.lib.datasets.store import DatasetStore
+
+    anonymous = candidate(1, "format", "an anonymous question about formats")
+    anonymous["user_hash"] = None
+    previous = cases(candidate(2, "format", "a question from a user with a pseudonym"), anonymous)
+    empty = pd.DataFrame(columns=[*candidate(0, "format", "x"), "user_id", "has_reference"])
+    store = DatasetStore(str(tmp_path))
+    for old_key, kept in ((key_id("key"), 2), ("another-key", 1), (None, 2)):
+        with store.draft("regression_suite", "2026-11-20") as draft:
+            release = regression_release(empty, lambda shortlisted: shortlisted, previous, DatasetParams(), "key", set(), pd.Series(dtype="string"), ["2026-11-20"], draft, old_key)
+        assert release.manifest["row_counts"]["total"] == kept and release.manifest["build"]["dropped_after_key_change"] == 2 - kept
+        assert release.manifest["privacy"]["user_hash_key_id"] == key_id("key")

@@ -66,7 +66,7 @@ def test_forget_rewrites_the_versions_with_the_user_and_leaves_the_others(resour
     for dataset in ("regression_suite", "preference_dataset"):
         latest = (datasets / dataset / "LATEST").read_text().strip()
         manifest = json.loads((datasets / dataset / latest / "manifest.json").read_text())
-        assert manifest["rewritten"][0]["replaces"] in rewritten and manifest["rewritten"][0]["users"] == 1
+        assert f"{dataset}/{manifest['rewritten'][0]['replaces']}" in rewritten and manifest["rewritten"][0]["users"] == 1
     latest = datasets / "preference_dataset" / (datasets / "preference_dataset" / "LATEST").read_text().strip()
     kto = pq.read_table(latest / "kto.parquet").to_pandas()
     for split in kto["split"].unique():

@@ -109,6 +109,24 @@ def test_quotes_in_file_and_column_names(tmp_path):
     assert metadata == {'col"umn': "v", "it's": "w"}
 
 
+def test_file_and_column_names_crafted_as_sql_run_nothing(tmp_path, monkeypatch):
+    """Names that would close a quoted string and stack statements (copy a secret into the data,
+    write a file) are read as names: nothing runs."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "secret_key").write_text("TOP-SECRET-KEY")
+    folder = tmp_path / "traces"
+    escape = "x'); COPY (SELECT 1) TO 'pwned.csv'; SELECT * FROM read_csv('secret_key') --"
+    write_jsonl(folder / f"{escape} {DAY}.jsonl", [{"trace_id": "j", "timestamp": TS}])
+    column = "c\" FROM read_text('secret_key')); COPY (SELECT 1) TO 'pwned2.csv'; --"
+    table = pa.table({"trace_id": ["p"], "timestamp": [TS], column: ["' || (SELECT content FROM read_text('secret_key')) || '"]})
+    pq.write_table(table, folder / f"{escape.replace('x', 'y')} {DAY}.parquet")
+    result = ingest(tmp_path)
+    assert sorted(result.clean["trace_id"]) == ["j", "p"]
+    assert not list(tmp_path.glob("pwned*"))
+    assert "TOP-SECRET-KEY" not in result.clean.astype("string").to_json() + result.quarantine.astype("string").to_json()
+    assert json.loads(result.clean.set_index("trace_id").loc["p", "metadata"]) == {column: "' || (SELECT content FROM read_text('secret_key')) || '"}
+
+
 @pytest.mark.parametrize(
     ("timestamp", "reason"),
     [

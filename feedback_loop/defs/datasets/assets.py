@@ -125,6 +125,8 @@ def regression_suite(
     if skipped := superseded(store, REGRESSION_SUITE, day):
         return skipped
     previous = suite_cases(store)
+    latest = store.latest(REGRESSION_SUITE)
+    previous_key_id = store.manifest(REGRESSION_SUITE, latest).get("privacy", {}).get("user_hash_key_id") if latest else None
     opted_out = privacy.opted_out()
     if len(error_modes.columns):
         negatives = negative_traces.read(columns=CASE_SOURCE_COLUMNS, lengths=["edit_text"])
@@ -144,6 +146,7 @@ def regression_suite(
             opted_out_traces(raw_traces, linked_feedback, opted_out),
             context.partition_keys,
             draft,
+            previous_key_id,
         )
         return publish(store, draft, release, suite_rows, params)
 

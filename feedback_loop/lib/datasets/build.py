@@ -35,7 +35,7 @@ from feedback_loop.lib.datasets.preference import (
     split_of,
     with_messages,
 )
-from feedback_loop.lib.datasets.privacy import Scrubber, pseudonymize, scrub_frame
+from feedback_loop.lib.datasets.privacy import Scrubber, key_id, pseudonymize, scrub_frame
 from feedback_loop.lib.datasets.published import CASES_FILE
 from feedback_loop.lib.datasets.regression import build_cases, merge_suite, shortlist
 from feedback_loop.lib.datasets.store import Draft, combined_hash
@@ -70,18 +70,25 @@ def regression_release(
     kept_out: pd.Series,
     source_partitions: list[str],
     draft: Draft,
+    previous_key_id: str | None = None,
 ) -> Release:
     """The next regression suite from the window's candidates and the previous version's cases,
     written into `draft`. `candidates` come without their texts (`suite_candidates`): `texts` adds
     them to the shortlisted ones (`case_texts`), so only those are read. `opted_out` are the users
-    (`user_key`s) who opted out, `kept_out` the traces that keeps out (`opted_out_traces`)."""
+    (`user_key`s) who opted out, `kept_out` the traces that keeps out (`opted_out_traces`).
+    `previous_key_id`: the `key_id` the previous version was built under; when it is another key,
+    the previous cases with a user are dropped (their pseudonyms cannot be checked)."""
     out = is_in(candidates["trace_id"], kept_out)
     kept = candidates[~out]
     kept = texts(shortlist(kept[kept["confidence"] >= params.min_case_confidence], params))
     kept["user_hash"] = pseudonymize(kept["user_id"], hash_key)
     scrubbed, pii = scrub_frame(kept, ["prompt", "input", "output", "reference_output", "evidence"], json_columns=("input",))
     dropped_users = set(pseudonymize(pd.Series(sorted(opted_out), dtype="string"), hash_key).dropna())
+    # Pseudonyms made under another key cannot be checked against the opt-out list: fail closed.
+    unverifiable = [c for c in previous if c["lineage"].get("user_hash")] if previous_key_id not in (None, key_id(hash_key)) else []
+    previous = [c for c in previous if c not in unverifiable]
     cases, stats = merge_suite(previous, build_cases(scrubbed), params, dropped_users, set(kept_out))
+    stats["dropped_after_key_change"] = len(unverifiable)
     draft.write(CASES_FILE, exports.jsonl(cases))
     draft.write("tests.jsonl", exports.jsonl(exports.promptfoo_tests(cases)))
     draft.write("langfuse_items.jsonl", exports.jsonl(exports.langfuse_items(cases)))
@@ -94,6 +101,7 @@ def regression_release(
         "schema": {"cases.jsonl": ["case_id", "input", "prompt", "output", "reference_output", "error_mode", "error_mode_id", "confidence", "evidence", "assertions", "lineage"]},
         "diff": {"added": sorted(ids - previous_ids), "removed": sorted(previous_ids - ids), "kept": len(ids & previous_ids)},
         "build": {**stats, "candidates": len(candidates), "opted_out_rows_dropped": int(out.sum()), "pii_replaced": dict(pii)},
+        "privacy": {"user_hash_key_id": key_id(hash_key)},
     }
     preview = pd.DataFrame([{"case_id": c["case_id"], "error_mode": c["error_mode"], "prompt": c["prompt"], "assertions": json.dumps(c["assertions"])} for c in cases[:10]])
     return Release(content_hash=combined_hash(draft.digest(name) for name in sorted(draft.files)), manifest=manifest, preview=preview, pii_found=pii)

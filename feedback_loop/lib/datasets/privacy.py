@@ -294,6 +294,14 @@ class Scrubber:
         self.known.update(zip(candidates, scrub_texts(candidates), strict=True))
 
 
+def scrub_column(texts: pd.Series) -> pd.Series:
+    """A text column scrubbed (only the texts the pre-filter flags are scanned)."""
+    rows = np.flatnonzero(might_contain_pii(texts))
+    if not len(rows):
+        return texts
+    return replaced(texts.astype("string"), rows, [clean for clean, _ in scrub_texts(texts.iloc[rows].tolist())])
+
+
 def scrub_texts(texts: list[str]) -> list[tuple[str, Counter]]:
     """`scrub_text` of each text; many texts are shared out over a process per core (the detectors
     are pure Python)."""
@@ -371,3 +379,9 @@ def pseudonymize(user_ids: pd.Series, key: str) -> pd.Series:
         return ids.map(lambda u: None if u is pd.NA else "u_" + hmac.new(secret, user_key(str(u)).encode(), hashlib.sha256).hexdigest()[:16]).astype("string")
 
     return per_distinct(user_ids, hashed)
+
+
+def key_id(key: str) -> str:
+    """A fingerprint of the user-hash key (not the key): versions record it, so a build can tell
+    whether the pseudonyms it inherits were made under the key it uses."""
+    return hmac.new(key.encode(), b"feedback_loop user-hash key id", hashlib.sha256).hexdigest()[:12]

@@ -28,7 +28,7 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
 from threadpoolctl import threadpool_limits
 
-from feedback_loop.lib.datasets.privacy import scrub_text
+from feedback_loop.lib.datasets.privacy import scrub_column
 from feedback_loop.lib.days import days_ending
 from feedback_loop.lib.parallel import in_processes
 
@@ -50,8 +50,10 @@ class ClusterResult:
 
 
 def cluster_text(frame: pd.DataFrame) -> pd.Series:
-    comments = frame["comments"].astype("string").fillna("")
-    return comments + " \n " + frame["output"].astype("string").fillna("").str.slice(0, TEXT_CHARS)
+    """The comments and the start of the response, scrubbed before they are cut: their words become
+    the clusters' terms and exemplars, which are shown and kept in the registry."""
+    comments = scrub_column(frame["comments"].astype("string")).fillna("")
+    return comments + " \n " + scrub_column(frame["output"].astype("string")).fillna("").str.slice(0, TEXT_CHARS)
 
 
 def cluster_negatives(frame: pd.DataFrame, registry: dict, seed: int = 0, today: str | None = None) -> ClusterResult:
@@ -91,6 +93,7 @@ def cluster_negatives_by_day(frame: pd.DataFrame, days: list[str], span: int, re
     registry as the day before left it. Returns the assignments of `days` and each day's result
     (whose registry is that day's snapshot)."""
     day_of = frame["partition_date"].astype("string")
+    frame = frame.assign(comments=scrub_column(frame["comments"].astype("string")), output=scrub_column(frame["output"].astype("string")))  # once, not per window
     assignments, results = [], {}
     for day in days:
         result = cluster_negatives(frame[day_of.isin(days_ending(day, span)).to_numpy(dtype=bool)], registry, seed=seed, today=day)
@@ -168,7 +171,7 @@ def _summary(tfidf, terms: np.ndarray, labels: np.ndarray, k: int, text: pd.Seri
         order = members[np.argsort(-(embedded[members] @ centroid), kind="stable")]
     else:
         order = members
-    exemplars = [f"{trace_ids.iloc[i]}: {scrub_text(text.iloc[i].strip())[0][:120]}" for i in order[:3]]  # scrubbed before it is cut: they are shown and kept
+    exemplars = [f"{trace_ids.iloc[i]}: {text.iloc[i].strip()[:120]}" for i in order[:3]]
     return {"size": int(len(members)), "top_terms": list(term_weights)[:8], "terms": term_weights, "exemplars": exemplars}
 
 
