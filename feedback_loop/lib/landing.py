@@ -178,20 +178,20 @@ def _select_list(expr: dict[str, str]) -> str:
 
 def _dated(records: str, timestamp: str, problem: str) -> str:
     """SQL over `records` (which has `timestamp` as text and an earlier `problem`) adding `_timestamp`,
-    `_problem` and `_day`; parameters $first_day, $latest, $home."""
+    `_problem_found` and `_day`; parameters $first_day, $latest, $home (ISO dates)."""
     return f"""
         WITH stamped AS (
             SELECT *, CASE WHEN regexp_full_match({timestamp}, '{ISO_TIMESTAMP}') THEN TRY_CAST({timestamp} AS TIMESTAMPTZ) END AS _ts
             FROM {records}
         ), days AS (
-            SELECT *, strftime(_ts, '%Y-%m-%d') AS _ts_day FROM stamped
+            SELECT *, _ts::DATE AS _ts_day, {problem} IS NULL AND _ts::DATE BETWEEN $first_day::DATE AND $latest::DATE AS _in_range FROM stamped
         )
         SELECT *,
-               CASE WHEN {problem} IS NULL AND _ts_day BETWEEN $first_day AND $latest THEN _ts END AS _timestamp,
+               CASE WHEN _in_range THEN _ts END AS _timestamp,
                coalesce({problem},
-                        CASE WHEN _ts_day < $first_day THEN 'timestamp ' || {timestamp} || ' is before the first partition, ' || $first_day
-                             WHEN _ts_day > $latest THEN 'timestamp ' || {timestamp} || ' is later than its file was written' END) AS _problem_found,
-               CASE WHEN {problem} IS NULL AND _ts_day BETWEEN $first_day AND $latest THEN _ts_day ELSE $home END AS _day
+                        CASE WHEN _ts_day < $first_day::DATE THEN 'timestamp ' || {timestamp} || ' is before the first partition, ' || $first_day
+                             WHEN _ts_day > $latest::DATE THEN 'timestamp ' || {timestamp} || ' is later than its file was written' END) AS _problem_found,
+               CASE WHEN _in_range THEN _ts_day ELSE $home::DATE END AS _day
         FROM days
     """
 
@@ -227,7 +227,7 @@ def _read_jsonl(con: duckdb.DuckDBPyConnection, kind: Kind, file: LandingFile, d
                {_select_list(fields)},
                _timestamp, coalesce({_brackets("obj")} > {MAX_NESTING}, false) AS _maybe_deep
         FROM ({_dated(records, "_ts_text", "_unreadable")})
-        WHERE _day = $day
+        WHERE _day = $day::DATE
     """
     params = {"source": file.path, "first_day": first_day, "latest": file.latest, "home": file.home, "day": day}
     frames = []
@@ -312,7 +312,7 @@ def _parquet_records(con: duckdb.DuckDBPyConnection, kind: Kind, file: LandingFi
         SELECT $source AS _source, _line, NULL::VARCHAR AS _raw, _problem_found AS _problem, _unknown_fields AS _unknown,
                {", ".join(exprs)}, _timestamp, _maybe_deep
         FROM ({_dated(records, identifier("timestamp"), "_unreadable")})
-        WHERE _day = $day
+        WHERE _day = $day::DATE
     """
     return _frame(con, query, {"source": file.path, "first_day": first_day, "latest": file.latest, "home": file.home, "day": day})
 

@@ -3,8 +3,9 @@
 With a spaCy model installed (`pip install 'feedback_loop[ner]'` and `python -m spacy download
 en_core_web_lg`, or any model named by `FEEDBACK_LOOP_NER_MODEL`), presidio's spaCy recognizer
 finds PERSON entities anywhere in a text. Without one, and beside it, patterns find the names a
-text introduces (an introduction such as "my name is", "je m'appelle", "nazywam się"; a title such
-as Mr, Frau, Sra; a field label such as "Name:"; a sign-off such as "Regards,") and street
+text introduces (an introduction such as "my name is", "je m'appelle", "nazywam się", or "Anna
+Berg here"; a title such as Mr, Frau, Sra; a field label such as "Name:"; a sign-off such as
+"Regards," or a dash before a name on its own line) and street
 addresses (a house number with a street word: "221B Baker Street", "Hauptstraße 5", "12 rue de la
 Paix", "Calle Mayor 3", "ul. Długa 12"), in the languages the comments are read in. Places named
 alone ("Paris") are not addresses: they are facts the datasets keep.
@@ -35,6 +36,8 @@ _NAME_PATTERNS = [
     re.compile(rf"\b(?:{TITLES})\.?[ \t]+({ANY_NAME})"),
     re.compile(rf"(?im:^[ \t]*(?:{LABELS})[ \t]*[:=][ \t]*)({ANY_NAME})"),
     re.compile(rf"(?i:\b(?:{SIGN_OFFS}))[ \t]*[,!.]?[ \t]*(?:\r?\n|[,-][ \t]*)[ \t]*({ANY_NAME})[ \t]*(?:\r?\n|$)"),
+    re.compile(rf"(?:^|[.!?\n][ \t]*)({FULL_NAME})[ \t,]+(?i:here|speaking|writing|hier|ici|aquí|qui|aqui|tutaj)\b"),  # "Anna Berg here"
+    re.compile(rf"(?m:^[ \t]*(?:--|—|–)[ \t]*)({ANY_NAME})[ \t]*$"),  # "— Anna"
 ]
 
 STREET_EN = r"Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Way|Court|Ct|Place|Pl|Terrace|Square|Sq|Parkway|Pkwy|Highway|Hwy|Close|Crescent|Row|Mews"
@@ -66,6 +69,8 @@ PEOPLE_HINTS = "|".join(
         rf"\b(?:{TITLES})\.?[ \t]+{CAP}",
         rf"(?i:\b(?:{LABELS}))[ \t]*[:=][ \t]*{CAP}",
         rf"(?i:\b(?:{SIGN_OFFS}))[ \t]*[,!.]?[ \t]*(?:\n|,[ \t]*{CAP}[^\n]{{0,40}}$)",
+        rf"{CAP}[a-zà-ÿ'-]+[ \t]+{CAP}[a-zà-ÿ'-]+[ \t,]+(?i:here|speaking|writing|hier|ici|aquí|qui|aqui|tutaj)\b",
+        rf"(?m:^[ \t]*(?:--|—|–)[ \t]*{CAP})",
         rf"\d[A-Za-z]?[ \t]+(?:[A-Z][\w'.-]*[ \t]+){{1,4}}(?:{STREET_EN})\b",
         rf"(?i:{STREET_SUFFIX})[ \t]+\d",
         rf"\d,?[ \t]+(?i:{STREET_FR})[ \t]",
