@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import feedback_loop
-from feedback_loop.resources.datasets import DEFAULT_OPT_OUT
+from feedback_loop.lib.datasets.opt_out import DEFAULT_OPT_OUT
 from feedback_loop.sample.generator import GeneratorConfig, generate
 
 DEMO_LANDING = Path("data/demo-landing")

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 from upath import UPath
 
-from feedback_loop.lib.datasets.opt_out import opt_out_list
+from feedback_loop.lib.datasets.opt_out import DEFAULT_OPT_OUT, opt_out_list
 from feedback_loop.lib.datasets.store import DatasetStore
 
 
@@ -16,9 +16,6 @@ class DatasetStoreResource(dg.ConfigurableResource):
 
     def store(self) -> DatasetStore:
         return DatasetStore(self.root)
-
-
-DEFAULT_OPT_OUT = "data/opt_out_users.txt"
 
 
 class Privacy(dg.ConfigurableResource):

@@ -15,6 +15,8 @@ import pandas as pd
 from feedback_loop.lib.columns import is_in, per_distinct
 from feedback_loop.lib.tables import Table
 
+DEFAULT_OPT_OUT = "data/opt_out_users.txt"  # read when no list is configured, if it exists
+
 
 def user_key(user_id: str) -> str:
     """The form user ids are compared in."""
