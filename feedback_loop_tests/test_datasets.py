@@ -639,3 +639,12 @@ def test_after_the_key_changes_inherited_cases_with_a_user_are_dropped(tmp_path)
             release = regression_release(empty, lambda shortlisted: shortlisted, previous, DatasetParams(), "key", set(), pd.Series(dtype="string"), ["2026-11-20"], draft, old_key)
         assert release.manifest["row_counts"]["total"] == kept and release.manifest["build"]["dropped_after_key_change"] == 2 - kept
         assert release.manifest["privacy"]["user_hash_key_id"] == key_id("key")
+
+
+def test_digits_inside_a_code_or_a_timestamp_do_not_trip():
+    from feedback_loop.lib.datasets.tripwires import TRIPWIRES
+
+    digits = TRIPWIRES["ten digits in a row"]
+    assert not digits.search("track it with JJD000390012345678 or 1Z84E29A0342188871, at 2026-11-20 10:00:00")
+    assert not digits.search("pi is 3.14159265358979, the time 10:00:00.1234567890")
+    assert digits.search("call 0044 20 7946 0958") and digits.search("my card is 4111111111111111.").group() == "4111111111111111"

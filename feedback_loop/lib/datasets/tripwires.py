@@ -28,7 +28,7 @@ from feedback_loop.lib.lines import line_blocks, lines_of
 
 TRIPWIRES: dict[str, re.Pattern] = {
     "e-mail shape": re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}"),
-    "ten digits in a row": re.compile(r"(?<![\d.:])(?:\d[ -]?){9,}\d(?![\d.:])"),  # not a date and time
+    "ten digits in a row": re.compile(r"(?<!\w)(?<!\d[.:])(?:\d[ -]?){9,}\d(?!\w)(?![.:]\d)"),  # a token of its own: not inside a date and time or a code like JJD0003900123
     "mixed-case token": re.compile(r"(?<![\w-])(?=[\w-]*\d)(?=[\w-]*[A-Z])(?=[\w-]*[a-z])[\w-]{24,}"),
     "key block": re.compile(r"-----BEGIN [A-Z ]+-----"),
     "JWT shape": re.compile(r"eyJ[\w-]{10,}\.[\w-]{10,}"),
