@@ -190,6 +190,10 @@ def _default_dagster_home() -> None:
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    nux = home / ".nux" / "nux.yaml"  # the UI's "Join the community" dialog, shown once per home, would cover the first page
+    if not nux.exists():
+        nux.parent.mkdir(exist_ok=True)
+        nux.write_text("seen: 1\n")
     os.environ["DAGSTER_HOME"] = str(home)
 
 

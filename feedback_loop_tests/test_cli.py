@@ -32,6 +32,7 @@ def test_demo_runs_every_day_on_the_embedded_default(tmp_path):
     traces = pd.read_parquet(tmp_path / "data" / "warehouse" / "raw_traces" / "2026-11-20.parquet")
     assert len(traces) == 60
     assert (tmp_path / "data" / "dagster_home" / "history" / "runs.db").exists()
+    assert (tmp_path / "data" / "dagster_home" / ".nux" / "nux.yaml").exists()  # no community dialog over the first page
     assert (tmp_path / "data" / "demo-landing" / "traces").is_dir() and not (tmp_path / "data" / "landing").exists()
     ui = next(line for line in out.splitlines() if line.startswith("open the UI:"))
     assert f"DAGSTER_HOME={tmp_path / 'data' / 'dagster_home'} " in ui
