@@ -83,6 +83,7 @@ def test_a_run_killed_mid_night_is_marked_failed_by_the_next_run(tmp_path):
     """SIGKILL the CLI while its run is STARTED: the run would stay STARTED forever; the next
     `feedback-loop run` marks it failed and runs the night."""
     import signal
+    import sqlite3
     import time
 
     import dagster as dg
@@ -96,10 +97,14 @@ def test_a_run_killed_mid_night_is_marked_failed_by_the_next_run(tmp_path):
     deadline = time.monotonic() + 120
     while started is None and time.monotonic() < deadline:
         time.sleep(0.2)
-        if (home / "dagster.yaml").exists():
-            with dg.DagsterInstance.from_config(str(home)) as instance:
-                runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
-                started = runs[0].run_id if runs else None
+        # Read the run storage without opening an instance: an instance made while the CLI is still
+        # creating the storage would run the same migrations at once.
+        try:
+            with sqlite3.connect(f"file:{home / 'history' / 'runs.db'}?mode=ro", uri=True) as db:
+                row = db.execute("SELECT run_id FROM runs WHERE status = 'STARTED'").fetchone()
+        except sqlite3.OperationalError:  # not created yet
+            row = None
+        started = row[0] if row else None
     assert started is not None
     os.killpg(night.pid, signal.SIGKILL)
     night.wait()
