@@ -105,9 +105,8 @@ def _forget(users: list[str]) -> int:
     """Erase the users from every published version (the Dagster job `erase_users_job` does the same)."""
     from feedback_loop.defs.datasets.erasure import warehouse_table
     from feedback_loop.lib.datasets.forget import erase_users
-    from feedback_loop.lib.datasets.opt_out import user_key
+    from feedback_loop.lib.datasets.opt_out import read_opt_out, user_key
     from feedback_loop.lib.datasets.store import DatasetStore
-    from feedback_loop.resources.datasets import Privacy
     from feedback_loop.resources.warehouse import WarehouseIOManager
 
     _hash_key()
@@ -118,7 +117,7 @@ def _forget(users: list[str]) -> int:
         removed = ", ".join(f"{n} {what}" for what, n in rewrite.rows_removed.items() if n)
         print(f"{rewrite.dataset} {rewrite.replaced} -> {rewrite.version}: removed {removed}")
     print(f"{len(rewrites)} versions rewritten" if rewrites else "no published version holds these users' data")
-    opted_out = Privacy(user_hash_key="-", opt_out_path=os.environ.get("FEEDBACK_LOOP_OPT_OUT") or None).opted_out()
+    opted_out = read_opt_out(os.environ.get("FEEDBACK_LOOP_OPT_OUT") or None)
     if missing := sorted(user for user in users if user_key(user) not in opted_out):
         print(f"add {', '.join(missing)} to the opt-out list, or the next night publishes their data again", file=sys.stderr)
     return 0

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from feedback_loop.lib.datasets import exports
+from feedback_loop.lib.datasets.opt_out import OptOut
 from feedback_loop.lib.datasets.preference import (
     contaminated,
     dpo_pairs,
@@ -31,6 +32,9 @@ from feedback_loop_tests.conftest import defs_with, write_jsonl
 PROMPTFOO_TEST_KEYS = {"description", "vars", "assert", "options", "threshold", "metadata", "provider", "providerOutput"}
 PROMPTFOO_TYPES_WITH_VALUE = {"javascript", "regex", "contains", "factuality", "llm-rubric"}
 PROMPTFOO_TYPES_WITHOUT_VALUE = {"is-json"}
+
+
+NOBODY = OptOut(users=frozenset(), traces=pd.Series(dtype="string"))  # no one opted out
 
 
 def candidate(i: int, mode: str, prompt: str, day: str = "2026-11-20", reference=None, confidence=0.9, user="u") -> dict:
@@ -248,16 +252,15 @@ def trace_days(trace_ids: pd.Series, traces: pd.DataFrame) -> pd.Series:
 def built_release(tmp_path, traces, signals, labels, suite_prompts, opted_out=frozenset()):
     """`preference_release` of the frames, committed to a store under `tmp_path`: the release and its files."""
     from feedback_loop.lib.datasets.build import preference_release
-    from feedback_loop.lib.datasets.opt_out import opted_out_traces, user_key
+    from feedback_loop.lib.datasets.opt_out import user_key
     from feedback_loop.lib.datasets.store import DatasetStore
     from feedback_loop.lib.tables import FrameTable
 
     store = DatasetStore(str(tmp_path))
     signals = signals.assign(partition_date=trace_days(signals["trace_id"], traces))
-    opted = {user_key(u) for u in opted_out}
-    kept_out = opted_out_traces(FrameTable(traces), FrameTable(pd.DataFrame({"trace_id": [], "user_id": []}, dtype="string")), opted)
+    opt_out = OptOut.of({user_key(u) for u in opted_out}, FrameTable(traces), FrameTable(pd.DataFrame({"trace_id": [], "user_id": []}, dtype="string")))
     with store.draft("preference_dataset", "2026-11-20") as draft:
-        release = preference_release(FrameTable(traces), FrameTable(signals), FrameTable(labels), suite_prompts, DatasetParams(), "key", opted, kept_out, ["2026-11-20"], draft)
+        release = preference_release(FrameTable(traces), FrameTable(signals), FrameTable(labels), suite_prompts, DatasetParams(), "key", opt_out, ["2026-11-20"], draft)
         published = store.commit(draft, release.content_hash, release.manifest)
     return release, {name: store.read_bytes("preference_dataset", published.version, name) for name in published.manifest["files"]}
 
@@ -478,7 +481,7 @@ def test_a_suite_release_reads_the_texts_of_its_shortlist_only(tmp_path):
 
     store = DatasetStore(str(tmp_path))
     with store.draft("regression_suite", "2026-11-20") as draft:
-        release = regression_release(candidates, texts, [], DatasetParams(max_new_cases_per_mode=1), "key", set(), pd.Series(dtype="string"), ["2026-11-20"], draft)
+        release = regression_release(candidates, texts, [], DatasetParams(max_new_cases_per_mode=1), "key", NOBODY, ["2026-11-20"], draft)
         published = store.commit(draft, release.content_hash, release.manifest)
     assert len(requested) == 21 and {f"t{i:02d}" for i in range(4, 45, 5)} < set(requested)  # 20 of the stratum, those with an edit first; and r1
     assert release.manifest["build"]["candidates"] == 46
@@ -636,7 +639,7 @@ def test_after_the_key_changes_inherited_cases_with_a_user_are_dropped(tmp_path)
     store = DatasetStore(str(tmp_path))
     for old_key, kept in ((key_id("key"), 2), ("another-key", 1), (None, 2)):
         with store.draft("regression_suite", "2026-11-20") as draft:
-            release = regression_release(empty, lambda shortlisted: shortlisted, previous, DatasetParams(), "key", set(), pd.Series(dtype="string"), ["2026-11-20"], draft, old_key)
+            release = regression_release(empty, lambda shortlisted: shortlisted, previous, DatasetParams(), "key", NOBODY, ["2026-11-20"], draft, old_key)
         assert release.manifest["row_counts"]["total"] == kept and release.manifest["build"]["dropped_after_key_change"] == 2 - kept
         assert release.manifest["privacy"]["user_hash_key_id"] == key_id("key")
 

@@ -302,12 +302,14 @@ def _parquet_records(con: duckdb.DuckDBPyConnection, kind: Kind, file: LandingFi
     any_unknown = " OR ".join(f"{identifier(c)} IS NOT NULL" for c in unknown)
     pairs = ", ".join(f"{identifier(c)} := {identifier(c)}" for c in unknown)
     unknown_sql = f"CASE WHEN {any_unknown} THEN to_json(struct_pack({pairs}))::VARCHAR END" if unknown else "NULL::VARCHAR"
-    records = f"(SELECT file_row_number + 1 AS _line, {unknown_sql} AS _unknown_fields, {_select_list(exprs)}, NULL::VARCHAR AS _unreadable FROM read_parquet({source}, file_row_number=true))"
     # Nesting: a JSON text column may nest any depth, a typed column as deep as its type.
-    deep_types = [c for c, t in types.items() if c in JSON_FIELDS[kind] or c in unknown if t != "VARCHAR" and _type_depth(t) > MAX_NESTING]
-    json_text = [name for name in JSON_FIELDS[kind] if types.get(name) == "VARCHAR"]
-    maybe_deep = " OR ".join([*(f"{_brackets(identifier(c))} > {MAX_NESTING}" for c in json_text), *(f"{identifier(c)} IS NOT NULL" for c in deep_types)]) or "false"
-    records = records.replace(" AS _unreadable FROM", f" AS _unreadable, coalesce({maybe_deep}, false) AS _maybe_deep FROM")
+    nested = [c for c in types if c in JSON_FIELDS[kind] or c in unknown]
+    json_text = [f"{_brackets(identifier(c))} > {MAX_NESTING}" for c in nested if types[c] == "VARCHAR" and c in JSON_FIELDS[kind]]
+    deep_typed = [f"{identifier(c)} IS NOT NULL" for c in nested if types[c] != "VARCHAR" and _type_depth(types[c]) > MAX_NESTING]
+    maybe_deep = " OR ".join([*json_text, *deep_typed]) or "false"
+    records = f"""(SELECT file_row_number + 1 AS _line, {unknown_sql} AS _unknown_fields, {_select_list(exprs)}, NULL::VARCHAR AS _unreadable,
+                          coalesce({maybe_deep}, false) AS _maybe_deep
+                   FROM read_parquet({source}, file_row_number=true))"""
     query = f"""
         SELECT $source AS _source, _line, NULL::VARCHAR AS _raw, _problem_found AS _problem, _unknown_fields AS _unknown,
                {", ".join(exprs)}, _timestamp, _maybe_deep

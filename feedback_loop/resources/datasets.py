@@ -3,9 +3,8 @@
 from pathlib import Path
 
 import dagster as dg
-from upath import UPath
 
-from feedback_loop.lib.datasets.opt_out import DEFAULT_OPT_OUT, opt_out_list
+from feedback_loop.lib.datasets.opt_out import read_opt_out
 from feedback_loop.lib.datasets.store import DatasetStore
 
 
@@ -33,12 +32,7 @@ class Privacy(dg.ConfigurableResource):
 
     def opted_out(self) -> set[str]:
         """The `user_key`s of the users on the opt-out list."""
-        path = UPath(self.opt_out_path or DEFAULT_OPT_OUT)
-        if not path.is_file():
-            if self.opt_out_path:
-                raise FileNotFoundError(f"opt-out list {self.opt_out_path} not found: datasets are not published without it (unset FEEDBACK_LOOP_OPT_OUT if nobody opted out)")
-            return set()
-        return opt_out_list(path.read_text())
+        return read_opt_out(self.opt_out_path)
 
 
 def local_hash_key(state_dir: str) -> str:

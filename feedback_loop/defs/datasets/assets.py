@@ -9,7 +9,7 @@ import pandas as pd
 from feedback_loop.defs.feedback.assets import later_feedback
 from feedback_loop.defs.partitions import daily_partitions
 from feedback_loop.lib.datasets.build import Release, preference_release, regression_release
-from feedback_loop.lib.datasets.opt_out import opted_out_traces
+from feedback_loop.lib.datasets.opt_out import OptOut
 from feedback_loop.lib.datasets.preference import PREFERENCE_LABEL_COLUMNS, PREFERENCE_SIGNAL_COLUMNS, PREFERENCE_TRACE_COLUMNS, suite_overlap
 from feedback_loop.lib.datasets.published import PREFERENCE_DATASET, REGRESSION_SUITE, release_prompts, suite_cases, suite_prompts
 from feedback_loop.lib.datasets.regression import CASE_SOURCE_COLUMNS, read_case_texts, regenerated_trace_ids, suite_candidates
@@ -127,7 +127,7 @@ def regression_suite(
     previous = suite_cases(store)
     latest = store.latest(REGRESSION_SUITE)
     previous_key_id = store.manifest(REGRESSION_SUITE, latest).get("privacy", {}).get("user_hash_key_id") if latest else None
-    opted_out = privacy.opted_out()
+    opt_out = OptOut.of(privacy.opted_out(), raw_traces, linked_feedback)
     if len(error_modes.columns):
         negatives = negative_traces.read(columns=CASE_SOURCE_COLUMNS, lengths=["edit_text"])
         regenerated = raw_traces.read(columns=CASE_SOURCE_COLUMNS, rows_where=("trace_id", regenerated_trace_ids(implicit_signals)))
@@ -142,8 +142,7 @@ def regression_suite(
             previous,
             params,
             privacy.user_hash_key,
-            opted_out,
-            opted_out_traces(raw_traces, linked_feedback, opted_out),
+            opt_out,
             context.partition_keys,
             draft,
             previous_key_id,
@@ -183,7 +182,7 @@ def preference_dataset(
     day = context.partition_key_range.end
     if skipped := superseded(store, PREFERENCE_DATASET, day):
         return skipped
-    opted_out = privacy.opted_out()
+    opt_out = OptOut.of(privacy.opted_out(), raw_traces, linked_feedback)
     with store.draft(PREFERENCE_DATASET, day) as draft:
         release = preference_release(
             raw_traces,
@@ -192,8 +191,7 @@ def preference_dataset(
             suite_prompts(store),
             params,
             privacy.user_hash_key,
-            opted_out,
-            opted_out_traces(raw_traces, linked_feedback, opted_out),
+            opt_out,
             context.partition_keys,
             draft,
         )

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from feedback_loop.lib.columns import is_in, positions, repeats, rows_kept, sort_order
 from feedback_loop.lib.contract import last_per_trace
 from feedback_loop.lib.datasets import exports
+from feedback_loop.lib.datasets.opt_out import OptOut
 from feedback_loop.lib.datasets.preference import (
     KTO_COLUMNS,
     PREFERENCE_LABEL_COLUMNS,
@@ -66,28 +67,27 @@ def regression_release(
     previous: list[dict],
     params: DatasetParams,
     hash_key: str,
-    opted_out: set[str],
-    kept_out: pd.Series,
+    opt_out: OptOut,
     source_partitions: list[str],
     draft: Draft,
     previous_key_id: str | None = None,
 ) -> Release:
     """The next regression suite from the window's candidates and the previous version's cases,
     written into `draft`. `candidates` come without their texts (`suite_candidates`): `texts` adds
-    them to the shortlisted ones (`case_texts`), so only those are read. `opted_out` are the users
-    (`user_key`s) who opted out, `kept_out` the traces that keeps out (`opted_out_traces`).
+    them to the shortlisted ones (`case_texts`), so only those are read; the `opt_out` traces, and
+    the earlier cases of its users, leave.
     `previous_key_id`: the `key_id` the previous version was built under; when it is another key,
     the previous cases with a user are dropped (their pseudonyms cannot be checked)."""
-    out = is_in(candidates["trace_id"], kept_out)
+    out = is_in(candidates["trace_id"], opt_out.traces)
     kept = candidates[~out]
     kept = texts(shortlist(kept[kept["confidence"] >= params.min_case_confidence], params))
     kept["user_hash"] = pseudonymize(kept["user_id"], hash_key)
     scrubbed, pii = scrub_frame(kept, ["prompt", "input", "output", "reference_output", "evidence"], json_columns=("input",))
-    dropped_users = set(pseudonymize(pd.Series(sorted(opted_out), dtype="string"), hash_key).dropna())
+    dropped_users = set(pseudonymize(pd.Series(sorted(opt_out.users), dtype="string"), hash_key).dropna())
     # Pseudonyms made under another key cannot be checked against the opt-out list: fail closed.
     unverifiable = [c for c in previous if c["lineage"].get("user_hash")] if previous_key_id not in (None, key_id(hash_key)) else []
     previous = [c for c in previous if c not in unverifiable]
-    cases, stats = merge_suite(previous, build_cases(scrubbed), params, dropped_users, set(kept_out))
+    cases, stats = merge_suite(previous, build_cases(scrubbed), params, dropped_users, set(opt_out.traces))
     stats["dropped_after_key_change"] = len(unverifiable)
     draft.write(CASES_FILE, exports.jsonl(cases))
     draft.write("tests.jsonl", exports.jsonl(exports.promptfoo_tests(cases)))
@@ -114,13 +114,11 @@ def preference_release(
     suite_prompts: list[str],
     params: DatasetParams,
     hash_key: str,
-    opted_out: set[str],
-    kept_out: pd.Series,
+    opt_out: OptOut,
     source_partitions: list[str],
     draft: Draft,
 ) -> Release:
-    """DPO pairs and KTO examples of the window, written into `draft`; the `kept_out` traces (of the
-    users who opted out, `opted_out`) take no part.
+    """DPO pairs and KTO examples of the window, written into `draft`; the `opt_out` traces take no part.
 
     Plan, then part by part: build, scrub, decontaminate, split, write. The DPO pairs are planned
     from the signals and labels (no texts), then built PART_ROWS at a time in pair id order, each
@@ -128,7 +126,7 @@ def preference_release(
     day's texts at a time (a trace's example belongs to its label's day), PART_ROWS examples at a
     time by example id. Memory is bounded by the window's plan, a day's texts and a part's. Opted-out
     users' traces never enter a part."""
-    dropped = kept_out.astype("string")
+    dropped = opt_out.traces.astype("string")
     plan, gates = _pair_plan(traces, signals, labels, dropped, params)
     finish = _Finishing(suite_prompts, params, hash_key)
     removed = Counter()
@@ -172,7 +170,7 @@ def preference_release(
             "kto_examples_removed": removed["examples"],
             "suite_prompts": len(suite_prompts),
         },
-        "privacy": {"opted_out_users": len(opted_out), "pii_replaced": dict(finish.pii)},
+        "privacy": {"opted_out_users": len(opt_out.users), "pii_replaced": dict(finish.pii)},
     }
     digest = combined_hash(draft.digest(name) for name in sorted(draft.files))  # every file: a change may show in one format only
     return Release(content_hash=digest, manifest=manifest, preview=writer.preview, pii_found=finish.pii)

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from feedback_loop.lib.columns import is_in
 from feedback_loop.lib.datasets import exports
-from feedback_loop.lib.datasets.opt_out import opted_out_traces, user_key
+from feedback_loop.lib.datasets.opt_out import OptOut, user_key
 from feedback_loop.lib.datasets.privacy import pseudonymize
 from feedback_loop.lib.datasets.published import CASES_FILE, PREFERENCE_DATASET, REGRESSION_SUITE
 from feedback_loop.lib.datasets.store import DatasetStore
@@ -129,7 +129,6 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 def erase_users(store: DatasetStore, traces: Table, events: Table, users: set[str], hash_key: str) -> list[Rewrite]:
     """`forget` the users (raw ids, as on the opt-out list): their pseudonyms under `hash_key`, and
     the traces of theirs and with their feedback among `traces` and `events` (the whole warehouse)."""
-    keys = {user_key(user) for user in users}
-    trace_ids = set(opted_out_traces(traces, events, keys))
-    hashes = set(pseudonymize(pd.Series(sorted(keys), dtype="string"), hash_key).dropna())
-    return forget(store, hashes, trace_ids)
+    opt_out = OptOut.of({user_key(user) for user in users}, traces, events)
+    hashes = set(pseudonymize(pd.Series(sorted(opt_out.users), dtype="string"), hash_key).dropna())
+    return forget(store, hashes, set(opt_out.traces))

@@ -9,8 +9,10 @@ text even on someone else's trace, and a trace logged without a user id is known
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import dataclass
 
 import pandas as pd
+from upath import UPath
 
 from feedback_loop.lib.columns import is_in, per_distinct
 from feedback_loop.lib.tables import Table
@@ -21,6 +23,18 @@ DEFAULT_OPT_OUT = "data/opt_out_users.txt"  # read when no list is configured, i
 def user_key(user_id: str) -> str:
     """The form user ids are compared in."""
     return unicodedata.normalize("NFKC", user_id).strip().casefold()
+
+
+def read_opt_out(path: str | None) -> set[str]:
+    """The users on the opt-out list at `path` (local or fsspec URL). A path that is set but is not
+    a file raises (a mistyped path must not mean "nobody opted out"); unset, `DEFAULT_OPT_OUT` is
+    read when it exists, else nobody opted out."""
+    file = UPath(path or DEFAULT_OPT_OUT)
+    if not file.is_file():
+        if path:
+            raise FileNotFoundError(f"opt-out list {path} not found: datasets are not published without it (unset FEEDBACK_LOOP_OPT_OUT if nobody opted out)")
+        return set()
+    return opt_out_list(file.read_text())
 
 
 def opt_out_list(text: str) -> set[str]:
@@ -45,3 +59,15 @@ def opted_out_traces(traces: Table, events: Table, opted_out: set[str]) -> pd.Se
         frames.append(rows.loc[is_in(user_keys(rows["user_id"]), keys), "trace_id"])
     found = pd.concat(frames, ignore_index=True).dropna().astype("string")
     return found.drop_duplicates().sort_values(ignore_index=True)
+
+
+@dataclass(frozen=True)
+class OptOut:
+    """The users who opted out (`user_key`s) and the traces that keeps out of an export."""
+
+    users: frozenset[str]
+    traces: pd.Series  # trace ids, `opted_out_traces`
+
+    @classmethod
+    def of(cls, users: set[str], traces: Table, events: Table) -> OptOut:
+        return cls(frozenset(users), opted_out_traces(traces, events, set(users)))

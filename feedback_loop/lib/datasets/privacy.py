@@ -294,14 +294,6 @@ class Scrubber:
         self.known.update(zip(candidates, scrub_texts(candidates), strict=True))
 
 
-def scrub_column(texts: pd.Series) -> pd.Series:
-    """A text column scrubbed (only the texts the pre-filter flags are scanned)."""
-    rows = np.flatnonzero(might_contain_pii(texts))
-    if not len(rows):
-        return texts
-    return replaced(texts.astype("string"), rows, [clean for clean, _ in scrub_texts(texts.iloc[rows].tolist())])
-
-
 def scrub_texts(texts: list[str]) -> list[tuple[str, Counter]]:
     """`scrub_text` of each text; many texts are shared out over a process per core (the detectors
     are pure Python)."""

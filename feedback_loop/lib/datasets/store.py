@@ -54,8 +54,7 @@ class DatasetStore:
         """The version LATEST names, or the newest complete one when LATEST is missing or names an
         incomplete one; None before the first publish. Reads only."""
         complete = self.versions(dataset)
-        pointer = self._dataset_folder(dataset) / LATEST
-        named = pointer.read_text().strip() if pointer.exists() else None
+        named = self._named(dataset)
         if named in complete:  # a version listed in the dataset's folder: never a path elsewhere
             return named
         return complete[-1] if complete else None
@@ -76,6 +75,11 @@ class DatasetStore:
 
     def _dataset_folder(self, dataset: str) -> UPath:
         return self.root / path_component(dataset, "dataset")
+
+    def _named(self, dataset: str) -> str | None:
+        """What LATEST holds (unchecked), None without a LATEST."""
+        pointer = self._dataset_folder(dataset) / LATEST
+        return pointer.read_text().strip() if pointer.exists() else None
 
     def read_bytes(self, dataset: str, version: str, name: str) -> bytes:
         return self.path(dataset, version, name).read_bytes()
@@ -125,8 +129,7 @@ class DatasetStore:
             "files": dict(draft.files),
             **manifest,
         }
-        self._write_atomic(draft.folder / MANIFEST, json.dumps(full, indent=2, sort_keys=True).encode())
-        draft.committed = True
+        self._seal(draft, full)
         self._write_atomic(self._dataset_folder(draft.dataset) / LATEST, draft.version.encode())
         return Published(version=draft.version, created=True, manifest=full)
 
@@ -143,11 +146,9 @@ class DatasetStore:
             digest = combined_hash(draft.digest(name) for name in sorted(draft.files))
             manifest = {**before, **updates, "version": draft.version, "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "content_hash": digest, "files": dict(draft.files)}
             manifest["rewritten"] = [*before.get("rewritten", []), {"replaces": old, **audit}]
-            self._write_atomic(draft.folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
-            draft.committed = True
-            pointer = self._dataset_folder(dataset) / LATEST
-            if pointer.exists() and pointer.read_text().strip() == old:
-                self._write_atomic(pointer, draft.version.encode())
+            self._seal(draft, manifest)
+            if self._named(dataset) == old:
+                self._write_atomic(self._dataset_folder(dataset) / LATEST, draft.version.encode())
             folder = self._dataset_folder(dataset) / path_component(old, "version")
             folder.fs.rm(folder.path, recursive=True)
             return draft.version
@@ -169,10 +170,9 @@ class DatasetStore:
         """Point LATEST at the newest complete version when it names an older one (a run that died
         between its manifest and LATEST); under the lock."""
         complete = self.versions(dataset)
-        pointer = self._dataset_folder(dataset) / LATEST
-        named = pointer.read_text().strip() if pointer.exists() else None
+        named = self._named(dataset)
         if complete and (named not in complete or _key(complete[-1]) > _key(named)):
-            self._write_atomic(pointer, complete[-1].encode())
+            self._write_atomic(self._dataset_folder(dataset) / LATEST, complete[-1].encode())
 
     def _remove_incomplete(self, dataset: str) -> None:
         """Remove the folders of versions that never got a manifest (runs that died); under the lock,
@@ -180,6 +180,11 @@ class DatasetStore:
         for child in self._dataset_folder(dataset).iterdir():
             if child.is_dir() and _is_version(child.name) and not (child / MANIFEST).exists():
                 child.fs.rm(child.path, recursive=True)
+
+    def _seal(self, draft: Draft, manifest: dict) -> None:
+        """Write the draft's manifest, which makes it a complete version: it is never written to again."""
+        self._write_atomic(draft.folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        draft.committed = True
 
     @staticmethod
     def _write_atomic(path: UPath, data: bytes) -> None:

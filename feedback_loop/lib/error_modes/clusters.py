@@ -28,7 +28,7 @@ from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
 from threadpoolctl import threadpool_limits
 
-from feedback_loop.lib.datasets.privacy import scrub_column
+from feedback_loop.lib.datasets.privacy import scrub_frame
 from feedback_loop.lib.days import days_ending
 from feedback_loop.lib.parallel import in_processes
 
@@ -52,8 +52,8 @@ class ClusterResult:
 def cluster_text(frame: pd.DataFrame) -> pd.Series:
     """The comments and the start of the response, scrubbed before they are cut: their words become
     the clusters' terms and exemplars, which are shown and kept in the registry."""
-    comments = scrub_column(frame["comments"].astype("string")).fillna("")
-    return comments + " \n " + scrub_column(frame["output"].astype("string")).fillna("").str.slice(0, TEXT_CHARS)
+    scrubbed, _ = scrub_frame(frame[["comments", "output"]].astype("string"), ["comments", "output"])
+    return scrubbed["comments"].fillna("") + " \n " + scrubbed["output"].fillna("").str.slice(0, TEXT_CHARS)
 
 
 def cluster_negatives(frame: pd.DataFrame, registry: dict, seed: int = 0, today: str | None = None) -> ClusterResult:
@@ -93,7 +93,7 @@ def cluster_negatives_by_day(frame: pd.DataFrame, days: list[str], span: int, re
     registry as the day before left it. Returns the assignments of `days` and each day's result
     (whose registry is that day's snapshot)."""
     day_of = frame["partition_date"].astype("string")
-    frame = frame.assign(comments=scrub_column(frame["comments"].astype("string")), output=scrub_column(frame["output"].astype("string")))  # once, not per window
+    frame = scrub_frame(frame.astype({"comments": "string", "output": "string"}), ["comments", "output"])[0]  # once, not per window
     assignments, results = [], {}
     for day in days:
         result = cluster_negatives(frame[day_of.isin(days_ending(day, span)).to_numpy(dtype=bool)], registry, seed=seed, today=day)
