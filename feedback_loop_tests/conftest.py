@@ -7,8 +7,8 @@ import dagster as dg
 import pytest
 
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
-from feedback_loop.resources.landing import LandingFolder
 from feedback_loop.resources.settings import FeedbackLoopSettings
+from feedback_loop.resources.sources import LandingFolder, OtlpFiles, PhoenixSource, PostgresSource
 from feedback_loop.resources.state import ClusterRegistry
 from feedback_loop.resources.warehouse import WarehouseIOManager
 from feedback_loop.sample.generator import GeneratorConfig, generate
@@ -40,6 +40,9 @@ def resources(generated, tmp_path) -> dict:
     return {
         "io_manager": WarehouseIOManager(root=str(tmp_path / "warehouse")),
         "landing": LandingFolder(root=str(generated)),
+        "otlp_files": OtlpFiles(),  # off: no kinds
+        "phoenix": PhoenixSource(),
+        "postgres_source": PostgresSource(),
         "settings": FeedbackLoopSettings(),
         "cluster_registry": ClusterRegistry(folder=str(tmp_path / "state" / "clusters")),
         "dataset_store": DatasetStoreResource(root=str(tmp_path / "datasets")),

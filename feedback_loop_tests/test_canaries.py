@@ -11,7 +11,7 @@ import pytest
 
 from feedback_loop.lib.datasets.privacy import strings_in
 from feedback_loop.pipeline import run_nightly
-from feedback_loop.resources.landing import LandingFolder
+from feedback_loop.resources.sources import LandingFolder
 from feedback_loop_tests.canaries import Canary, canaries, secret_parts
 from feedback_loop_tests.conftest import defs_with, write_jsonl
 

@@ -430,7 +430,7 @@ def test_datasets_publish_once_per_change_scrubbed_and_apart(resources, generate
             for t in pd.read_json(generated / "traces" / "traces-2026-11-20.jsonl", lines=True)["trace_id"].iloc[5:6]
         ],
     )
-    from feedback_loop.resources.landing import LandingFolder
+    from feedback_loop.resources.sources import LandingFolder
 
     changed = defs_with({**resources, "landing": LandingFolder(root=str(extra))})
     assert run_nightly("2026-11-20", instance, changed).success

@@ -8,8 +8,8 @@ import pytest
 
 from feedback_loop.lib.landing import read_landing_day
 from feedback_loop.pipeline import run_nightly
-from feedback_loop.resources.landing import LandingFolder
 from feedback_loop.resources.settings import FeedbackLoopSettings, IngestConfig
+from feedback_loop.resources.sources import LandingFolder
 from feedback_loop_tests.conftest import defs_with, write_jsonl
 
 pytestmark = pytest.mark.slow  # the whole pipeline, or the benchmark

@@ -12,7 +12,7 @@ import pytest
 from feedback_loop import cli
 from feedback_loop.defs.datasets.erasure import erase_users_job
 from feedback_loop.pipeline import run_nightly
-from feedback_loop.resources.landing import LandingFolder
+from feedback_loop.resources.sources import LandingFolder
 from feedback_loop_tests.conftest import defs_with
 from feedback_loop_tests.test_canaries import published_texts
 from feedback_loop_tests.test_opt_out import DAYS, planted

@@ -69,7 +69,7 @@ def test_warehouse_root_can_be_a_url(resources):
 
 
 def test_a_record_landed_again_on_a_later_day_is_a_counted_duplicate(resources, tmp_path):
-    from feedback_loop.resources.landing import LandingFolder
+    from feedback_loop.resources.sources import LandingFolder
     from feedback_loop_tests.conftest import write_jsonl
 
     span = {"trace_id": "t1", "span_id": "s1", "input": "q", "output": "a"}
@@ -89,7 +89,7 @@ def test_a_record_landed_again_on_a_later_day_is_a_counted_duplicate(resources, 
 
 
 def test_missing_landing_input_fails_the_run_and_leaves_the_warehouse_day(resources, tmp_path):
-    from feedback_loop.resources.landing import LandingFolder
+    from feedback_loop.resources.sources import LandingFolder
 
     assert materialize(resources).success
     path = resources["io_manager"].path_for(dg.AssetKey("raw_traces"), DAY).path

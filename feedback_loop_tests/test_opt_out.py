@@ -9,7 +9,7 @@ import pytest
 
 from feedback_loop.pipeline import run_nightly
 from feedback_loop.resources.datasets import Privacy
-from feedback_loop.resources.landing import LandingFolder
+from feedback_loop.resources.sources import LandingFolder
 from feedback_loop_tests.conftest import defs_with, write_jsonl
 from feedback_loop_tests.test_canaries import published_texts
 

@@ -1,25 +1,48 @@
-"""Resources, from environment variables with embedded defaults (local files, no services)."""
+"""Resources, from environment variables with embedded defaults (local files, no services).
+
+Sources come from the YAML file `FEEDBACK_LOOP_SOURCES` names (docs/sources.md); without it the
+landing folder feeds both kinds."""
 
 import os
 
 import dagster as dg
 
 from feedback_loop.defs.progress import step_progress
+from feedback_loop.lib.sources.config import read_sources_config
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
-from feedback_loop.resources.landing import LandingFolder
 from feedback_loop.resources.settings import FeedbackLoopSettings, IngestConfig
+from feedback_loop.resources.sources import LandingFolder, OtlpFiles, PhoenixSource, PostgresSource
 from feedback_loop.resources.state import ClusterRegistry
 from feedback_loop.resources.warehouse import WarehouseIOManager
 
 
+def source_resources(config: dict) -> dict[str, dg.ConfigurableResource]:
+    """One resource per source key; a source the file does not name is off (the landing folder excepted)."""
+    landing = {"root": os.environ.get("FEEDBACK_LOOP_LANDING", "data/landing")} | config.get("landing", {})
+    phoenix, postgres = dict(config.get("phoenix", {})), dict(config.get("postgres", {}))
+    if key := phoenix.pop("api_key_env", None):
+        phoenix["api_key"] = dg.EnvVar(key)
+    if key := postgres.pop("url_env", None):
+        postgres["url"] = dg.EnvVar(key)
+    off_unless_named = {"kinds": []}
+    return {
+        "landing": LandingFolder(**landing) if "landing" in config or not config else LandingFolder(**landing, kinds=[]),
+        "otlp_files": OtlpFiles(**(off_unless_named | config.get("otlp_files", {}))),
+        "phoenix": PhoenixSource(**(off_unless_named | phoenix)),
+        "postgres_source": PostgresSource(**(off_unless_named | postgres)),
+    }
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
+    sources = read_sources_config(os.environ.get("FEEDBACK_LOOP_SOURCES") or None)
+    ingest = IngestConfig(allow_empty_day=os.environ.get("FEEDBACK_LOOP_ALLOW_EMPTY_DAY", "") == "true", **sources.get("ingest", {}))
     return dg.Definitions(
         loggers={"console": dg.colored_console_logger, "step_progress": step_progress},
         resources={
             "io_manager": WarehouseIOManager(root=os.environ.get("FEEDBACK_LOOP_WAREHOUSE", "data/warehouse")),
-            "landing": LandingFolder(root=os.environ.get("FEEDBACK_LOOP_LANDING", "data/landing")),
-            "settings": FeedbackLoopSettings(ingest=IngestConfig(allow_empty_day=os.environ.get("FEEDBACK_LOOP_ALLOW_EMPTY_DAY", "") == "true")),
+            **source_resources(sources.get("sources", {})),
+            "settings": FeedbackLoopSettings(ingest=ingest),
             "dataset_store": DatasetStoreResource(root=os.environ.get("FEEDBACK_LOOP_DATASETS", "data/datasets")),
             "privacy": Privacy(
                 user_hash_key=dg.EnvVar("FEEDBACK_LOOP_USER_HASH_KEY"),

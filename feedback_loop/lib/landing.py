@@ -122,6 +122,12 @@ def read_landing_day(root: str, kind: Kind, day: str, first_day: str = FIRST_DAY
         for file in files:
             read = _read_jsonl if file.path.endswith(".jsonl") else _read_parquet
             frames.extend(f for f in read(con, kind, file, day, first_day) if len(f))
+    return finish_records(kind, frames)
+
+
+def finish_records(kind: Kind, frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Frames of records as one, in source order, with too-deep JSON flagged and the unknown fields
+    picked out."""
     if not frames:
         return _empty_records(kind)
     # Columns stay in one chunk per file: normalizing takes the rows it keeps once, which joins them.
@@ -196,18 +202,22 @@ def _dated(records: str, timestamp: str, problem: str) -> str:
     """
 
 
-def _read_jsonl(con: duckdb.DuckDBPyConnection, kind: Kind, file: LandingFile, day: str, first_day: str) -> list[pd.DataFrame]:
-    """The file's records of `day`, a block of whole lines at a time."""
+def _lines_query(kind: Kind, native: bool = False) -> str:
+    """SQL over the registered table `block` (`_line`, `b`: one JSON record per row as bytes) giving
+    the records of the days $accept_from..$day; with `native`, `block` also has `_native_raw` and
+    `_native_problem` (what a source read and why it could not map it), which take precedence."""
     known = list(SCALAR_FIELDS[kind]) + list(JSON_FIELDS[kind])
     fields = {name: f"json_extract_string(obj, {literal('$.' + json.dumps(name))})" for name in SCALAR_FIELDS[kind]}
     fields |= {name: f"json_extract(obj, {literal('$.' + json.dumps(name))})::VARCHAR" for name in JSON_FIELDS[kind]}
     if kind == "traces":
         fields |= _input_exprs("json_extract(obj, '$.input')")
     known_sql = ", ".join(literal(k) for k in known)
+    native_problem = "_native_problem" if native else "NULL"
+    raw = f"left(_native_raw, {RAW_CHARS})" if native else f"coalesce(left(line, {RAW_CHARS}), left(b::VARCHAR, {RAW_CHARS}))"
     # Each stage only hands valid JSON on: DuckDB evaluates CASE branches eagerly.
-    records = """(
+    records = f"""(
         WITH decoded AS (
-            SELECT _line, b, rtrim(try(decode(b)), chr(13)) AS line FROM block
+            SELECT *, rtrim(try(decode(b)), chr(13)) AS line FROM block
         ), valid AS (
             SELECT *, CASE WHEN json_valid(line) THEN line END AS json_line FROM decoded
             WHERE line IS NULL OR trim(line) <> ''
@@ -215,21 +225,27 @@ def _read_jsonl(con: duckdb.DuckDBPyConnection, kind: Kind, file: LandingFile, d
             SELECT *, CASE WHEN json_type(json_line) = 'OBJECT' THEN json_line END AS obj FROM valid
         )
         SELECT *, json_extract_string(obj, '$.timestamp') AS _ts_text,
-               CASE WHEN line IS NULL THEN 'not valid UTF-8'
+               CASE WHEN {native_problem} IS NOT NULL THEN {native_problem}
+                    WHEN line IS NULL THEN 'not valid UTF-8'
                     WHEN json_line IS NULL THEN 'malformed JSON'
                     WHEN obj IS NULL THEN 'record is not a JSON object' END AS _unreadable
         FROM objects
     )"""
-    query = f"""
-        SELECT $source AS _source, _line, coalesce(left(line, {RAW_CHARS}), left(b::VARCHAR, {RAW_CHARS})) AS _raw,
+    return f"""
+        SELECT $source AS _source, _line, {raw} AS _raw,
                _problem_found AS _problem,
                CASE WHEN len(list_filter(json_keys(obj), lambda k: NOT list_contains([{known_sql}], k))) > 0 THEN obj END AS _unknown,
                {_select_list(fields)},
                _timestamp, coalesce({_brackets("obj")} > {MAX_NESTING}, false) AS _maybe_deep
         FROM ({_dated(records, "_ts_text", "_unreadable")})
-        WHERE _day = $day::DATE
+        WHERE _day BETWEEN $accept_from::DATE AND $day::DATE
     """
-    params = {"source": file.path, "first_day": first_day, "latest": file.latest, "home": file.home, "day": day}
+
+
+def _read_jsonl(con: duckdb.DuckDBPyConnection, kind: Kind, file: LandingFile, day: str, first_day: str) -> list[pd.DataFrame]:
+    """The file's records of `day`, a block of whole lines at a time."""
+    query = _lines_query(kind)
+    params = {"source": file.path, "first_day": first_day, "latest": file.latest, "home": file.home, "day": day, "accept_from": day}
     frames = []
     first_line = 1
     with UPath(file.path).open("rb") as fh:
@@ -240,6 +256,42 @@ def _read_jsonl(con: duckdb.DuckDBPyConnection, kind: Kind, file: LandingFile, d
             frames.append(_frame(con, query, params))
             con.unregister("block")
     return frames
+
+
+@dataclass(frozen=True)
+class PulledRecord:
+    """One record a source pulled: its fields in the input contract, or why it could not be mapped."""
+
+    source: str  # where it came from, as the quarantine names it: "phoenix project 'chat' spans"
+    position: int  # its place in that source's listing, 1-based (the quarantine's `line`)
+    raw: str  # the record as the source gave it
+    fields: dict | None = None  # contract fields; None when it could not be mapped
+    problem: str | None = None  # why it could not be mapped
+
+
+def read_pulled_records(kind: Kind, pulled: list[PulledRecord], day: str, accept_from: str, first_day: str = FIRST_DAY) -> pd.DataFrame:
+    """The records a source pulled, in the shape `read_landing_day` returns: those timestamped on
+    the days `accept_from`..`day` (a record pulled again in the window's overlap is dropped later as
+    a duplicate of the day that holds it), and every one that cannot be used, attributed to `day`."""
+    query = _lines_query(kind, native=True)
+    frames = []
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        for source in dict.fromkeys(r.source for r in pulled):
+            rows = [r for r in pulled if r.source == source]
+            block = pa.table(
+                {
+                    "_line": pa.array([r.position for r in rows], pa.int64()),
+                    "b": pa.array([json.dumps(r.fields, ensure_ascii=False, default=str).encode() if r.fields is not None else b"{}" for r in rows], pa.large_binary()),
+                    "_native_raw": pa.array([r.raw for r in rows], pa.large_string()),
+                    "_native_problem": pa.array([r.problem if r.problem or r.fields is not None else "record could not be mapped" for r in rows], pa.large_string()),
+                }
+            )
+            con.register("block", block)
+            params = {"source": source, "first_day": first_day, "latest": "9999-12-31", "home": day, "day": day, "accept_from": accept_from}
+            frames.append(_frame(con, query, params))
+            con.unregister("block")
+    return finish_records(kind, [f for f in frames if len(f)])
 
 
 def _line_table(data: bytes, first_line: int) -> pa.Table:

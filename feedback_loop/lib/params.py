@@ -15,6 +15,7 @@ class Params(pydantic.BaseModel):
 class IngestParams(Params):
     max_quarantine_share: float = 0.05  # the quarantine check fails above this share of a partition's records
     allow_empty_day: bool = False  # a day with no trace records fails the run unless this is set (a day with no traffic)
+    pull_overlap_hours: float = 24.0  # a nightly pull from a store reaches this far back before its day, for records indexed late (at most the late-feedback window)
 
 
 class LinkingParams(Params):

@@ -1,5 +1,7 @@
-"""Ingest: read a day of landing files, normalize, dedupe, validate, quarantine the rest."""
+"""Ingest: pull a day of records from the configured sources, normalize, dedupe, validate,
+quarantine the rest."""
 
+import datetime as dt
 from collections.abc import Callable, Iterator
 
 import dagster as dg
@@ -9,9 +11,15 @@ from feedback_loop.defs.partitions import FIRST_DAY, LATE_FEEDBACK_DAYS, daily_p
 from feedback_loop.lib.landing import Kind
 from feedback_loop.lib.normalize import Normalized, normalize_feedback, normalize_traces, without_earlier
 from feedback_loop.lib.preview import markdown_table
-from feedback_loop.resources.landing import LandingFolder
+from feedback_loop.lib.sources.combined import combined
+from feedback_loop.lib.sources.http import SourceRejected, SourceUnavailable
+from feedback_loop.lib.sources.window import PullWindow, pull_window
 from feedback_loop.resources.settings import FeedbackLoopSettings
+from feedback_loop.resources.sources import SOURCE_KEYS, Source
 from feedback_loop.resources.warehouse import PartitionedTable
+
+# A store that is down or rate-limits past the client's own retries gets a few more minutes.
+TRANSIENT_RETRIES = dg.RetryPolicy(max_retries=3, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
 def build_ingest_asset(name: str, kind: Kind, normalize: Callable[[pd.DataFrame, str], Normalized], key: list[str], description: str) -> dg.AssetsDefinition:
@@ -30,6 +38,8 @@ def build_ingest_asset(name: str, kind: Kind, normalize: Callable[[pd.DataFrame,
         },
         partitions_def=daily_partitions,
         ins={"earlier": dg.AssetIn(key=name, partition_mapping=earlier_days, metadata={"lazy": True, "columns": key})},
+        required_resource_keys={"settings", *SOURCE_KEYS},
+        retry_policy=TRANSIENT_RETRIES,
         check_specs=[
             dg.AssetCheckSpec(
                 "quarantine_share",
@@ -38,17 +48,32 @@ def build_ingest_asset(name: str, kind: Kind, normalize: Callable[[pd.DataFrame,
             )
         ],
     )
-    def ingest(context: dg.AssetExecutionContext, landing: LandingFolder, settings: FeedbackLoopSettings, earlier: PartitionedTable) -> Iterator:
+    def ingest(context: dg.AssetExecutionContext, earlier: PartitionedTable) -> Iterator:
         day = context.partition_key
-        if not landing.has(kind):
-            raise dg.Failure(f"{name}: the landing folder has no {kind}/ folder: {landing.root}/{kind} (set FEEDBACK_LOOP_LANDING)")
-        records = landing.read_day(kind, day, first_day=FIRST_DAY)
+        settings: FeedbackLoopSettings = context.resources.settings
+        sources: dict[str, Source] = {k: getattr(context.resources, k) for k in SOURCE_KEYS if getattr(context.resources, k).feeds(kind)}
+        if not sources:
+            raise dg.Failure(f"{name}: no source feeds {kind} (see docs/sources.md)", allow_retries=False)
+        window = _window(context, name, day, settings.ingest.pull_overlap_hours)
+        pulled = {}
+        for source_key, source in sources.items():
+            try:
+                pulled[source_key] = source.pull(kind, window, FIRST_DAY, LATE_FEEDBACK_DAYS)
+            except SourceRejected as err:
+                raise dg.Failure(f"{name}: {err}", allow_retries=False) from None
+            except SourceUnavailable as err:
+                raise dg.Failure(f"{name}: {err}", allow_retries=True) from None
+        records = combined(kind, {k: p.records for k, p in pulled.items()})
         if kind == "traces" and not len(records) and not settings.ingest.allow_empty_day:
-            raise dg.Failure(f"{name}: no trace records for {day} in {landing.root}/{kind}; the warehouse day is left as it was (set settings.ingest.allow_empty_day for a day without traffic)")
+            raise dg.Failure(
+                f"{name}: no trace records for {day} from {', '.join(sources)}; the warehouse day is left as it was (set settings.ingest.allow_empty_day for a day without traffic)",
+                allow_retries=False,
+            )
         result = without_earlier(normalize(records, day), earlier.read(rows_where=(key[0], records[key[0]])), key)
         total = len(records)
         share = len(result.quarantine) / total if total else 0.0
         reasons = result.quarantine["reason"].str.replace(r"'.*'|:.*", "", regex=True).value_counts()
+        newest = result.clean["timestamp"].max() if len(result.clean) else None
         yield dg.Output(
             result.clean,
             output_name=name,
@@ -59,6 +84,10 @@ def build_ingest_asset(name: str, kind: Kind, normalize: Callable[[pd.DataFrame,
                 "quarantine_share": round(share, 4),
                 "duplicates_dropped": result.duplicates,
                 "duplicates_of_earlier_days": result.duplicates_of_earlier_days,
+                "sources": dg.MetadataValue.json({k: {"records": len(p.records), **p.metadata} for k, p in pulled.items()}),
+                "window_start": window.start.isoformat(),
+                "window_end": window.end.isoformat(),
+                "high_water_mark": newest.isoformat() if newest is not None and not pd.isna(newest) else "",
                 "preview": dg.MetadataValue.md(markdown_table(result.clean.head(5))),
             },
         )
@@ -79,6 +108,22 @@ def build_ingest_asset(name: str, kind: Kind, normalize: Callable[[pd.DataFrame,
         )
 
     return ingest
+
+
+def _window(context: dg.AssetExecutionContext, name: str, day: str, overlap_hours: float) -> PullWindow:
+    """The partition's pull window, from what the instance recorded of earlier pulls."""
+    key = dg.AssetKey(name)
+    own = context.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), limit=1).records
+    recent = context.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=LATE_FEEDBACK_DAYS + 1).records
+    first_pull = _stamp(own[0], "window_start") if own else None
+    ends = [e for r in recent if (e := _stamp(r, "window_end")) is not None]
+    return pull_window(day, dt.timedelta(hours=overlap_hours), first_pull, max(ends, default=None), backfill="dagster/backfill" in context.run.tags)
+
+
+def _stamp(record: dg.EventLogRecord, field: str) -> dt.datetime | None:
+    materialization = record.asset_materialization
+    value = materialization.metadata.get(field) if materialization else None
+    return dt.datetime.fromisoformat(value.value) if value is not None and value.value else None
 
 
 raw_traces = build_ingest_asset(
