@@ -1,9 +1,12 @@
 import datetime as dt
 import importlib.util
 import json
+import os
+import uuid
 from pathlib import Path
 
 import dagster as dg
+import psycopg2
 import pytest
 
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
@@ -81,3 +84,18 @@ def defs_with(resources: dict) -> dg.Definitions:
         loggers=defs.loggers,
         resources={**(defs.resources or {}), **resources},
     )
+
+
+PG = {"host": os.environ.get("FEEDBACK_LOOP_PG_HOST", "127.0.0.1"), "port": int(os.environ.get("FEEDBACK_LOOP_PG_PORT", "5432")), "user": os.environ.get("FEEDBACK_LOOP_PG_USER", "postgres")}
+
+
+@pytest.fixture
+def pg_database():
+    """A new database on the PostgreSQL server, dropped after the test."""
+    name = f"feedback_loop_test_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(dbname="postgres", password=os.environ.get("FEEDBACK_LOOP_PG_PASSWORD", ""), **PG)
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    yield name
+    admin.cursor().execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()

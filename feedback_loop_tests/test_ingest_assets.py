@@ -85,7 +85,7 @@ def test_a_record_landed_again_on_a_later_day_is_a_counted_duplicate(resources, 
     assert pd.read_parquet(warehouse.path_for(dg.AssetKey("raw_traces"), "2026-11-20").path)["span_id"].tolist() == ["s2"]
     assert pd.read_parquet(warehouse.path_for(dg.AssetKey("raw_feedback_events"), "2026-11-20").path).empty
     metadata = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("raw_traces")}
-    assert metadata["raw_traces"]["duplicates_of_earlier_days"].value == 1 == metadata["raw_traces"]["duplicates_dropped"].value
+    assert metadata["raw_traces"]["duplicates_of_other_days"].value == 1 == metadata["raw_traces"]["duplicates_dropped"].value
 
 
 def test_missing_landing_input_fails_the_run_and_leaves_the_warehouse_day(resources, tmp_path):

@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -10,23 +9,11 @@ import psycopg2
 import pytest
 
 from feedback_loop.pipeline import run_nightly
-from feedback_loop_tests.conftest import END, defs_with
+from feedback_loop_tests.conftest import END, PG, defs_with
 
 pytestmark = pytest.mark.slow  # the whole pipeline, or the benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
-PG = {"host": os.environ.get("FEEDBACK_LOOP_PG_HOST", "127.0.0.1"), "port": int(os.environ.get("FEEDBACK_LOOP_PG_PORT", "5432")), "user": os.environ.get("FEEDBACK_LOOP_PG_USER", "postgres")}
-
-
-@pytest.fixture
-def pg_database():
-    name = f"feedback_loop_test_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(dbname="postgres", password=os.environ.get("FEEDBACK_LOOP_PG_PASSWORD", ""), **PG)
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    yield name
-    admin.cursor().execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
 
 
 def test_nightly_run_is_recorded_in_postgres(pg_database, tmp_path, monkeypatch, resources):

@@ -32,22 +32,22 @@ class Normalized:
     clean: pd.DataFrame
     quarantine: pd.DataFrame
     duplicates: int  # records dropped as copies of a clean one: of the same day, or of an earlier day
-    duplicates_of_earlier_days: int = 0
+    duplicates_of_other_days: int = 0  # of them, records another day of the window holds
 
 
-def without_earlier(result: Normalized, earlier: pd.DataFrame, key: list[str]) -> Normalized:
-    """`result` without the clean records whose key an earlier day already holds (`earlier`: the
-    key columns of those days' clean records, at least those sharing a first key column), counted
-    as duplicates."""
-    if earlier.empty or result.clean.empty:
+def without_held(result: Normalized, held: pd.DataFrame, key: list[str]) -> Normalized:
+    """`result` without the clean records whose key another day already holds (`held`: the key
+    columns of those days' clean records, at least those sharing a first key column), counted as
+    duplicates."""
+    if held.empty or result.clean.empty:
         return result
-    both = pd.concat([earlier[key], result.clean[key]], ignore_index=True)
-    again = repeats(both)[len(earlier) :]
+    both = pd.concat([held[key], result.clean[key]], ignore_index=True)
+    again = repeats(both)[len(held) :]
     if not again.any():
         return result
     clean = rows_kept(result.clean, ~again).reset_index(drop=True)
     dropped = int(again.sum())
-    return Normalized(clean=clean, quarantine=result.quarantine, duplicates=result.duplicates + dropped, duplicates_of_earlier_days=dropped)
+    return Normalized(clean=clean, quarantine=result.quarantine, duplicates=result.duplicates + dropped, duplicates_of_other_days=dropped)
 
 
 # The frame schemas check each value. Keys are unique by construction, not checked here: `_finish`

@@ -83,6 +83,11 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             return joined
         return _read_file_by_file(paths, columns)
 
+    def partitions_of(self, asset_key: dg.AssetKey, keys: Iterable[str], columns: list[str] | None = None) -> PartitionedTable:
+        """The existing partitions among `keys` of an asset, to read outside the inputs Dagster maps
+        (a later day, which an input may not name)."""
+        return PartitionedTable(files={k: path for k in keys if (path := self.path_for(asset_key, k)).exists()}, columns=columns)
+
     @staticmethod
     def _write(path: UPath, df: pd.DataFrame) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 quarantine the rest."""
 
 import datetime as dt
+import math
 from collections.abc import Callable, Iterator
 
 import dagster as dg
@@ -9,7 +10,7 @@ import pandas as pd
 
 from feedback_loop.defs.partitions import FIRST_DAY, LATE_FEEDBACK_DAYS, daily_partitions
 from feedback_loop.lib.landing import Kind
-from feedback_loop.lib.normalize import Normalized, normalize_feedback, normalize_traces, without_earlier
+from feedback_loop.lib.normalize import Normalized, normalize_feedback, normalize_traces, without_held
 from feedback_loop.lib.preview import markdown_table
 from feedback_loop.lib.sources.combined import combined
 from feedback_loop.lib.sources.http import SourceRejected, SourceUnavailable
@@ -38,7 +39,7 @@ def build_ingest_asset(name: str, kind: Kind, normalize: Callable[[pd.DataFrame,
         },
         partitions_def=daily_partitions,
         ins={"earlier": dg.AssetIn(key=name, partition_mapping=earlier_days, metadata={"lazy": True, "columns": key})},
-        required_resource_keys={"settings", *SOURCE_KEYS},
+        required_resource_keys={"settings", "io_manager", *SOURCE_KEYS},
         retry_policy=TRANSIENT_RETRIES,
         check_specs=[
             dg.AssetCheckSpec(
@@ -69,7 +70,10 @@ def build_ingest_asset(name: str, kind: Kind, normalize: Callable[[pd.DataFrame,
                 f"{name}: no trace records for {day} from {', '.join(sources)}; the warehouse day is left as it was (set settings.ingest.allow_empty_day for a day without traffic)",
                 allow_retries=False,
             )
-        result = without_earlier(normalize(records, day), earlier.read(rows_where=(key[0], records[key[0]])), key)
+        # A later night may have taken some of this day's records as late: a rerun leaves them there.
+        later = context.resources.io_manager.partitions_of(dg.AssetKey(name), _days_after(day, settings.ingest.pull_overlap_hours), key)
+        held = pd.concat([t.read(rows_where=(key[0], records[key[0]])) for t in (earlier, later)], ignore_index=True)
+        result = without_held(normalize(records, day), held, key)
         total = len(records)
         share = len(result.quarantine) / total if total else 0.0
         reasons = result.quarantine["reason"].str.replace(r"'.*'|:.*", "", regex=True).value_counts()
@@ -83,7 +87,7 @@ def build_ingest_asset(name: str, kind: Kind, normalize: Callable[[pd.DataFrame,
                 "quarantined": len(result.quarantine),
                 "quarantine_share": round(share, 4),
                 "duplicates_dropped": result.duplicates,
-                "duplicates_of_earlier_days": result.duplicates_of_earlier_days,
+                "duplicates_of_other_days": result.duplicates_of_other_days,
                 "sources": dg.MetadataValue.json({k: {"records": len(p.records), **p.metadata} for k, p in pulled.items()}),
                 "window_start": window.start.isoformat(),
                 "window_end": window.end.isoformat(),
@@ -112,12 +116,20 @@ def build_ingest_asset(name: str, kind: Kind, normalize: Callable[[pd.DataFrame,
 
 def _window(context: dg.AssetExecutionContext, name: str, day: str, overlap_hours: float) -> PullWindow:
     """The partition's pull window, from what the instance recorded of earlier pulls."""
+    if not 0 <= overlap_hours <= LATE_FEEDBACK_DAYS * 24:  # records pulled again further back would not be recognised as duplicates
+        raise dg.Failure(f"{name}: ingest.pull_overlap_hours is {overlap_hours}; it must be between 0 and the late-feedback window, {LATE_FEEDBACK_DAYS * 24} hours", allow_retries=False)
     key = dg.AssetKey(name)
     own = context.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), limit=1).records
     recent = context.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=LATE_FEEDBACK_DAYS + 1).records
     first_pull = _stamp(own[0], "window_start") if own else None
     ends = [e for r in recent if (e := _stamp(r, "window_end")) is not None]
     return pull_window(day, dt.timedelta(hours=overlap_hours), first_pull, max(ends, default=None), backfill="dagster/backfill" in context.run.tags)
+
+
+def _days_after(day: str, overlap_hours: float) -> list[str]:
+    """The later days whose nightly pull window reaches back into `day`."""
+    first = dt.date.fromisoformat(day)
+    return [(first + dt.timedelta(days=n)).isoformat() for n in range(1, math.ceil(overlap_hours / 24) + 1)]
 
 
 def _stamp(record: dg.EventLogRecord, field: str) -> dt.datetime | None:
