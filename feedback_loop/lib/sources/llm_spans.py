@@ -65,7 +65,7 @@ def trace_fields(span: Span) -> dict:
         "user_id": _text(_first(attrs, "user.id", "enduser.id")),
         "timestamp": iso_from_nanos(span.end_ns or span.start_ns),
         "model": _text(_first(attrs, "llm.model_name", "gen_ai.response.model", "gen_ai.request.model")),
-        "prompt_version": _text(_first(attrs, "llm.prompt_template.version", "gen_ai.prompt.version")),
+        "prompt_version": _text(attrs.get("llm.prompt_template.version")),
         "input": input_messages(attrs),
         "output": output_text(attrs),
         "latency_ms": latency,
