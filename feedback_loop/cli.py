@@ -16,6 +16,7 @@ from feedback_loop.sample.generator import GeneratorConfig, generate
 
 DEMO_LANDING = Path("data/demo-landing")
 DEMO_MARKER = ".feedback-loop-demo"  # in a folder the demo made: only such a folder is ever replaced
+UI_SETTINGS = ("FEEDBACK_LOOP_START_DATE", "FEEDBACK_LOOP_LATE_FEEDBACK_DAYS", "FEEDBACK_LOOP_TOO_LATE_LOOKBACK_DAYS", "FEEDBACK_LOOP_ALLOW_EMPTY_DAY", "FEEDBACK_LOOP_NER_MODEL")
 PATH_SETTINGS = {  # the settings that name places, with the defaults the definitions use
     "FEEDBACK_LOOP_LANDING": "data/landing",
     "FEEDBACK_LOOP_WAREHOUSE": "data/warehouse",
@@ -173,6 +174,11 @@ def ui_command(key_file: Path | None) -> str:
     opt_out = os.environ.get("FEEDBACK_LOOP_OPT_OUT") or (DEFAULT_OPT_OUT if Path(DEFAULT_OPT_OUT).is_file() else None)
     if opt_out:
         env["FEEDBACK_LOOP_OPT_OUT"] = opt_out if "://" in opt_out else str(Path(opt_out).resolve())
+    if sources := os.environ.get("FEEDBACK_LOOP_SOURCES"):
+        env["FEEDBACK_LOOP_SOURCES"] = str(Path(sources).resolve())
+    for name in UI_SETTINGS:  # settings that are not places, passed on as they are
+        if name in os.environ:
+            env[name] = os.environ[name]
     assignments = [f"{name}={shlex.quote(value)}" for name, value in env.items()]
     if key_file is not None:
         assignments.append(f'FEEDBACK_LOOP_USER_HASH_KEY="$(cat {shlex.quote(str(key_file))})"')

@@ -42,7 +42,7 @@ ingest: {pull_overlap_hours: 6}
     )
     config = read_sources_config(str(path))
     resources = source_resources(config["sources"])
-    assert resources["phoenix"].kinds == ["traces", "feedback"] and resources["landing"].root == "extra" and resources["otlp_files"].kinds == []
+    assert resources["phoenix"].kinds == ["traces", "feedback"] and resources["landing"].root == str(tmp_path / "extra") and resources["otlp_files"].kinds == []
     assert isinstance(resources["phoenix"].api_key, dg.EnvVar) and resources["phoenix"].api_key.env_var_name == "PHOENIX_API_KEY"
     assert isinstance(resources["postgres_source"].url, dg.EnvVar)
     assert config["ingest"] == {"pull_overlap_hours": 6}
@@ -95,9 +95,27 @@ def test_the_cli_runs_a_night_from_an_otlp_export_folder(tmp_path):
     out = subprocess.run([cli, "run", "--date", DAY], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"{DAY}: ok" in out.stdout
+    ui = next(line for line in out.stdout.splitlines() if line.startswith("open the UI:"))
+    assert f"FEEDBACK_LOOP_SOURCES={tmp_path / 'sources.yaml'}" in ui and "FEEDBACK_LOOP_START_DATE=2026-11-01" in ui  # the UI sees the same sources and days
     import pandas as pd
 
     traces = pd.read_parquet(tmp_path / "data" / "warehouse" / "raw_traces" / f"{DAY}.parquet")
     assert sorted(traces["trace_id"]) == ["4bf92f3577b34da6a3ce929d0e0e4736", "5b8aa5a2d2c872e8321cf37308d69df2"]
     labels = pd.read_parquet(tmp_path / "data" / "warehouse" / "trace_labels" / f"{DAY}.parquet").set_index("trace_id")
     assert labels.loc["5b8aa5a2d2c872e8321cf37308d69df2", "label"] == "negative" and labels.loc["4bf92f3577b34da6a3ce929d0e0e4736", "label"] == "positive"
+
+
+def test_a_key_two_sources_give_is_quarantined_in_the_later_source_not_dropped():
+    from feedback_loop.lib.landing import PulledRecord, read_pulled_records
+    from feedback_loop.lib.normalize import normalize_traces
+    from feedback_loop.lib.sources.combined import combined
+
+    def pulled(source: str, *ids: str):
+        rows = [PulledRecord(source, n, "{}", fields={"trace_id": i, "span_id": "s", "timestamp": f"{DAY}T10:00:00Z", "output": source}) for n, i in enumerate(ids, start=1)]
+        return read_pulled_records("traces", rows, DAY, DAY)
+
+    records = combined("traces", {"phoenix": pulled("phoenix", "t1", "t2"), "landing": pulled("landing", "t2", "t3", "t3")})
+    result = normalize_traces(records, DAY)
+    assert sorted(result.clean["trace_id"]) == ["t1", "t2", "t3"] and result.clean.set_index("trace_id").loc["t2", "output"] == "phoenix"
+    assert result.quarantine[["record_id", "reason"]].values.tolist() == [["t2", "trace_id and span_id also come from source 'phoenix'"]]
+    assert result.duplicates == 1  # t3 twice in one source is a plain duplicate

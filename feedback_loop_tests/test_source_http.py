@@ -5,15 +5,19 @@ quarantined, the API key sent as a header and never in a message."""
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+import pandas as pd
 import pytest
 
-from feedback_loop.lib.normalize import normalize_traces
+from feedback_loop.lib.normalize import normalize_feedback, normalize_traces
 from feedback_loop.lib.sources.http import Http, SourceRejected, SourceUnavailable
 from feedback_loop.lib.sources.window import PullWindow, day_start
 from feedback_loop.resources.sources import PhoenixSource
 
+# One span as Phoenix's `GET /v1/projects/{project}/spans` returns it (the `Span` model of
+# arize-phoenix 20.26.1, `phoenix/server/api/routers/v1/spans.py`: nested attributes, ISO times).
 SPAN = {
     "id": "U3Bhbjox",
     "name": "ChatCompletion",
@@ -119,3 +123,33 @@ def test_pages_are_read_to_the_end_and_a_malformed_page_is_quarantined(serve):
     queries = [parse_qs(urlparse(path).query) for path, _ in script.requests]
     assert [q.get("cursor") for q in queries] == [None, ["c2"], ["c3"]]
     assert queries[0]["start_time"] == ["2026-11-19T23:00:00+00:00"] and queries[0]["end_time"] == ["2026-11-21T00:00:00+00:00"]
+
+
+def test_phoenix_pages_map_onto_the_contract_field_by_field(serve):
+    """The pages a real Phoenix server gave (fixtures/phoenix), replayed."""
+    fixtures = Path(__file__).parent / "fixtures" / "phoenix"
+    spans = json.loads((fixtures / "spans_page.json").read_text())
+    annotations = json.loads((fixtures / "span_annotations_page.json").read_text())
+    day = "2026-11-19"
+    window = PullWindow(day, day_start(day), day_start("2026-11-20"))
+    _, url = serve([(200, {}, spans)])
+    traces = normalize_traces(PhoenixSource(url=url, project="support-bot", kinds=["traces"]).pull("traces", window, "2026-01-01", 7).records, day)
+    assert traces.quarantine.empty and len(traces.clean) == 4
+    row = traces.clean.set_index("span_id").loc["ca87240a80170fb3"]
+    assert row["trace_id"] == "c7efbecf0451fce4b90b3ba09b515ee3" and row["model"] == "llama-3.1-70b" and row["session_id"] == "s-20261119-5-0000020"
+    assert row["timestamp"] == pd.Timestamp("2026-11-19T07:42:51.825Z") and row["output"] == "The HTTP status code for Not Found is 403."
+    assert json.loads(row["input"])[0] == {"role": "system", "content": "You are a helpful assistant (v1)."} and row["prompt"].startswith(
+        "Thanks. Next: Do you know the HTTP status code for Not Found?"
+    )
+    assert (row["input_tokens"], row["output_tokens"]) == (23, 10) and json.loads(row["metadata"])["environment"] == "production"
+
+    _, url = serve([(200, {}, spans), (200, {}, annotations)])
+    pulled = PhoenixSource(url=url, project="support-bot", kinds=["feedback"]).pull("feedback", window, "2026-01-01", 7)
+    events = normalize_feedback(pulled.records, day).clean.set_index("event_id")
+    assert sorted(events["type"]) == ["correction", "rating", "thumbs_down", "thumbs_up"]
+    down = events.loc["phoenix:U3BhbkFubm90YXRpb246MTY="]
+    assert (down["type"], down["trace_id"], down["span_id"], down["reason"]) == ("thumbs_down", "c7efbecf0451fce4b90b3ba09b515ee3", "ca87240a80170fb3", "not_factual")
+    assert down["timestamp"] == pd.Timestamp("2026-11-19T07:43:02.578Z")
+    assert events.loc["phoenix:U3BhbkFubm90YXRpb246MTc=", "value"] == "The HTTP status code for Not Found is 404."
+    assert events.loc["phoenix:U3BhbkFubm90YXRpb246MTA=", "value_num"] == 2.0
+    assert pulled.metadata["judgements_not_feedback"] == {"correctness": 1}  # an LLM judge, not a user

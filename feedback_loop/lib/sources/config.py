@@ -42,4 +42,7 @@ def read_sources_config(path: str | None) -> dict:
         kinds = settings.get("kinds", [])
         if not isinstance(kinds, list) or set(kinds) - {"traces", "feedback"}:
             raise SourcesFileError(f"sources file {path}: `sources.{name}.kinds` lists traces and/or feedback, not {kinds!r}")
+        root = settings.get("root")
+        if isinstance(root, str) and "://" not in root:  # a folder named in the file is found from the file, wherever Dagster runs
+            settings["root"] = str((Path(path).resolve().parent / root).resolve())
     return {"sources": sources, "ingest": config.get("ingest") or {}}

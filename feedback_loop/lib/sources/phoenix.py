@@ -1,8 +1,8 @@
 """Arize Phoenix over its REST API: spans of a project in a time window, and their annotations.
 
 - `GET /v1/projects/{project}/spans?start_time&end_time&limit&cursor`: spans whose start falls in
-  the window, newest first, paged by `next_cursor` until it is null. Attributes come nested
-  (`{"llm": {"model_name": …}}`); they are flattened to OpenInference's dotted keys.
+  the window, newest first, paged by `next_cursor` until it is null. Attributes come as
+  OpenInference's dotted keys (nested objects are flattened to the same keys).
 - `GET /v1/projects/{project}/span_annotations?span_ids=…&limit&cursor`: annotations of up to
   `ANNOTATION_BATCH` spans per request, paged the same way.
 
