@@ -118,9 +118,12 @@ def test_reruns_add_nothing_and_late_rows_are_taken_by_the_next_night(product_db
         assert nxt["raw_traces"]["window_start"].value == "2026-11-20T00:00:00+00:00"  # a day of overlap back
         assert sorted(_read(resources, "raw_traces", NEXT)["trace_id"]) == ["t10", "t9"]
         assert nxt["raw_traces"]["duplicates_of_other_days"].value == 2  # t1 and t2, which the 20th holds
+        assert _read(resources, "raw_traces_quarantine", NEXT).empty and nxt["raw_traces"]["quarantined_by_other_days"].value == 2  # the 20th quarantined them
 
+        quarantine = resources["io_manager"].path_for(dg.AssetKey("raw_traces_quarantine"), DAY).read_bytes()
         _run(DAY, resources, instance)  # a rerun of the 20th leaves t9 with the night that took it
         assert resources["io_manager"].path_for(dg.AssetKey("raw_traces"), DAY).read_bytes() == before
+        assert resources["io_manager"].path_for(dg.AssetKey("raw_traces_quarantine"), DAY).read_bytes() == quarantine
 
 
 def test_a_missing_column_fails_the_run_naming_it(product_db, resources):

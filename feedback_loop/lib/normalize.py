@@ -33,6 +33,7 @@ class Normalized:
     quarantine: pd.DataFrame
     duplicates: int  # records dropped as copies of a clean one: of the same day, or of an earlier day
     duplicates_of_other_days: int = 0  # of them, records another day of the window holds
+    quarantined_by_other_days: int = 0  # bad records left out: another day of the window quarantined them
 
 
 def without_held(result: Normalized, held: pd.DataFrame, key: list[str]) -> Normalized:
@@ -47,7 +48,20 @@ def without_held(result: Normalized, held: pd.DataFrame, key: list[str]) -> Norm
         return result
     clean = rows_kept(result.clean, ~again).reset_index(drop=True)
     dropped = int(again.sum())
-    return Normalized(clean=clean, quarantine=result.quarantine, duplicates=result.duplicates + dropped, duplicates_of_other_days=dropped)
+    return Normalized(clean=clean, quarantine=result.quarantine, duplicates=result.duplicates + dropped, duplicates_of_other_days=dropped, quarantined_by_other_days=result.quarantined_by_other_days)
+
+
+def without_quarantined(result: Normalized, held: pd.DataFrame) -> Normalized:
+    """`result` without the quarantine rows another day already holds (`held`: those days'
+    quarantine rows, `reason` and `raw`): a bad record a pull window reads again is counted once."""
+    if held.empty or result.quarantine.empty:
+        return result
+    both = pd.concat([held[["reason", "raw"]], result.quarantine[["reason", "raw"]]], ignore_index=True)
+    again = repeats(both)[len(held) :]
+    if not again.any():
+        return result
+    quarantine = rows_kept(result.quarantine, ~again).reset_index(drop=True)
+    return Normalized(result.clean, quarantine, result.duplicates, result.duplicates_of_other_days, result.quarantined_by_other_days + int(again.sum()))
 
 
 # The frame schemas check each value. Keys are unique by construction, not checked here: `_finish`

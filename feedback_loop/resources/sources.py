@@ -35,13 +35,17 @@ class Pulled:
 
 
 class Source(dg.ConfigurableResource):
+    """What every source is: the kinds it feeds, and a pull of one kind for a window."""
+
     kinds: list[str] = Field(default_factory=list, description="What this source feeds: `traces`, `feedback`, both, or nothing (off).")
 
     def feeds(self, kind: Kind) -> bool:
         return kind in self.kinds
 
     def pull(self, kind: Kind, window: PullWindow, first_day: str, late_days: int) -> Pulled:
-        raise NotImplementedError
+        """The records of `kind` the partition `window.day` takes (`first_day`: the first partition;
+        `late_days`: how long after its response feedback may come)."""
+        raise NotImplementedError(f"{type(self).__name__} does not pull")
 
 
 class LandingFolder(Source):

@@ -10,7 +10,7 @@ import pandas as pd
 
 from feedback_loop.defs.partitions import FIRST_DAY, LATE_FEEDBACK_DAYS, daily_partitions
 from feedback_loop.lib.landing import Kind
-from feedback_loop.lib.normalize import Normalized, normalize_feedback, normalize_traces, without_held
+from feedback_loop.lib.normalize import Normalized, normalize_feedback, normalize_traces, without_held, without_quarantined
 from feedback_loop.lib.preview import markdown_table
 from feedback_loop.lib.sources.combined import combined
 from feedback_loop.lib.sources.http import SourceRejected, SourceUnavailable
@@ -38,7 +38,10 @@ def build_ingest_asset(name: str, kind: Kind, normalize: Callable[[pd.DataFrame,
             ),
         },
         partitions_def=daily_partitions,
-        ins={"earlier": dg.AssetIn(key=name, partition_mapping=earlier_days, metadata={"lazy": True, "columns": key})},
+        ins={
+            "earlier": dg.AssetIn(key=name, partition_mapping=earlier_days, metadata={"lazy": True, "columns": key}),
+            "earlier_quarantine": dg.AssetIn(key=quarantine_name, partition_mapping=earlier_days, metadata={"lazy": True, "columns": ["reason", "raw"]}),
+        },
         required_resource_keys={"settings", "io_manager", *SOURCE_KEYS},
         retry_policy=TRANSIENT_RETRIES,
         check_specs=[
@@ -49,7 +52,7 @@ def build_ingest_asset(name: str, kind: Kind, normalize: Callable[[pd.DataFrame,
             )
         ],
     )
-    def ingest(context: dg.AssetExecutionContext, earlier: PartitionedTable) -> Iterator:
+    def ingest(context: dg.AssetExecutionContext, earlier: PartitionedTable, earlier_quarantine: PartitionedTable) -> Iterator:
         day = context.partition_key
         settings: FeedbackLoopSettings = context.resources.settings
         sources: dict[str, Source] = {k: getattr(context.resources, k) for k in SOURCE_KEYS if getattr(context.resources, k).feeds(kind)}
@@ -71,11 +74,18 @@ def build_ingest_asset(name: str, kind: Kind, normalize: Callable[[pd.DataFrame,
                 allow_retries=False,
             )
         # A later night may have taken some of this day's records as late: a rerun leaves them there.
-        later = context.resources.io_manager.partitions_of(dg.AssetKey(name), _days_after(day, settings.ingest.pull_overlap_hours), key)
+        later_days = _days_after(day, settings.ingest.pull_overlap_hours)
+        warehouse = context.resources.io_manager
+        later = warehouse.partitions_of(dg.AssetKey(name), later_days, key)
         held = pd.concat([t.read(rows_where=(key[0], records[key[0]])) for t in (earlier, later)], ignore_index=True)
         result = without_held(normalize(records, day), held, key)
+        if len(result.quarantine):  # a pull window that reaches into other days reads their bad records again
+            later_quarantine = warehouse.partitions_of(dg.AssetKey(quarantine_name), later_days, ["reason", "raw"])
+            held_bad = pd.concat([t.read(rows_where=("raw", result.quarantine["raw"])) for t in (earlier_quarantine, later_quarantine)], ignore_index=True)
+            result = without_quarantined(result, held_bad)
         total = len(records)
-        share = len(result.quarantine) / total if total else 0.0
+        own = total - result.duplicates_of_other_days - result.quarantined_by_other_days  # the records this partition took or rejected
+        share = len(result.quarantine) / own if own else 0.0
         reasons = result.quarantine["reason"].str.replace(r"'.*'|:.*", "", regex=True).value_counts()
         newest = result.clean["timestamp"].max() if len(result.clean) else None
         yield dg.Output(
@@ -88,6 +98,7 @@ def build_ingest_asset(name: str, kind: Kind, normalize: Callable[[pd.DataFrame,
                 "quarantine_share": round(share, 4),
                 "duplicates_dropped": result.duplicates,
                 "duplicates_of_other_days": result.duplicates_of_other_days,
+                "quarantined_by_other_days": result.quarantined_by_other_days,
                 "sources": dg.MetadataValue.json({k: {"records": len(p.records), **p.metadata} for k, p in pulled.items()}),
                 "window_start": window.start.isoformat(),
                 "window_end": window.end.isoformat(),

@@ -31,14 +31,6 @@ ANNOTATION_BATCH = 100  # span ids per request: the server takes 1,000, a URL of
 PAGE_SIZE = 1000
 
 
-@dataclass
-class PhoenixPage:
-    """What paging a listing found: the records, and one problem per page that could not be read."""
-
-    items: list[dict] = field(default_factory=list)
-    problems: list[tuple[int, str, str]] = field(default_factory=list)  # (page number, raw, reason)
-
-
 def pages(http: Http, path: str, params: list[tuple[str, str]], what: str) -> Iterator[tuple[int, list[dict] | None, str, str | None]]:
     """Each page of a cursor-paged listing: (page number, its `data`, raw text, problem)."""
     cursor = None
@@ -70,7 +62,7 @@ def phoenix_spans(http: Http, project: str, start: dt.datetime, end: dt.datetime
     source = f"phoenix project '{project}' spans"
     params = [("start_time", start.isoformat()), ("end_time", end.isoformat()), ("limit", str(PAGE_SIZE))]
     position = 0
-    for number, data, raw, problem in pages(http, project_path(project, "spans"), params, "spans"):
+    for _, data, raw, problem in pages(http, project_path(project, "spans"), params, "spans"):
         if problem:
             position += 1
             yield ReadSpan(source, position, raw, problem=problem)
@@ -82,7 +74,6 @@ def phoenix_spans(http: Http, project: str, start: dt.datetime, end: dt.datetime
                 yield ReadSpan(source, position, text, span=phoenix_span(item))
             except (BadSpan, TypeError, ValueError, AttributeError) as err:
                 yield ReadSpan(source, position, text, problem=str(err) if isinstance(err, BadSpan) else f"unreadable span: {err}")
-        del number
 
 
 def phoenix_span(item: object) -> Span:
