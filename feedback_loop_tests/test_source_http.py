@@ -153,3 +153,20 @@ def test_phoenix_pages_map_onto_the_contract_field_by_field(serve):
     assert events.loc["phoenix:U3BhbkFubm90YXRpb246MTc=", "value"] == "The HTTP status code for Not Found is 404."
     assert events.loc["phoenix:U3BhbkFubm90YXRpb246MTA=", "value_num"] == 2.0
     assert pulled.metadata["judgements_not_feedback"] == {"correctness": 1}  # an LLM judge, not a user
+
+
+def test_a_permanent_error_fails_the_step_at_once_with_the_path_and_status(serve, resources):
+    import dagster as dg
+
+    from feedback_loop.defs.ingest.assets import raw_traces
+    from feedback_loop.resources.sources import LandingFolder
+
+    script, url = serve([(401, {}, {"detail": "bad key"})])
+    broken = {**resources, "landing": LandingFolder(kinds=[]), "phoenix": PhoenixSource(url=url, project="chat", api_key="k", kinds=["traces"])}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([raw_traces], partition_key="2026-11-20", resources=broken, instance=instance, raise_on_error=False)
+    assert not result.success
+    events = [e.event_type_value for e in result.all_events]
+    assert "STEP_UP_FOR_RETRY" not in events and len(script.requests) == 1
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "raw_traces: phoenix: GET /v1/projects/chat/spans answered 401 Unauthorized" in failure.event_specific_data.error.message

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import zstandard
 from google.protobuf.json_format import Parse
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
@@ -134,3 +135,23 @@ def test_files_written_before_the_window_are_not_read_again(tmp_path):
     next_week = PullWindow("2026-11-27", day_start("2026-11-27"), day_start("2026-11-28"))
     _, metadata = _pull(root, "traces", next_week)
     assert metadata["files_read"] == 0
+
+
+def test_every_otlp_attribute_value_kind_is_read():
+    from feedback_loop.lib.sources.spans import BadSpan, otlp_attributes
+
+    pairs = [
+        {"key": "s", "value": {"stringValue": "x"}},
+        {"key": "i", "value": {"intValue": "9007199254740993"}},  # 64-bit, as a JSON string
+        {"key": "d", "value": {"doubleValue": 0.5}},
+        {"key": "b", "value": {"boolValue": True}},
+        {"key": "a", "value": {"arrayValue": {"values": [{"stringValue": "p"}, {"intValue": 2}]}}},
+        {"key": "k", "value": {"kvlistValue": {"values": [{"key": "inner", "value": {"stringValue": "v"}}]}}},
+        {"key": "y", "value": {"bytesValue": "AAE="}},
+        {"key": "empty", "value": {}},
+    ]
+    assert otlp_attributes(pairs) == {"s": "x", "i": 9007199254740993, "d": 0.5, "b": True, "a": ["p", 2], "k": {"inner": "v"}, "y": "AAE=", "empty": None}
+    with pytest.raises(BadSpan, match="attribute 'n' is unreadable"):
+        otlp_attributes([{"key": "n", "value": {"intValue": "twelve"}}])
+    with pytest.raises(BadSpan, match="unknown type 'mapValue'"):
+        otlp_attributes([{"key": "m", "value": {"mapValue": {}}}])
