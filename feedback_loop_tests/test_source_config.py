@@ -78,8 +78,10 @@ def test_pull_windows():
     assert rerun.start == MIDNIGHT - HOURS_24  # the window it pulled first
     older_day = pull_window(DAY, HOURS_24, first_pull=None, cursor=MIDNIGHT + 3 * HOURS_24, backfill=False)
     assert older_day.start == MIDNIGHT
-    backfill = pull_window(DAY, HOURS_24, first_pull=MIDNIGHT - HOURS_24, cursor=MIDNIGHT, backfill=True)
+    backfill = pull_window(DAY, HOURS_24, first_pull=None, cursor=MIDNIGHT, backfill=True)
     assert (backfill.start, backfill.end) == (MIDNIGHT, MIDNIGHT + HOURS_24)
+    backfill_again = pull_window(DAY, HOURS_24, first_pull=MIDNIGHT - HOURS_24, cursor=MIDNIGHT, backfill=True)
+    assert backfill_again.start == MIDNIGHT - HOURS_24  # what the night took first stays with it
 
 
 def test_the_cli_runs_a_night_from_an_otlp_export_folder(tmp_path):

@@ -69,6 +69,11 @@ def _run(day: str, resources: dict, instance: dg.DagsterInstance) -> dict:
     return {m.asset_key.to_user_string(): m.metadata for m in result.get_asset_materialization_events() for m in [m.materialization]}
 
 
+def _run_tagged(day: str, resources: dict, instance: dg.DagsterInstance, tags: dict) -> dict:
+    result = dg.materialize([raw_traces, raw_feedback_events], partition_key=day, resources=resources, instance=instance, tags=tags)
+    return {m.asset_key.to_user_string(): m.metadata for m in result.get_asset_materialization_events() for m in [m.materialization]}
+
+
 def _read(resources: dict, asset: str, day: str) -> pd.DataFrame:
     return pd.read_parquet(resources["io_manager"].path_for(dg.AssetKey(asset), day))
 
@@ -124,6 +129,16 @@ def test_reruns_add_nothing_and_late_rows_are_taken_by_the_next_night(product_db
         _run(DAY, resources, instance)  # a rerun of the 20th leaves t9 with the night that took it
         assert resources["io_manager"].path_for(dg.AssetKey("raw_traces"), DAY).read_bytes() == before
         assert resources["io_manager"].path_for(dg.AssetKey("raw_traces_quarantine"), DAY).read_bytes() == quarantine
+
+        after = resources["io_manager"].path_for(dg.AssetKey("raw_traces"), NEXT).read_bytes()
+        tags = {"dagster/backfill": "abcdefgh"}
+        for day in (DAY, NEXT):  # a backfill over both days keeps every record where it was
+            dg.materialize([raw_traces, raw_feedback_events], partition_key=day, resources=resources, instance=instance, tags=tags)
+        assert resources["io_manager"].path_for(dg.AssetKey("raw_traces"), DAY).read_bytes() == before
+        assert resources["io_manager"].path_for(dg.AssetKey("raw_traces"), NEXT).read_bytes() == after
+        cur.execute('INSERT INTO app."chat log; drop table x" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)', ("t20", "c", "u", "2026-11-22T09:00:00Z", "gpt-4o", None, "x", 5, 1))
+        fresh = _run_tagged("2026-11-22", resources, instance, tags)
+        assert fresh["raw_traces"]["window_start"].value == "2026-11-22T00:00:00+00:00"  # a backfill of a day never pulled: exactly its day
 
 
 def test_a_missing_column_fails_the_run_naming_it(product_db, resources):

@@ -4,7 +4,8 @@ A partition is a UTC day. A nightly run pulls from the end of the previous night
 by an overlap, so a record the store indexed after that night's run (its timestamp already past)
 is still found; the record then belongs to the partition that first sees it. Records pulled
 again in the overlap are dropped as duplicates of the day that holds them. A backfill, or a
-night with no earlier window, pulls exactly its day; a rerun pulls the window it pulled first.
+night with no earlier window, pulls exactly its day; a rerun (a backfill's too) pulls the window it
+pulled first.
 """
 
 from __future__ import annotations
@@ -33,10 +34,8 @@ def pull_window(day: str, overlap: dt.timedelta, first_pull: dt.datetime | None,
     """The window of partition `day`: `first_pull` is where its earlier run started, if any;
     `cursor` the end of the newest window pulled before."""
     start, end = day_start(day), day_start(day) + dt.timedelta(days=1)
-    if backfill:
-        return PullWindow(day, start, end)
-    if first_pull is not None:
+    if first_pull is not None:  # a rerun, in a backfill or not: what it took first stays with it
         return PullWindow(day, min(first_pull, start), end)
-    if cursor is None or cursor > start:  # no night before it, or an older day run again
+    if backfill or cursor is None or cursor > start:  # no night before it, or an older day run again
         return PullWindow(day, start, end)
     return PullWindow(day, start - overlap, end)
