@@ -155,3 +155,18 @@ def test_every_otlp_attribute_value_kind_is_read():
         otlp_attributes([{"key": "n", "value": {"intValue": "twelve"}}])
     with pytest.raises(BadSpan, match="unknown type 'mapValue'"):
         otlp_attributes([{"key": "m", "value": {"mapValue": {}}}])
+
+
+def test_genai_evaluation_results_as_log_records(tmp_path):
+    root = _folder(tmp_path, "genai-evaluations.jsonl")
+    feedback, _ = _pull(root, "feedback")
+    assert len(feedback.clean) == 1
+    event = feedback.clean.iloc[0]
+    assert (event["type"], event["value_num"], event["comment"]) == ("rating", 4.0, "Good, but say where.")
+    assert (event["trace_id"], event["span_id"]) == ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    assert event["timestamp"] == pd.Timestamp("2026-11-20T12:00:05Z")
+    assert event["event_id"] == "otel:4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:log:2026-11-20T12:00:05+00:00:rating"
+    late = PullWindow("2026-11-21", day_start("2026-11-21"), day_start("2026-11-22"))  # the file's day
+    assert _pull(root, "feedback", late)[0].quarantine["reason"].tolist() == ["evaluation result names no span (traceId and spanId)"]
+    traces, metadata = _pull(root, "traces")
+    assert traces.clean.empty and traces.quarantine.empty and metadata["spans_not_llm"] == 0

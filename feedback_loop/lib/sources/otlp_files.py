@@ -21,8 +21,9 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from upath import UPath
 
+from feedback_loop.lib.sources.llm_spans import EVALUATION_EVENT
 from feedback_loop.lib.sources.span_records import ReadSpan
-from feedback_loop.lib.sources.spans import BadSpan, otlp_attributes, otlp_span
+from feedback_loop.lib.sources.spans import BadSpan, Span, SpanEvent, nanos, otlp_attributes, otlp_id, otlp_span
 
 JSON_SUFFIXES = (".json", ".jsonl")
 PROTO_SUFFIXES = (".pb", ".binpb", ".proto")
@@ -90,7 +91,10 @@ def _json_spans(path: str, data: bytes) -> Iterator[ReadSpan]:
         except ValueError:
             yield ReadSpan(path, line, text[:2000].decode("utf-8", "replace"), problem="malformed JSON")
             continue
-        yield from traces_data_spans(path, line, document)
+        if isinstance(document, dict) and "resourceLogs" in document:
+            yield from evaluation_log_records(path, line, document)
+        else:
+            yield from traces_data_spans(path, line, document)
 
 
 def _proto_spans(path: str, data: bytes) -> Iterator[ReadSpan]:
@@ -139,3 +143,25 @@ def traces_data_spans(source: str, position: int, document: object) -> Iterator[
                     yield ReadSpan(source, position, raw, span=otlp_span(span, resource))
                 except (BadSpan, TypeError, ValueError) as err:
                     yield ReadSpan(source, position, raw, problem=str(err) if isinstance(err, BadSpan) else f"unreadable span: {err}")
+
+
+def evaluation_log_records(source: str, position: int, document: dict) -> Iterator[ReadSpan]:
+    """The `gen_ai.evaluation.result` events of one OTLP JSON `LogsData` document (the GenAI
+    conventions emit them as log records in the evaluated span's context); other records are not
+    feedback and are passed over."""
+    for resource_logs in document.get("resourceLogs") or []:
+        for scope in (resource_logs or {}).get("scopeLogs") or []:
+            for record in (scope or {}).get("logRecords") or []:
+                raw = json.dumps(record, ensure_ascii=False)
+                try:
+                    attributes = otlp_attributes((record or {}).get("attributes"))
+                    if (record.get("eventName") or attributes.get("event.name")) != EVALUATION_EVENT:
+                        continue
+                    trace_id, span_id = otlp_id(record.get("traceId"), 16, "traceId"), otlp_id(record.get("spanId"), 8, "spanId")
+                    if trace_id is None or span_id is None:
+                        raise BadSpan("evaluation result names no span (traceId and spanId)")
+                    when = nanos(record.get("timeUnixNano"), "timeUnixNano") or nanos(record.get("observedTimeUnixNano"), "observedTimeUnixNano")
+                    target = Span(trace_id, span_id, None, "", None, when, {}, [SpanEvent(EVALUATION_EVENT, when, attributes)])
+                    yield ReadSpan(source, position, raw, span=target, judgements_only=True)
+                except (BadSpan, AttributeError, TypeError, ValueError) as err:
+                    yield ReadSpan(source, position, raw, problem=str(err) if isinstance(err, BadSpan) else f"unreadable log record: {err}", judgements_only=True)

@@ -31,6 +31,7 @@ class ReadSpan:
     raw: str
     span: Span | None = None
     problem: str | None = None
+    judgements_only: bool = False  # a log record holding an evaluation result: no trace of its own
 
 
 def span_records(spans: Iterable[ReadSpan], names: dict[str, str], annotator_kinds: list[str] | None, event_prefix: str) -> SpanRecords:
@@ -40,10 +41,12 @@ def span_records(spans: Iterable[ReadSpan], names: dict[str, str], annotator_kin
     for read in spans:
         raw = read.raw[:RAW_CHARS]
         if read.span is None:
-            out.traces.append(PulledRecord(read.source, read.position, raw, problem=read.problem or "span could not be read"))
+            (out.feedback if read.judgements_only else out.traces).append(PulledRecord(read.source, read.position, raw, problem=read.problem or "span could not be read"))
             continue
         span = read.span
-        if is_llm_span(flat(span.attributes)):
+        if read.judgements_only:
+            pass
+        elif is_llm_span(flat(span.attributes)):
             out.traces.append(PulledRecord(read.source, read.position, raw, fields=trace_fields(span)))
         else:
             out.spans_not_llm += 1
@@ -51,7 +54,9 @@ def span_records(spans: Iterable[ReadSpan], names: dict[str, str], annotator_kin
             if isinstance(judged, str):
                 out.not_feedback[judged] += 1
                 continue
-            out.feedback.append(_feedback_record(read, raw, judged, f"{event_prefix}{span.trace_id}:{span.span_id}:{judged.tag}"))
+            # A log record has no place on a span: it is told apart by its time and name.
+            tag = f"log:{judged.timestamp}:{judged.name}" if read.judgements_only else judged.tag
+            out.feedback.append(_feedback_record(read, raw, judged, f"{event_prefix}{span.trace_id}:{span.span_id}:{tag}"))
     return out
 
 

@@ -98,7 +98,7 @@ def otlp_id(value: object, size: int, what: str) -> str | None:
     return raw.hex()
 
 
-def _nanos(value: object, what: str) -> int | None:
+def nanos(value: object, what: str) -> int | None:
     if value in (None, "", 0, "0"):
         return None
     try:
@@ -122,7 +122,7 @@ def otlp_span(span: object, resource: dict[str, object]) -> Span:
     for event in span.get("events") or []:
         if not isinstance(event, dict):
             raise BadSpan("a span event is not a JSON object")
-        events.append(SpanEvent(str(event.get("name") or ""), _nanos(event.get("timeUnixNano"), "event timeUnixNano"), otlp_attributes(event.get("attributes"))))
+        events.append(SpanEvent(str(event.get("name") or ""), nanos(event.get("timeUnixNano"), "event timeUnixNano"), otlp_attributes(event.get("attributes"))))
     links = []
     for link in span.get("links") or []:
         if not isinstance(link, dict):
@@ -136,8 +136,8 @@ def otlp_span(span: object, resource: dict[str, object]) -> Span:
         span_id=span_id,
         parent_span_id=otlp_id(span.get("parentSpanId"), 8, "parentSpanId"),
         name=str(span.get("name") or ""),
-        start_ns=_nanos(span.get("startTimeUnixNano"), "startTimeUnixNano"),
-        end_ns=_nanos(span.get("endTimeUnixNano"), "endTimeUnixNano"),
+        start_ns=nanos(span.get("startTimeUnixNano"), "startTimeUnixNano"),
+        end_ns=nanos(span.get("endTimeUnixNano"), "endTimeUnixNano"),
         attributes=otlp_attributes(span.get("attributes")),
         events=events,
         links=links,
@@ -146,11 +146,11 @@ def otlp_span(span: object, resource: dict[str, object]) -> Span:
     )
 
 
-def iso_from_nanos(nanos: int | None) -> str | None:
+def iso_from_nanos(value: int | None) -> str | None:
     """Nanoseconds since the epoch as an ISO-8601 UTC timestamp (microseconds)."""
-    if nanos is None:
+    if value is None:
         return None
-    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=nanos // 1000)).isoformat()
+    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=value // 1000)).isoformat()
 
 
 def nanos_from_iso(text: object, what: str) -> int | None:
