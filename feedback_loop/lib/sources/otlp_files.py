@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from upath import UPath
 
+from feedback_loop.lib.landing import RAW_CHARS
 from feedback_loop.lib.sources.llm_spans import EVALUATION_EVENT
 from feedback_loop.lib.sources.span_records import ReadSpan
 from feedback_loop.lib.sources.spans import BadSpan, Span, SpanEvent, nanos, otlp_attributes, otlp_id, otlp_span
@@ -86,10 +87,10 @@ def _json_spans(path: str, data: bytes) -> Iterator[ReadSpan]:
         try:
             document = json.loads(text)
         except UnicodeDecodeError:
-            yield ReadSpan(path, line, text[:2000].decode("utf-8", "replace"), problem="not valid UTF-8")
+            yield ReadSpan(path, line, text[:RAW_CHARS].decode("utf-8", "replace"), problem="not valid UTF-8")
             continue
         except ValueError:
-            yield ReadSpan(path, line, text[:2000].decode("utf-8", "replace"), problem="malformed JSON")
+            yield ReadSpan(path, line, text[:RAW_CHARS].decode("utf-8", "replace"), problem="malformed JSON")
             continue
         if isinstance(document, dict) and "resourceLogs" in document:
             yield from evaluation_log_records(path, line, document)
@@ -127,14 +128,14 @@ def _framed(data: bytes) -> list[bytes] | None:
 def traces_data_spans(source: str, position: int, document: object) -> Iterator[ReadSpan]:
     """The spans of one OTLP JSON `TracesData` (or `ExportTraceServiceRequest`) document."""
     if not isinstance(document, dict) or not isinstance(document.get("resourceSpans", []), list):
-        yield ReadSpan(source, position, json.dumps(document, ensure_ascii=False)[:2000], problem="not an OTLP TracesData object (no resourceSpans list)")
+        yield ReadSpan(source, position, json.dumps(document, ensure_ascii=False)[:RAW_CHARS], problem="not an OTLP TracesData object (no resourceSpans list)")
         return
     for resource_spans in document.get("resourceSpans", []):
         try:
             resource = otlp_attributes(((resource_spans or {}).get("resource") or {}).get("attributes"))
             scopes = (resource_spans or {}).get("scopeSpans") or (resource_spans or {}).get("instrumentationLibrarySpans") or []
         except (BadSpan, AttributeError) as err:
-            yield ReadSpan(source, position, json.dumps(resource_spans, ensure_ascii=False)[:2000], problem=f"unreadable resource: {err}")
+            yield ReadSpan(source, position, json.dumps(resource_spans, ensure_ascii=False)[:RAW_CHARS], problem=f"unreadable resource: {err}")
             continue
         for scope in scopes:
             for span in (scope or {}).get("spans") or []:

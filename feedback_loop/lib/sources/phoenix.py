@@ -20,11 +20,11 @@ from urllib.parse import quote
 
 import httpx
 
-from feedback_loop.lib.landing import PulledRecord
+from feedback_loop.lib.landing import RAW_CHARS, PulledRecord
 from feedback_loop.lib.sources.annotations import Annotation, annotation_feedback
 from feedback_loop.lib.sources.http import Http
 from feedback_loop.lib.sources.llm_spans import flat, is_llm_span
-from feedback_loop.lib.sources.span_records import RAW_CHARS, ReadSpan
+from feedback_loop.lib.sources.span_records import ReadSpan
 from feedback_loop.lib.sources.spans import BadSpan, Span, SpanEvent, nanos_from_iso
 
 ANNOTATION_BATCH = 100  # span ids per request: the server takes 1,000, a URL of 100 hex ids stays short

@@ -17,8 +17,7 @@ import psycopg2
 import psycopg2.extras
 from psycopg2 import sql
 
-from feedback_loop.lib.landing import JSON_FIELDS, SCALAR_FIELDS, Kind, PulledRecord
-from feedback_loop.lib.sources.span_records import RAW_CHARS
+from feedback_loop.lib.landing import JSON_FIELDS, RAW_CHARS, SCALAR_FIELDS, Kind, PulledRecord
 
 BATCH_ROWS = 10_000
 

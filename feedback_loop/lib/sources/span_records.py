@@ -7,11 +7,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from feedback_loop.lib.landing import PulledRecord
+from feedback_loop.lib.landing import RAW_CHARS, PulledRecord
 from feedback_loop.lib.sources.llm_spans import SpanFeedback, flat, is_llm_span, span_feedback, trace_fields
 from feedback_loop.lib.sources.spans import Span
-
-RAW_CHARS = 2000
 
 
 @dataclass
