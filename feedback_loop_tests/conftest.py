@@ -11,7 +11,7 @@ import pytest
 
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
 from feedback_loop.resources.settings import FeedbackLoopSettings
-from feedback_loop.resources.sources import LandingFolder, OtlpFiles, PhoenixSource, PostgresSource
+from feedback_loop.resources.sources import LandingFolder, LangfuseSource, OtlpFiles, PhoenixSource, PostgresSource
 from feedback_loop.resources.state import ClusterRegistry
 from feedback_loop.resources.warehouse import WarehouseIOManager
 from feedback_loop.sample.generator import GeneratorConfig, generate
@@ -45,6 +45,7 @@ def resources(generated, tmp_path) -> dict:
         "landing": LandingFolder(root=str(generated)),
         "otlp_files": OtlpFiles(),  # off: no kinds
         "phoenix": PhoenixSource(),
+        "langfuse": LangfuseSource(),
         "postgres_source": PostgresSource(),
         "settings": FeedbackLoopSettings(),
         "cluster_registry": ClusterRegistry(folder=str(tmp_path / "state" / "clusters")),

@@ -11,7 +11,7 @@ from feedback_loop.defs.progress import step_progress
 from feedback_loop.lib.sources.config import read_sources_config
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
 from feedback_loop.resources.settings import FeedbackLoopSettings, IngestConfig
-from feedback_loop.resources.sources import LandingFolder, OtlpFiles, PhoenixSource, PostgresSource
+from feedback_loop.resources.sources import LandingFolder, LangfuseSource, OtlpFiles, PhoenixSource, PostgresSource
 from feedback_loop.resources.state import ClusterRegistry
 from feedback_loop.resources.warehouse import WarehouseIOManager
 
@@ -19,16 +19,17 @@ from feedback_loop.resources.warehouse import WarehouseIOManager
 def source_resources(config: dict) -> dict[str, dg.ConfigurableResource]:
     """One resource per source key; a source the file does not name is off (the landing folder excepted)."""
     landing = {"root": os.environ.get("FEEDBACK_LOOP_LANDING", "data/landing")} | config.get("landing", {})
-    phoenix, postgres = dict(config.get("phoenix", {})), dict(config.get("postgres", {}))
-    if key := phoenix.pop("api_key_env", None):
-        phoenix["api_key"] = dg.EnvVar(key)
-    if key := postgres.pop("url_env", None):
-        postgres["url"] = dg.EnvVar(key)
+    phoenix, langfuse, postgres = (dict(config.get(name, {})) for name in ("phoenix", "langfuse", "postgres"))
+    # Secrets are named in the file as environment variables, read when a run starts.
+    for settings, field in ((phoenix, "api_key"), (langfuse, "public_key"), (langfuse, "secret_key"), (postgres, "url")):
+        if key := settings.pop(f"{field}_env", None):
+            settings[field] = dg.EnvVar(key)
     off_unless_named = {"kinds": []}
     return {
         "landing": LandingFolder(**landing) if "landing" in config or not config else LandingFolder(**landing, kinds=[]),
         "otlp_files": OtlpFiles(**(off_unless_named | config.get("otlp_files", {}))),
         "phoenix": PhoenixSource(**(off_unless_named | phoenix)),
+        "langfuse": LangfuseSource(**(off_unless_named | langfuse)),
         "postgres_source": PostgresSource(**(off_unless_named | postgres)),
     }
 

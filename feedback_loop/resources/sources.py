@@ -5,6 +5,7 @@ may feed one kind. Configured from a YAML file (see docs/sources.md)."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from collections import Counter
 from contextlib import closing
@@ -19,6 +20,7 @@ from feedback_loop.lib.landing import Kind, PulledRecord, landing_folder_exists,
 from feedback_loop.lib.sources import postgres
 from feedback_loop.lib.sources.annotations import DEFAULT_NAMES, checked_names
 from feedback_loop.lib.sources.http import Http, SourceUnavailable
+from feedback_loop.lib.sources.langfuse import langfuse_generations, langfuse_scores
 from feedback_loop.lib.sources.otlp_files import export_files, read_export
 from feedback_loop.lib.sources.phoenix import phoenix_feedback, phoenix_spans
 from feedback_loop.lib.sources.span_records import span_records
@@ -112,6 +114,33 @@ class PhoenixSource(JudgementNames):
         return Pulled(read_pulled_records(kind, records, window.day, window.accept_from, first_day), metadata)
 
 
+class LangfuseSource(JudgementNames):
+    """Langfuse (Cloud or self-hosted): generations and scores over the public API."""
+
+    host: str = "https://cloud.langfuse.com"
+    public_key: str = Field(default="", description="The project's public key; from an environment variable (dg.EnvVar).")
+    secret_key: str = Field(default="", description="The project's secret key; from an environment variable (dg.EnvVar).")
+    annotation_names: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_NAMES) | {"user-feedback": "thumbs", "user_feedback": "thumbs"},
+        description="Score name -> thumbs | rating for BOOLEAN and NUMERIC scores.",
+    )
+    timeout_s: float = 30.0
+    retries: int = 5
+
+    def pull(self, kind: Kind, window: PullWindow, first_day: str, late_days: int) -> Pulled:
+        auth = "Basic " + base64.b64encode(f"{self.public_key}:{self.secret_key}".encode()).decode()
+        http = Http("langfuse", self.host, {"Authorization": auth}, self.timeout_s, self.retries)
+        try:
+            if kind == "traces":
+                records, metadata = list(langfuse_generations(http, window.start - SPAN_MARGIN, window.end)), {}
+            else:
+                scores = langfuse_scores(http, window.start, window.end, self.names(), self.annotator_kinds)
+                records, metadata = scores.records, _not_feedback(scores.not_feedback)
+        finally:
+            http.close()
+        return Pulled(read_pulled_records(kind, records, window.day, window.accept_from, first_day), {"records_pulled": len(records), **metadata})
+
+
 class PostgresTable(dg.Config):
     table: str = Field(description="`table` or `schema.table`; a view works too.")
     timestamp: str = Field(description="The column the window bounds.")
@@ -156,4 +185,4 @@ def _not_feedback(names: Counter) -> dict[str, object]:
     return {"judgements_not_feedback": dict(sorted(names.items()))} if names else {}
 
 
-SOURCE_KEYS = ("landing", "otlp_files", "phoenix", "postgres_source")  # resource keys, in the order their records are kept
+SOURCE_KEYS = ("landing", "otlp_files", "phoenix", "langfuse", "postgres_source")  # resource keys, in the order their records are kept

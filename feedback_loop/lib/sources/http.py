@@ -7,10 +7,12 @@ from __future__ import annotations
 import email.utils
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import httpx
+
+from feedback_loop.lib.landing import RAW_CHARS
 
 RETRIED = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -83,3 +85,27 @@ def _retry_after(value: str | None) -> float | None:
 
 def _body(response: httpx.Response) -> str:
     return response.text[:300].replace("\n", " ")
+
+
+def cursor_pages(http: Http, path: str, params: list[tuple[str, str]], what: str, cursor_of: Callable[[dict], str | None]) -> Iterator[tuple[int, list | None, str, str | None]]:
+    """Each page of a cursor-paged listing whose items are its `data` list: (page number, the
+    items, the raw text of a page that cannot be read, why). `cursor_of` finds the next cursor in
+    a page; paging ends when there is none, or at a page that cannot be read."""
+    cursor = None
+    number = 0
+    while True:
+        number += 1
+        response = http.get(path, params=[*params, *([("cursor", cursor)] if cursor else [])])
+        try:
+            body = response.json()
+        except ValueError:
+            yield number, None, response.text[:RAW_CHARS], f"{what} page {number} is not JSON"
+            return
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            yield number, None, response.text[:RAW_CHARS], f"{what} page {number} has no data list"
+            return
+        yield number, data, "", None
+        cursor = cursor_of(body)
+        if not cursor:
+            return

@@ -18,11 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-import httpx
-
 from feedback_loop.lib.landing import RAW_CHARS, PulledRecord
 from feedback_loop.lib.sources.annotations import Annotation, annotation_feedback
-from feedback_loop.lib.sources.http import Http
+from feedback_loop.lib.sources.http import Http, cursor_pages
 from feedback_loop.lib.sources.llm_spans import flat, is_llm_span
 from feedback_loop.lib.sources.span_records import ReadSpan
 from feedback_loop.lib.sources.spans import BadSpan, Span, SpanEvent, nanos_from_iso
@@ -31,26 +29,8 @@ ANNOTATION_BATCH = 100  # span ids per request: the server takes 1,000, a URL of
 PAGE_SIZE = 1000
 
 
-def pages(http: Http, path: str, params: list[tuple[str, str]], what: str) -> Iterator[tuple[int, list[dict] | None, str, str | None]]:
-    """Each page of a cursor-paged listing: (page number, its `data`, raw text, problem)."""
-    cursor = None
-    number = 0
-    while True:
-        number += 1
-        response: httpx.Response = http.get(path, params=[*params, *([("cursor", cursor)] if cursor else [])])
-        try:
-            body = response.json()
-        except ValueError:
-            yield number, None, response.text[:RAW_CHARS], f"{what} page {number} is not JSON"
-            return
-        data = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(data, list):
-            yield number, None, response.text[:RAW_CHARS], f"{what} page {number} has no data list"
-            return
-        yield number, data, "", None
-        cursor = body.get("next_cursor")
-        if not cursor:
-            return
+def next_cursor(body: dict) -> str | None:
+    return body.get("next_cursor")
 
 
 def project_path(project: str, endpoint: str) -> str:
@@ -62,7 +42,7 @@ def phoenix_spans(http: Http, project: str, start: dt.datetime, end: dt.datetime
     source = f"phoenix project '{project}' spans"
     params = [("start_time", start.isoformat()), ("end_time", end.isoformat()), ("limit", str(PAGE_SIZE))]
     position = 0
-    for _, data, raw, problem in pages(http, project_path(project, "spans"), params, "spans"):
+    for _, data, raw, problem in cursor_pages(http, project_path(project, "spans"), params, "spans", next_cursor):
         if problem:
             position += 1
             yield ReadSpan(source, position, raw, problem=problem)
@@ -116,7 +96,7 @@ def phoenix_feedback(http: Http, project: str, spans: list[Span], names: dict[st
     position = 0
     for at in range(0, len(ids), ANNOTATION_BATCH):
         params = [("span_ids", i) for i in ids[at : at + ANNOTATION_BATCH]] + [("limit", str(PAGE_SIZE))]
-        for _, data, raw, problem in pages(http, project_path(project, "span_annotations"), params, "span_annotations"):
+        for _, data, raw, problem in cursor_pages(http, project_path(project, "span_annotations"), params, "span_annotations", next_cursor):
             if problem:
                 position += 1
                 out.records.append(PulledRecord(source, position, raw, problem=problem))
