@@ -11,7 +11,7 @@ from feedback_loop.defs.progress import step_progress
 from feedback_loop.lib.sources.config import read_sources_config
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
 from feedback_loop.resources.settings import FeedbackLoopSettings, IngestConfig
-from feedback_loop.resources.sources import LandingFolder, LangfuseSource, OtlpFiles, PhoenixSource, PostgresSource
+from feedback_loop.resources.sources import LandingFolder, LangfuseSource, LangsmithSource, OtlpFiles, PhoenixSource, PostgresSource
 from feedback_loop.resources.state import ClusterRegistry
 from feedback_loop.resources.warehouse import WarehouseIOManager
 
@@ -19,9 +19,9 @@ from feedback_loop.resources.warehouse import WarehouseIOManager
 def source_resources(config: dict) -> dict[str, dg.ConfigurableResource]:
     """One resource per source key; a source the file does not name is off (the landing folder excepted)."""
     landing = {"root": os.environ.get("FEEDBACK_LOOP_LANDING", "data/landing")} | config.get("landing", {})
-    phoenix, langfuse, postgres = (dict(config.get(name, {})) for name in ("phoenix", "langfuse", "postgres"))
+    phoenix, langfuse, langsmith, postgres = (dict(config.get(name, {})) for name in ("phoenix", "langfuse", "langsmith", "postgres"))
     # Secrets are named in the file as environment variables, read when a run starts.
-    for settings, field in ((phoenix, "api_key"), (langfuse, "public_key"), (langfuse, "secret_key"), (postgres, "url")):
+    for settings, field in ((phoenix, "api_key"), (langfuse, "public_key"), (langfuse, "secret_key"), (langsmith, "api_key"), (postgres, "url")):
         if key := settings.pop(f"{field}_env", None):
             settings[field] = dg.EnvVar(key)
     off_unless_named = {"kinds": []}
@@ -30,6 +30,7 @@ def source_resources(config: dict) -> dict[str, dg.ConfigurableResource]:
         "otlp_files": OtlpFiles(**(off_unless_named | config.get("otlp_files", {}))),
         "phoenix": PhoenixSource(**(off_unless_named | phoenix)),
         "langfuse": LangfuseSource(**(off_unless_named | langfuse)),
+        "langsmith": LangsmithSource(**(off_unless_named | langsmith)),
         "postgres_source": PostgresSource(**(off_unless_named | postgres)),
     }
 

@@ -21,6 +21,7 @@ from feedback_loop.lib.sources import postgres
 from feedback_loop.lib.sources.annotations import DEFAULT_NAMES, checked_names
 from feedback_loop.lib.sources.http import Http, SourceUnavailable
 from feedback_loop.lib.sources.langfuse import langfuse_generations, langfuse_scores
+from feedback_loop.lib.sources.langsmith import langsmith_feedback, langsmith_runs, project_id
 from feedback_loop.lib.sources.otlp_files import export_files, read_export
 from feedback_loop.lib.sources.phoenix import phoenix_feedback, phoenix_spans
 from feedback_loop.lib.sources.span_records import span_records
@@ -141,6 +142,34 @@ class LangfuseSource(JudgementNames):
         return Pulled(read_pulled_records(kind, records, window.day, window.accept_from, first_day), {"records_pulled": len(records), **metadata})
 
 
+class LangsmithSource(JudgementNames):
+    """LangSmith (Cloud or self-hosted): a project's LLM runs and their feedback over the API."""
+
+    endpoint: str = "https://api.smith.langchain.com"
+    api_key: str = Field(default="", description="Sent as `x-api-key`; from an environment variable (dg.EnvVar).")
+    project: str = Field(default="default", description="The project's name (resolved to its id), unless `project_id` is given.")
+    project_id: str | None = None
+    annotation_names: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_NAMES) | {"user_score": "thumbs", "thumbs_up": "thumbs", "user-feedback": "thumbs"},
+        description="Feedback key -> thumbs | rating | comment | correction.",
+    )
+    timeout_s: float = 30.0
+    retries: int = 5
+
+    def pull(self, kind: Kind, window: PullWindow, first_day: str, late_days: int) -> Pulled:
+        http = Http("langsmith", self.endpoint, {"x-api-key": self.api_key}, self.timeout_s, self.retries)
+        try:
+            session = self.project_id or project_id(http, self.project)
+            if kind == "traces":
+                records, metadata = list(langsmith_runs(http, session, window.start - SPAN_MARGIN, window.end)), {}
+            else:
+                feedback = langsmith_feedback(http, session, window.start, window.end, self.names(), self.annotator_kinds)
+                records, metadata = feedback.records, _not_feedback(feedback.not_feedback)
+        finally:
+            http.close()
+        return Pulled(read_pulled_records(kind, records, window.day, window.accept_from, first_day), {"records_pulled": len(records), **metadata})
+
+
 class PostgresTable(dg.Config):
     table: str = Field(description="`table` or `schema.table`; a view works too.")
     timestamp: str = Field(description="The column the window bounds.")
@@ -185,4 +214,4 @@ def _not_feedback(names: Counter) -> dict[str, object]:
     return {"judgements_not_feedback": dict(sorted(names.items()))} if names else {}
 
 
-SOURCE_KEYS = ("landing", "otlp_files", "phoenix", "langfuse", "postgres_source")  # resource keys, in the order their records are kept
+SOURCE_KEYS = ("landing", "otlp_files", "phoenix", "langfuse", "langsmith", "postgres_source")  # resource keys, in the order their records are kept

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-SOURCES = ("landing", "otlp_files", "phoenix", "langfuse", "postgres")
+SOURCES = ("landing", "otlp_files", "phoenix", "langfuse", "langsmith", "postgres")
 SECTIONS = ("sources", "ingest")
 
 
