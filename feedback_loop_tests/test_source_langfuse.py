@@ -40,6 +40,10 @@ class FakeLangfuse:
         self.page_size = page_size
         self.faults: dict[str, list[tuple[int, dict, bytes]]] = {path: [] for path in self.items}
         self.requests: list[tuple[str, dict, dict]] = []
+        self.datasets: dict[str, dict] = {}  # what was written back, by name / id, as Langfuse keeps it
+        self.dataset_items: dict[str, dict] = {}
+        self.scores: dict[str, dict] = {}
+        self.posts = 0
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -55,12 +59,42 @@ class FakeLangfuse:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                status, payload = fake.write(urlparse(self.path).path, body, self.headers.get("Authorization"))
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
             def log_message(self, *args):
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def write(self, path: str, body: dict, auth: str | None) -> tuple[int, bytes]:
+        """The three write endpoints, upserting as Langfuse does: datasets by name, items and
+        scores by id (an item's id may not move to another dataset)."""
+        if auth != "Basic " + base64.b64encode(":".join(KEYS).encode()).decode():
+            return 401, b'{"message": "Invalid credentials"}'
+        self.posts += 1
+        if path == "/api/public/v2/datasets":
+            self.datasets.setdefault(body["name"], body)
+            return 200, json.dumps({"id": body["name"], **body}).encode()
+        if path == "/api/public/dataset-items":
+            known = self.dataset_items.get(body.get("id"), {})
+            if known and known["datasetName"] != body["datasetName"] or body["datasetName"] not in self.datasets:
+                return 400, b'{"message": "dataset item id belongs to another dataset, or no such dataset"}'
+            self.dataset_items[body["id"]] = {**known, **body}
+            return 200, json.dumps(self.dataset_items[body["id"]]).encode()
+        if path == "/api/public/scores":
+            if not body.get("name") or body.get("value") is None:
+                return 400, b'{"message": "name and value are required"}'
+            self.scores[body["id"]] = body
+            return 200, json.dumps({"id": body["id"]}).encode()
+        return 404, b'{"message": "Not found"}'
 
     def answer(self, path: str, query: dict, auth: str | None) -> tuple[int, dict, bytes]:
         if auth != "Basic " + base64.b64encode(":".join(KEYS).encode()).decode():
@@ -249,7 +283,13 @@ def test_nightly_pipeline_on_langfuse(langfuse, tmp_path, resources):
 
     stores = {}
     for name, sources in (
-        ("langfuse", {"langfuse": _source(fake.url, kinds=["traces", "feedback"]), "landing": LandingFolder(root=str(tmp_path / "app"), kinds=["feedback"])}),
+        (
+            "langfuse",
+            {
+                "langfuse": _source(fake.url, kinds=["traces", "feedback"], write_back=True, dataset_name="support-bot-regressions"),
+                "landing": LandingFolder(root=str(tmp_path / "app"), kinds=["feedback"]),
+            },
+        ),
         ("files", {"landing": LandingFolder(root=str(landing))}),
     ):
         setup = {**resources, **sources, "io_manager": WarehouseIOManager(root=str(tmp_path / f"warehouse-{name}")), "dataset_store": DatasetStoreResource(root=str(tmp_path / f"datasets-{name}"))}
@@ -271,3 +311,40 @@ def test_nightly_pipeline_on_langfuse(langfuse, tmp_path, resources):
     for dataset in ("regression_suite", "preference_dataset"):
         versions = {name: sorted(p.parent.name for p in (tmp_path / f"datasets-{name}" / dataset).glob("*/manifest.json")) for name in stores}
         assert versions["langfuse"] == versions["files"] == [f"{d}.1" for d in DAYS]
+
+    # Written back: the newest suite version as the dataset, one error-mode score per negative trace.
+    latest = (tmp_path / "datasets-langfuse" / "regression_suite" / "LATEST").read_text().strip()
+    cases = [json.loads(line)["case_id"] for line in (tmp_path / "datasets-langfuse" / "regression_suite" / latest / "cases.jsonl").read_text().splitlines()]
+    assert set(fake.dataset_items) == set(cases) and {i["status"] for i in fake.dataset_items.values()} == {"ACTIVE"} and set(fake.datasets) == {"support-bot-regressions"}
+    assert all(i["sourceTraceId"] and i["input"]["messages"] for i in fake.dataset_items.values())
+    modes = table("langfuse", "error_modes")
+    assert len(fake.scores) == modes["trace_id"].nunique() > 0
+    last = modes.sort_values("partition_date").drop_duplicates("trace_id", keep="last").set_index("trace_id")
+    assert all(fake.scores[f"feedback-loop:error-mode:{t}"]["value"] == last.loc[t, "mode"] for t in last.index)
+    assert all(s["dataType"] == "CATEGORICAL" and s["name"] == "error_mode" for s in fake.scores.values())
+    items, scores, posts = dict(fake.dataset_items), dict(fake.scores), fake.posts
+    setup = {
+        **resources,
+        "langfuse": _source(fake.url, kinds=["traces", "feedback"], write_back=True, dataset_name="support-bot-regressions"),
+        "landing": LandingFolder(root=str(tmp_path / "app"), kinds=["feedback"]),
+        "io_manager": WarehouseIOManager(root=str(tmp_path / "warehouse-langfuse")),
+        "dataset_store": DatasetStoreResource(root=str(tmp_path / "datasets-langfuse")),
+    }
+    with dg.instance_for_test() as instance:
+        assert run_nightly(DAYS[-1], instance, defs_with(setup)).success  # a rerun writes everything again
+    assert fake.posts > posts and fake.dataset_items == items and fake.scores == scores  # and nothing is added or changed
+
+
+def test_write_back_archives_cases_that_left_the_suite(langfuse):
+    from feedback_loop.lib.sources.langfuse_write_back import write_suite
+
+    fake = langfuse()
+    http = _source(fake.url).client()
+    item = lambda case: {"id": case, "input": {"messages": [{"role": "user", "content": case}]}, "expectedOutput": None, "metadata": {}, "sourceTraceId": "t", "sourceObservationId": "s"}  # noqa: E731
+    assert write_suite(http, "suite", [item("case-1"), item("case-2")], []) == {"items_upserted": 2, "items_archived": 0}
+    assert write_suite(http, "suite", [item("case-2"), item("case-3")], ["case-1"]) == {"items_upserted": 2, "items_archived": 1}
+    assert {k: v["status"] for k, v in fake.dataset_items.items()} == {"case-1": "ARCHIVED", "case-2": "ACTIVE", "case-3": "ACTIVE"}
+    assert fake.dataset_items["case-1"]["input"]["messages"][0]["content"] == "case-1"  # archived, kept
+    with pytest.raises(SourceRejected, match="answered 400"):
+        write_suite(http, "other", [item("case-2")], [])  # an id Langfuse holds in another dataset
+    http.close()

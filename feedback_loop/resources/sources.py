@@ -125,12 +125,17 @@ class LangfuseSource(JudgementNames):
         default_factory=lambda: dict(DEFAULT_NAMES) | {"user-feedback": "thumbs", "user_feedback": "thumbs"},
         description="Score name -> thumbs | rating for BOOLEAN and NUMERIC scores.",
     )
+    write_back: bool = Field(default=False, description="Publish each regression-suite version as a Langfuse dataset and score each negative trace's error mode.")
+    dataset_name: str = Field(default="feedback-loop-regression-suite", description="The Langfuse dataset the suite is written to.")
     timeout_s: float = 30.0
     retries: int = 5
 
-    def pull(self, kind: Kind, window: PullWindow, first_day: str, late_days: int) -> Pulled:
+    def client(self) -> Http:
         auth = "Basic " + base64.b64encode(f"{self.public_key}:{self.secret_key}".encode()).decode()
-        http = Http("langfuse", self.host, {"Authorization": auth}, self.timeout_s, self.retries)
+        return Http("langfuse", self.host, {"Authorization": auth}, self.timeout_s, self.retries)
+
+    def pull(self, kind: Kind, window: PullWindow, first_day: str, late_days: int) -> Pulled:
+        http = self.client()
         try:
             if kind == "traces":
                 records, metadata = list(langfuse_generations(http, window.start - SPAN_MARGIN, window.end)), {}

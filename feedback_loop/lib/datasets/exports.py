@@ -73,9 +73,11 @@ def promptfoo_tests(cases: list[dict]) -> list[dict]:
 
 
 def langfuse_items(cases: list[dict]) -> list[dict]:
-    """Langfuse dataset items, linked back to their source trace and observation."""
+    """Langfuse dataset items, linked back to their source trace and observation; the case id is
+    the item's id, so publishing a new version updates an item instead of adding one."""
     return [
         {
+            "id": c["case_id"],
             "input": {"messages": c["input"]},
             "expectedOutput": c["reference_output"],
             "metadata": {"case_id": c["case_id"], "error_mode": c["error_mode"], "assertions": c["assertions"], "bad_output": c["output"], **c["lineage"]},

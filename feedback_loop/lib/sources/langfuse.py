@@ -27,6 +27,7 @@ OBSERVATION_PAGE = 1000
 SCORE_PAGE = 100  # the endpoint's maximum
 # Where a score came from -> the annotator kind the name mapping's `annotator_kinds` filters on.
 SCORE_SOURCES = {"API": "HUMAN", "ANNOTATION": "HUMAN", "EVAL": "LLM"}
+LANGFUSE_PROJECT = "langfuse_project_id"  # the trace metadata key naming the Langfuse project a trace came from
 
 
 def meta_cursor(body: dict) -> str | None:
@@ -62,6 +63,8 @@ def generation_fields(item: dict) -> dict:
     for key in ("name", "environment", "level", "statusMessage", "version", "promptName", "totalCost"):
         if item.get(key) is not None:
             metadata.setdefault(key, item[key])
+    if item.get("projectId"):
+        metadata[LANGFUSE_PROJECT] = item["projectId"]  # marks a trace that write-back may score
     prompt = f"{item['promptName']}@{item['promptVersion']}" if item.get("promptName") and item.get("promptVersion") is not None else None
     return {
         "trace_id": item["traceId"],

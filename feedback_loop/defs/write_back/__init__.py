@@ -1,0 +1,1 @@
+"""Results written back to the stores the traces came from."""
