@@ -11,7 +11,7 @@ import pytest
 
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
 from feedback_loop.resources.settings import FeedbackLoopSettings
-from feedback_loop.resources.sources import LandingFolder, LangfuseSource, LangsmithSource, OtlpFiles, PhoenixSource, PostgresSource
+from feedback_loop.resources.sources import LandingFolder, LangfuseExport, LangfuseSource, LangsmithSource, OtlpFiles, PhoenixSource, PostgresSource
 from feedback_loop.resources.state import ClusterRegistry
 from feedback_loop.resources.warehouse import WarehouseIOManager
 from feedback_loop.sample.generator import GeneratorConfig, generate
@@ -46,6 +46,7 @@ def resources(generated, tmp_path) -> dict:
         "otlp_files": OtlpFiles(),  # off: no kinds
         "phoenix": PhoenixSource(),
         "langfuse": LangfuseSource(),
+        "langfuse_export": LangfuseExport(),
         "langsmith": LangsmithSource(),
         "postgres_source": PostgresSource(),
         "settings": FeedbackLoopSettings(),

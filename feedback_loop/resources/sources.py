@@ -15,12 +15,14 @@ import dagster as dg
 import pandas as pd
 import psycopg2
 from pydantic import Field
+from upath import UPath
 
 from feedback_loop.lib.landing import Kind, PulledRecord, landing_folder_exists, read_landing_day, read_pulled_records
 from feedback_loop.lib.sources import postgres
 from feedback_loop.lib.sources.annotations import DEFAULT_NAMES, checked_names
 from feedback_loop.lib.sources.http import Http, SourceUnavailable
-from feedback_loop.lib.sources.langfuse import langfuse_generations, langfuse_scores
+from feedback_loop.lib.sources.langfuse import LangfuseScores, langfuse_generations, langfuse_scores
+from feedback_loop.lib.sources.langfuse_export import export_runs, export_scores, observation_record, rows
 from feedback_loop.lib.sources.langsmith import langsmith_feedback, langsmith_runs, project_id
 from feedback_loop.lib.sources.otlp_files import export_files, read_export
 from feedback_loop.lib.sources.phoenix import phoenix_feedback, phoenix_spans
@@ -147,6 +149,44 @@ class LangfuseSource(JudgementNames):
         return Pulled(read_pulled_records(kind, records, window.day, window.accept_from, first_day), {"records_pulled": len(records), **metadata})
 
 
+class LangfuseExport(JudgementNames):
+    """Langfuse's blob-storage export: a folder or bucket (any fsspec URL) the integration writes to."""
+
+    root: str = Field(default="", description="Where the export writes: the folder or URL (with its prefix) that holds `<project_id>/`.")
+    project_id: str = Field(default="", description="The Langfuse project whose export to read (its folder under `root`).")
+    annotation_names: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_NAMES) | {"user-feedback": "thumbs", "user_feedback": "thumbs"},
+        description="Score name -> thumbs | rating for BOOLEAN and NUMERIC scores.",
+    )
+
+    def pull(self, kind: Kind, window: PullWindow, first_day: str, late_days: int) -> Pulled:
+        project = UPath(self.root) / self.project_id
+        since = window.start - SPAN_MARGIN if kind == "traces" else window.start
+        runs, records = export_runs(str(project), since)
+        listed = sorted({f for run in runs for f in run.files})
+        scores = LangfuseScores()
+        if kind == "traces":
+            enriched = [f for f in listed if f.startswith("observations_v2/")]
+            legacy = [f for f in listed if f.startswith("observations/")] if not enriched else []
+            traces = {row["id"]: row for f in listed if f.startswith("traces/") and legacy for _, row, _, _ in rows(project / f) if row and row.get("id")}
+            for name in enriched or legacy:
+                for position, row, raw, problem in rows(project / name):
+                    source = f"langfuse export {name}"
+                    record = PulledRecord(source, position, raw, problem=problem) if row is None else observation_record(source, position, row, raw, traces.get(row.get("trace_id")))
+                    if record is not None:
+                        records.append(record)
+        else:
+            for name in (f for f in listed if f.startswith("scores/")):
+                for position, row, raw, problem in rows(project / name):
+                    if row is None:
+                        records.append(PulledRecord(f"langfuse export {name}", position, raw, problem=problem))
+                    else:
+                        export_scores(f"langfuse export {name}", position, row, raw, self.names(), self.annotator_kinds, scores)
+            records += scores.records
+        metadata = {"export_runs_read": len(runs), "files_read": len([f for f in listed if f.split("/")[0] in (("observations_v2", "observations", "traces") if kind == "traces" else ("scores",))])}
+        return Pulled(read_pulled_records(kind, records, window.day, window.accept_from, first_day), metadata | _not_feedback(scores.not_feedback))
+
+
 class LangsmithSource(JudgementNames):
     """LangSmith (Cloud or self-hosted): a project's LLM runs and their feedback over the API."""
 
@@ -219,4 +259,4 @@ def _not_feedback(names: Counter) -> dict[str, object]:
     return {"judgements_not_feedback": dict(sorted(names.items()))} if names else {}
 
 
-SOURCE_KEYS = ("landing", "otlp_files", "phoenix", "langfuse", "langsmith", "postgres_source")  # resource keys, in the order their records are kept
+SOURCE_KEYS = ("landing", "otlp_files", "phoenix", "langfuse", "langfuse_export", "langsmith", "postgres_source")  # resource keys, in the order their records are kept
