@@ -11,7 +11,7 @@ import pytest
 
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
 from feedback_loop.resources.settings import FeedbackLoopSettings
-from feedback_loop.resources.sources import LandingFolder, LangfuseExport, LangfuseSource, LangsmithSource, OtlpFiles, PhoenixSource, PostgresSource
+from feedback_loop.resources.sources import LandingFolder, LangfuseExport, LangfuseSource, LangsmithExport, LangsmithSource, OtlpFiles, PhoenixSource, PostgresSource
 from feedback_loop.resources.state import ClusterRegistry
 from feedback_loop.resources.warehouse import WarehouseIOManager
 from feedback_loop.sample.generator import GeneratorConfig, generate
@@ -48,6 +48,7 @@ def resources(generated, tmp_path) -> dict:
         "langfuse": LangfuseSource(),
         "langfuse_export": LangfuseExport(),
         "langsmith": LangsmithSource(),
+        "langsmith_export": LangsmithExport(),
         "postgres_source": PostgresSource(),
         "settings": FeedbackLoopSettings(),
         "cluster_registry": ClusterRegistry(folder=str(tmp_path / "state" / "clusters")),

@@ -54,7 +54,7 @@ ingest: {pull_overlap_hours: 6}
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("sources:\n  braintrust: {}\n", "names landing, otlp_files, phoenix, langfuse, langfuse_export, langsmith, postgres only"),
+        ("sources:\n  braintrust: {}\n", "names landing, otlp_files, phoenix, langfuse, langfuse_export, langsmith, langsmith_export, postgres only"),
         ("sources:\n  phoenix: {kinds: [spans]}\n", "kinds` lists traces and/or feedback"),
         ("source:\n  phoenix: {}\n", "the top level holds sources, ingest only"),
         ("sources: [\n", "sources file"),

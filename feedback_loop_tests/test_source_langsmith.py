@@ -270,3 +270,39 @@ def test_nightly_pipeline_on_langsmith(langsmith, tmp_path, resources):
     for dataset in ("regression_suite", "preference_dataset"):
         versions = {name: sorted(p.parent.name for p in (tmp_path / f"datasets-{name}" / dataset).glob("*/manifest.json")) for name in stores}
         assert versions["langsmith"] == versions["files"] == [f"{d}.1" for d in DAYS]
+
+
+def test_bulk_export_parquet_maps_as_the_api_does(tmp_path, langsmith):
+    import datetime as dt
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from feedback_loop.resources.sources import LangsmithExport
+
+    runs = [r for page in (1, 2) for r in json.loads((FIXTURES / f"runs_page{page}.json").read_text())["runs"]]
+    chain = dict(runs[0], id="00000000-0000-4000-8000-0000000000c1", run_type="chain", name="RunnableSequence")
+    rows = [
+        {
+            **{k: r.get(k) for k in ("id", "trace_id", "parent_run_id", "name", "run_type", "status", "session_id", "prompt_tokens", "completion_tokens")},
+            "start_time": dt.datetime.fromisoformat(r["start_time"]) if r.get("start_time") else None,
+            "end_time": dt.datetime.fromisoformat(r["end_time"]) if r.get("end_time") else None,
+            **{k: json.dumps(r[k]) if r.get(k) is not None else None for k in ("inputs", "outputs", "extra")},
+        }
+        for r in [*runs, chain]
+    ]
+    folder = tmp_path / "bucket" / "prefix" / f"export_id=e1/tenant_id=t1/session_id={PROJECT_ID}/runs/year=2026/month=11/day=20"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), folder / "00000.parquet")
+    (tmp_path / "bucket" / "prefix" / "broken.parquet").write_bytes(b"PAR1 not really")
+    for path in (tmp_path / "bucket").rglob("*.parquet"):
+        os.utime(path, (dt.datetime(2026, 11, 21, 1, tzinfo=dt.UTC).timestamp(),) * 2)
+    pulled = LangsmithExport(root=str(tmp_path / "bucket" / "prefix"), kinds=["traces"]).pull("traces", WINDOW, "2026-01-01", 7)
+    exported = normalize_traces(pulled.records, DAY)
+    fake = langsmith()
+    api = normalize_traces(_source(fake.url, kinds=["traces"]).pull("traces", WINDOW, "2026-01-01", 7).records, DAY)
+    assert pulled.metadata == {"files_read": 2}
+    assert sorted(exported.quarantine["reason"].str.split(":").str[0]) == ["run has no trace_id", "unreadable Parquet file"]
+    columns = ["trace_id", "span_id", "parent_span_id", "session_id", "user_id", "timestamp", "model", "prompt_version", "input", "prompt", "output", "latency_ms", "input_tokens", "output_tokens"]
+    pd.testing.assert_frame_equal(exported.clean.sort_values("span_id")[columns].reset_index(drop=True), api.clean.sort_values("span_id")[columns].reset_index(drop=True))

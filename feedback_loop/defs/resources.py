@@ -11,7 +11,7 @@ from feedback_loop.defs.progress import step_progress
 from feedback_loop.lib.sources.config import read_sources_config
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
 from feedback_loop.resources.settings import FeedbackLoopSettings, IngestConfig
-from feedback_loop.resources.sources import LandingFolder, LangfuseExport, LangfuseSource, LangsmithSource, OtlpFiles, PhoenixSource, PostgresSource
+from feedback_loop.resources.sources import LandingFolder, LangfuseExport, LangfuseSource, LangsmithExport, LangsmithSource, OtlpFiles, PhoenixSource, PostgresSource
 from feedback_loop.resources.state import ClusterRegistry
 from feedback_loop.resources.warehouse import WarehouseIOManager
 
@@ -32,6 +32,7 @@ def source_resources(config: dict) -> dict[str, dg.ConfigurableResource]:
         "langfuse": LangfuseSource(**(off_unless_named | langfuse)),
         "langfuse_export": LangfuseExport(**(off_unless_named | config.get("langfuse_export", {}))),
         "langsmith": LangsmithSource(**(off_unless_named | langsmith)),
+        "langsmith_export": LangsmithExport(**(off_unless_named | config.get("langsmith_export", {}))),
         "postgres_source": PostgresSource(**(off_unless_named | postgres)),
     }
 

@@ -23,7 +23,7 @@ from feedback_loop.lib.sources.annotations import DEFAULT_NAMES, checked_names
 from feedback_loop.lib.sources.http import Http, SourceUnavailable
 from feedback_loop.lib.sources.langfuse import LangfuseScores, langfuse_generations, langfuse_scores
 from feedback_loop.lib.sources.langfuse_export import export_runs, export_scores, observation_record, rows
-from feedback_loop.lib.sources.langsmith import langsmith_feedback, langsmith_runs, project_id
+from feedback_loop.lib.sources.langsmith import exported_runs, langsmith_feedback, langsmith_runs, project_id
 from feedback_loop.lib.sources.otlp_files import export_files, read_export
 from feedback_loop.lib.sources.phoenix import phoenix_feedback, phoenix_spans
 from feedback_loop.lib.sources.span_records import span_records
@@ -215,6 +215,28 @@ class LangsmithSource(JudgementNames):
         return Pulled(read_pulled_records(kind, records, window.day, window.accept_from, first_day), {"records_pulled": len(records), **metadata})
 
 
+class LangsmithExport(Source):
+    """LangSmith's bulk export: the run-format Parquet files it writes to a bucket or folder (any
+    fsspec URL); traces only, feedback comes from the API (`langsmith`)."""
+
+    root: str = Field(default="", description="The destination's bucket and prefix, as a folder or URL.")
+
+    def pull(self, kind: Kind, window: PullWindow, first_day: str, late_days: int) -> Pulled:
+        if kind != "traces":
+            raise dg.Failure("langsmith_export gives traces only: take feedback from the langsmith source", allow_retries=False)
+        start = window.start - SPAN_MARGIN
+        folder = UPath(self.root)
+        files = sorted((p for p in folder.rglob("*.parquet") if _written(p) >= start), key=str) if folder.is_dir() else []
+        records = list(exported_runs(files, start, window.end))
+        return Pulled(read_pulled_records(kind, records, window.day, window.accept_from, first_day), {"files_read": len(files)})
+
+
+def _written(path: UPath) -> dt.datetime:
+    """When a file was written; a store that keeps no time gives 0, and then the file is read."""
+    mtime = path.stat().st_mtime
+    return dt.datetime.fromtimestamp(mtime, dt.UTC) if mtime else dt.datetime.max.replace(tzinfo=dt.UTC)
+
+
 class PostgresTable(dg.Config):
     table: str = Field(description="`table` or `schema.table`; a view works too.")
     timestamp: str = Field(description="The column the window bounds.")
@@ -259,4 +281,4 @@ def _not_feedback(names: Counter) -> dict[str, object]:
     return {"judgements_not_feedback": dict(sorted(names.items()))} if names else {}
 
 
-SOURCE_KEYS = ("landing", "otlp_files", "phoenix", "langfuse", "langfuse_export", "langsmith", "postgres_source")  # resource keys, in the order their records are kept
+SOURCE_KEYS = ("landing", "otlp_files", "phoenix", "langfuse", "langfuse_export", "langsmith", "langsmith_export", "postgres_source")  # resource keys, in the order their records are kept

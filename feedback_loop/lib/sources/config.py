@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-SOURCES = ("landing", "otlp_files", "phoenix", "langfuse", "langfuse_export", "langsmith", "postgres")
+SOURCES = ("landing", "otlp_files", "phoenix", "langfuse", "langfuse_export", "langsmith", "langsmith_export", "postgres")
 SECTIONS = ("sources", "ingest")
 
 

@@ -18,6 +18,8 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import pyarrow.parquet as pq
+
 from feedback_loop.lib.landing import RAW_CHARS, PulledRecord
 from feedback_loop.lib.sources.annotations import Annotation, annotation_feedback
 from feedback_loop.lib.sources.http import Http, SourceRejected
@@ -252,3 +254,38 @@ def _first(mapping: dict, *keys: str) -> str | None:
         if mapping.get(key) not in (None, ""):
             return str(mapping[key])
     return None
+
+
+def exported_runs(files: list, start: dt.datetime, end: dt.datetime) -> Iterator[PulledRecord]:
+    """The LLM runs that started in [start, end) in LangSmith bulk-export Parquet files (the run
+    format; nested fields such as `inputs`, `outputs` and `extra` as JSON text or structs)."""
+    for path in files:
+        source = f"langsmith export {path.name}"
+        try:
+            with path.open("rb") as fh:
+                table = pq.read_table(fh)
+        except (OSError, ValueError) as err:
+            yield PulledRecord(source, 1, path.name, problem=f"unreadable Parquet file: {str(err)[:200]}")
+            continue
+        for position, row in enumerate(table.to_pylist(), start=1):
+            if row.get("run_type") not in (None, "llm"):
+                continue
+            run = {k: _decoded(v) if k in ("inputs", "outputs", "extra", "events") else v for k, v in row.items()}
+            for key in ("start_time", "end_time"):
+                if isinstance(run.get(key), dt.datetime):
+                    run[key] = run[key].isoformat()
+            text = json.dumps(run, ensure_ascii=False, sort_keys=True, default=str)[:RAW_CHARS]
+            missing = [k for k in ("id", "trace_id", "start_time") if not run.get(k)]
+            if missing:
+                yield PulledRecord(source, position, text, problem=f"run has no {missing[0]}")
+            elif start <= _stamp(run["start_time"]) < end:
+                yield PulledRecord(source, position, text, fields=run_fields({**run, "id": str(run["id"]), "trace_id": str(run["trace_id"])}))
+
+
+def _decoded(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
