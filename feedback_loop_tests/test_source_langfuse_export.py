@@ -83,3 +83,15 @@ def test_gzip_and_parquet_exports_on_an_fsspec_url(tmp_path):
     assert sorted(traces.clean["span_id"]) == ["obs-1", "obs-3"] and traces.clean.set_index("span_id").loc["obs-1", "input_tokens"] == 21
     feedback, _ = _pull("memory://bucket/exports", "feedback")
     assert len(feedback.clean) == 4
+
+
+def test_an_export_in_an_s3_bucket(tmp_path, s3):
+    s3.create_bucket(Bucket="exports")
+    local = _export(tmp_path)
+    for path in local.rglob("*"):
+        if path.is_file():
+            s3.upload_file(str(path), "exports", f"langfuse/{path.relative_to(local)}")
+    traces, metadata = _pull("s3://exports/langfuse", "traces")
+    assert sorted(traces.clean["span_id"]) == ["obs-1", "obs-3"] and metadata == {"export_runs_read": 2, "files_read": 2}
+    feedback, _ = _pull("s3://exports/langfuse", "feedback")
+    assert sorted(feedback.clean["event_id"]) == ["langfuse:score-1", "langfuse:score-2", "langfuse:score-3", "langfuse:score-4"]
