@@ -9,20 +9,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-import dagster as dg
 import pandas as pd
 import pytest
 
-from feedback_loop.lib.landing import read_landing_day
 from feedback_loop.lib.normalize import normalize_feedback, normalize_traces
 from feedback_loop.lib.sources.http import SourceRejected
 from feedback_loop.lib.sources.window import PullWindow, day_start
-from feedback_loop.pipeline import run_nightly
-from feedback_loop.resources.datasets import DatasetStoreResource
 from feedback_loop.resources.sources import LandingFolder, LangfuseSource
-from feedback_loop.resources.warehouse import WarehouseIOManager
-from feedback_loop.sample.generator import GeneratorConfig, generate
-from feedback_loop_tests.conftest import END, defs_with
+from feedback_loop_tests.stores import assert_same_as_files, landed, run_nights, table, write_events
 
 FIXTURES = Path(__file__).parent / "fixtures" / "langfuse"
 DAY = "2026-11-20"
@@ -203,10 +197,6 @@ def test_a_malformed_page_is_quarantined_and_bad_keys_fail_naming_the_path(langf
     assert "wrong" not in str(err.value)
 
 
-DAYS = [(END - pd.Timedelta(days=n)).isoformat() for n in (1, 0)]
-EXPLICIT = {"thumbs_up", "thumbs_down", "rating", "comment", "correction"}
-
-
 def _iso(stamp: pd.Timestamp) -> str:
     return stamp.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -269,69 +259,32 @@ def _score(event) -> dict:
 
 @pytest.mark.slow
 def test_nightly_pipeline_on_langfuse(langfuse, tmp_path, resources):
-    landing = tmp_path / "landing"
-    generate(landing, GeneratorConfig(days=2, traces_per_day=100, seed=13, end_date=END))
-    traces = pd.concat([normalize_traces(read_landing_day(str(landing), "traces", d), d).clean for d in DAYS], ignore_index=True)
-    events = pd.concat([normalize_feedback(read_landing_day(str(landing), "feedback", d), d).clean for d in DAYS], ignore_index=True)
-    explicit = events[events["type"].isin(EXPLICIT) & events["trace_id"].isin(traces["trace_id"])]
-    fake = langfuse([_generation(r) for r in traces.itertuples()], [_score(e) for _, e in explicit.iterrows()], page_size=50)
-    implicit = events[~events["event_id"].isin(explicit["event_id"])]
-    (tmp_path / "app" / "feedback").mkdir(parents=True)
-    implicit.assign(timestamp=implicit["timestamp"].map(pd.Timestamp.isoformat)).drop(columns=["partition_date", "value_num"]).to_json(
-        tmp_path / "app" / "feedback" / "implicit.jsonl", orient="records", lines=True
-    )
-
-    stores = {}
-    for name, sources in (
-        (
-            "langfuse",
-            {
-                "langfuse": _source(fake.url, kinds=["traces", "feedback"], write_back=True, dataset_name="support-bot-regressions"),
-                "landing": LandingFolder(root=str(tmp_path / "app"), kinds=["feedback"]),
-            },
-        ),
-        ("files", {"landing": LandingFolder(root=str(landing))}),
-    ):
-        setup = {**resources, **sources, "io_manager": WarehouseIOManager(root=str(tmp_path / f"warehouse-{name}")), "dataset_store": DatasetStoreResource(root=str(tmp_path / f"datasets-{name}"))}
-        with dg.instance_for_test() as instance:
-            for day in DAYS:
-                assert run_nightly(day, instance, defs_with(setup)).success
-        stores[name] = tmp_path / f"warehouse-{name}"
-
-    def table(store: str, asset: str) -> pd.DataFrame:
-        return pd.concat([pd.read_parquet(stores[store] / asset / f"{d}.parquet") for d in DAYS], ignore_index=True)
-
-    assert len(table("langfuse", "raw_traces")) == len(traces) and len(explicit) > 40
-    assert table("langfuse", "raw_feedback_events")["event_id"].str.startswith("langfuse:").sum() == len(explicit)
-    linked = table("langfuse", "linked_feedback")
+    data = landed(tmp_path / "landing", traces_per_day=100, seed=13)
+    assert len(data.explicit) > 40
+    fake = langfuse([_generation(r) for r in data.traces.itertuples()], [_score(e) for _, e in data.explicit.iterrows()], page_size=50)
+    sources = {
+        "langfuse": _source(fake.url, kinds=["traces", "feedback"], write_back=True, dataset_name="support-bot-regressions"),
+        "landing": LandingFolder(root=str(write_events(data.implicit, tmp_path / "app")), kinds=["feedback"]),
+    }
+    warehouse = run_nights(tmp_path, resources, "langfuse", sources).warehouse
+    assert len(table(warehouse, "raw_traces")) == len(data.traces)
+    assert table(warehouse, "raw_feedback_events")["event_id"].str.startswith("langfuse:").sum() == len(data.explicit)
+    linked = table(warehouse, "linked_feedback")
     assert set(linked.loc[linked["event_id"].str.startswith("langfuse:"), "link_method"]) <= {"by_span", "by_trace"}
-    labels = table("langfuse", "trace_labels").merge(table("files", "trace_labels"), on="trace_id", suffixes=("_langfuse", "_files"))
-    assert len(labels) == len(traces) and (labels["label_langfuse"] == labels["label_files"]).all()
-    assert set(labels["label_langfuse"]) >= {"positive", "negative"}
-    for dataset in ("regression_suite", "preference_dataset"):
-        versions = {name: sorted(p.parent.name for p in (tmp_path / f"datasets-{name}" / dataset).glob("*/manifest.json")) for name in stores}
-        assert versions["langfuse"] == versions["files"] == [f"{d}.1" for d in DAYS]
+    assert_same_as_files(tmp_path, resources, data, "langfuse")
 
     # Written back: the newest suite version as the dataset, one error-mode score per negative trace.
     latest = (tmp_path / "datasets-langfuse" / "regression_suite" / "LATEST").read_text().strip()
     cases = [json.loads(line)["case_id"] for line in (tmp_path / "datasets-langfuse" / "regression_suite" / latest / "cases.jsonl").read_text().splitlines()]
     assert set(fake.dataset_items) == set(cases) and {i["status"] for i in fake.dataset_items.values()} == {"ACTIVE"} and set(fake.datasets) == {"support-bot-regressions"}
     assert all(i["sourceTraceId"] and i["input"]["messages"] for i in fake.dataset_items.values())
-    modes = table("langfuse", "error_modes")
+    modes = table(warehouse, "error_modes")
     assert len(fake.scores) == modes["trace_id"].nunique() > 0
     last = modes.sort_values("partition_date").drop_duplicates("trace_id", keep="last").set_index("trace_id")
     assert all(fake.scores[f"feedback-loop:error-mode:{t}"]["value"] == last.loc[t, "mode"] for t in last.index)
     assert all(s["dataType"] == "CATEGORICAL" and s["name"] == "error_mode" for s in fake.scores.values())
     items, scores, posts = dict(fake.dataset_items), dict(fake.scores), fake.posts
-    setup = {
-        **resources,
-        "langfuse": _source(fake.url, kinds=["traces", "feedback"], write_back=True, dataset_name="support-bot-regressions"),
-        "landing": LandingFolder(root=str(tmp_path / "app"), kinds=["feedback"]),
-        "io_manager": WarehouseIOManager(root=str(tmp_path / "warehouse-langfuse")),
-        "dataset_store": DatasetStoreResource(root=str(tmp_path / "datasets-langfuse")),
-    }
-    with dg.instance_for_test() as instance:
-        assert run_nightly(DAYS[-1], instance, defs_with(setup)).success  # a rerun writes everything again
+    run_nights(tmp_path, resources, "langfuse", sources)  # the nights run again: everything is written again
     assert fake.posts > posts and fake.dataset_items == items and fake.scores == scores  # and nothing is added or changed
 
 

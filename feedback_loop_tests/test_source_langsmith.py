@@ -8,20 +8,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-import dagster as dg
 import pandas as pd
 import pytest
 
-from feedback_loop.lib.landing import read_landing_day
 from feedback_loop.lib.normalize import normalize_feedback, normalize_traces
 from feedback_loop.lib.sources.http import SourceRejected
 from feedback_loop.lib.sources.window import PullWindow, day_start
-from feedback_loop.pipeline import run_nightly
-from feedback_loop.resources.datasets import DatasetStoreResource
 from feedback_loop.resources.sources import LandingFolder, LangsmithSource
-from feedback_loop.resources.warehouse import WarehouseIOManager
-from feedback_loop.sample.generator import GeneratorConfig, generate
-from feedback_loop_tests.conftest import END, defs_with
+from feedback_loop_tests.stores import assert_same_as_files, landed, run_nights, table, write_events
 
 FIXTURES = Path(__file__).parent / "fixtures" / "langsmith"
 DAY = "2026-11-20"
@@ -168,10 +162,6 @@ def test_bad_key_unknown_project_and_malformed_pages(langsmith):
     assert feedback.quarantine["reason"].tolist() == ["feedback page at offset 0 is not a list"]
 
 
-DAYS = [(END - pd.Timedelta(days=n)).isoformat() for n in (1, 0)]
-EXPLICIT = {"thumbs_up", "thumbs_down", "rating", "comment", "correction"}
-
-
 def _naive(stamp: pd.Timestamp) -> str:
     return stamp.tz_convert("UTC").tz_localize(None).isoformat(timespec="microseconds")
 
@@ -236,40 +226,14 @@ def _feedback(event) -> dict:
 
 @pytest.mark.slow
 def test_nightly_pipeline_on_langsmith(langsmith, tmp_path, resources):
-    landing = tmp_path / "landing"
-    generate(landing, GeneratorConfig(days=2, traces_per_day=100, seed=17, end_date=END))
-    traces = pd.concat([normalize_traces(read_landing_day(str(landing), "traces", d), d).clean for d in DAYS], ignore_index=True)
-    events = pd.concat([normalize_feedback(read_landing_day(str(landing), "feedback", d), d).clean for d in DAYS], ignore_index=True)
-    explicit = events[events["type"].isin(EXPLICIT) & events["trace_id"].isin(traces["trace_id"])]
-    fake = langsmith([_run(r) for r in traces.sort_values("timestamp").itertuples()], [_feedback(e) for _, e in explicit.iterrows()], page_size=40)
-    implicit = events[~events["event_id"].isin(explicit["event_id"])]
-    (tmp_path / "app" / "feedback").mkdir(parents=True)
-    implicit.assign(timestamp=implicit["timestamp"].map(pd.Timestamp.isoformat)).drop(columns=["partition_date", "value_num"]).to_json(
-        tmp_path / "app" / "feedback" / "implicit.jsonl", orient="records", lines=True
-    )
-
-    stores = {}
-    for name, sources in (
-        ("langsmith", {"langsmith": _source(fake.url, kinds=["traces", "feedback"]), "landing": LandingFolder(root=str(tmp_path / "app"), kinds=["feedback"])}),
-        ("files", {"landing": LandingFolder(root=str(landing))}),
-    ):
-        setup = {**resources, **sources, "io_manager": WarehouseIOManager(root=str(tmp_path / f"warehouse-{name}")), "dataset_store": DatasetStoreResource(root=str(tmp_path / f"datasets-{name}"))}
-        with dg.instance_for_test() as instance:
-            for day in DAYS:
-                assert run_nightly(day, instance, defs_with(setup)).success
-        stores[name] = tmp_path / f"warehouse-{name}"
-
-    def table(store: str, asset: str) -> pd.DataFrame:
-        return pd.concat([pd.read_parquet(stores[store] / asset / f"{d}.parquet") for d in DAYS], ignore_index=True)
-
-    assert len(table("langsmith", "raw_traces")) == len(traces) and len(explicit) > 40
-    assert table("langsmith", "raw_feedback_events")["event_id"].str.startswith("langsmith:").sum() == len(explicit)
-    labels = table("langsmith", "trace_labels").merge(table("files", "trace_labels"), on="trace_id", suffixes=("_langsmith", "_files"))
-    assert len(labels) == len(traces) and (labels["label_langsmith"] == labels["label_files"]).all()
-    assert set(labels["label_langsmith"]) >= {"positive", "negative"}
-    for dataset in ("regression_suite", "preference_dataset"):
-        versions = {name: sorted(p.parent.name for p in (tmp_path / f"datasets-{name}" / dataset).glob("*/manifest.json")) for name in stores}
-        assert versions["langsmith"] == versions["files"] == [f"{d}.1" for d in DAYS]
+    data = landed(tmp_path / "landing", traces_per_day=100, seed=17)
+    assert len(data.explicit) > 40
+    fake = langsmith([_run(r) for r in data.traces.sort_values("timestamp").itertuples()], [_feedback(e) for _, e in data.explicit.iterrows()], page_size=40)
+    sources = {"langsmith": _source(fake.url, kinds=["traces", "feedback"]), "landing": LandingFolder(root=str(write_events(data.implicit, tmp_path / "app")), kinds=["feedback"])}
+    warehouse = run_nights(tmp_path, resources, "langsmith", sources).warehouse
+    assert len(table(warehouse, "raw_traces")) == len(data.traces)
+    assert table(warehouse, "raw_feedback_events")["event_id"].str.startswith("langsmith:").sum() == len(data.explicit)
+    assert_same_as_files(tmp_path, resources, data, "langsmith")
 
 
 def test_bulk_export_parquet_maps_as_the_api_does(tmp_path, langsmith):

@@ -12,7 +12,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import dagster as dg
 import httpx
 import pandas as pd
 import pytest
@@ -20,22 +19,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from feedback_loop.lib.landing import read_landing_day
-from feedback_loop.lib.normalize import normalize_feedback, normalize_traces
-from feedback_loop.pipeline import run_nightly
-from feedback_loop.resources.datasets import DatasetStoreResource
 from feedback_loop.resources.sources import LandingFolder, PhoenixSource
-from feedback_loop.resources.warehouse import WarehouseIOManager
-from feedback_loop.sample.generator import GeneratorConfig, generate
-from feedback_loop_tests.conftest import END, defs_with
+from feedback_loop_tests.stores import Landed, assert_same_as_files, landed, run_nights, table, write_events
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOENIX = Path(os.environ.get("FEEDBACK_LOOP_PHOENIX", ROOT / ".venv-phoenix" / "bin" / "phoenix"))
 PROJECT = "support-bot"
-DAYS = [(END - pd.Timedelta(days=n)).isoformat() for n in (1, 0)]
-EXPLICIT = {"thumbs_up", "thumbs_down", "rating", "comment", "correction"}
 
 
 def _free_port() -> int:
@@ -138,11 +129,9 @@ def _annotation(event: pd.Series, span_id: str) -> dict:
     }
 
 
-def _load(url: str, work: Path, landing: Path, implicit_root: Path) -> tuple[pd.DataFrame, int]:
-    """Send the landed traces to Phoenix and their explicit feedback as annotations; write the
-    implicit events, with the ids Phoenix knows, to `implicit_root`. The clean landed traces back."""
-    traces = pd.concat([normalize_traces(read_landing_day(str(landing), "traces", d), d).clean for d in DAYS], ignore_index=True)
-    events = pd.concat([normalize_feedback(read_landing_day(str(landing), "feedback", d), d).clean for d in DAYS], ignore_index=True)
+def _load(url: str, work: Path, data: Landed) -> None:
+    """Send the landed traces to Phoenix and their explicit feedback as annotations."""
+    traces, explicit = data.traces, data.explicit
     response = httpx.post(f"{url}/v1/traces", content=_spans(traces).SerializeToString(), headers={"Content-Type": "application/x-protobuf"}, timeout=60)
     assert response.status_code == 200, response.text
     for _ in range(120):  # spans are inserted asynchronously
@@ -151,7 +140,6 @@ def _load(url: str, work: Path, landing: Path, implicit_root: Path) -> tuple[pd.
             break
         time.sleep(0.5)
     span_of = {row.trace_id: _hex(row.span_id, 8) for row in traces.itertuples()}
-    explicit = events[events["type"].isin(EXPLICIT) & events["trace_id"].isin(span_of)]
     annotations = [_annotation(e, span_of[e["trace_id"]]) for _, e in explicit.iterrows()]
     annotations.append({"span_id": next(iter(span_of.values())), "name": "correctness", "annotator_kind": "LLM", "identifier": "judge", "result": {"label": "correct", "score": 1}})
     for at in range(0, len(annotations), 200):
@@ -162,68 +150,25 @@ def _load(url: str, work: Path, landing: Path, implicit_root: Path) -> tuple[pd.
         db.executemany(
             "UPDATE span_annotations SET created_at = ?, updated_at = ? WHERE identifier = ?", [(e["timestamp"].isoformat(), e["timestamp"].isoformat(), e["event_id"]) for _, e in explicit.iterrows()]
         )
-    implicit = events[~events["event_id"].isin(explicit["event_id"])].copy()
-    implicit["trace_id"] = implicit["trace_id"].map(lambda t: _hex(t, 16) if isinstance(t, str) else None)
-    implicit["span_id"] = implicit["span_id"].map(lambda s: _hex(s, 8) if isinstance(s, str) else None)
-    (implicit_root / "feedback").mkdir(parents=True)
-    implicit.assign(timestamp=implicit["timestamp"].map(pd.Timestamp.isoformat)).drop(columns=["partition_date", "value_num"]).to_json(
-        implicit_root / "feedback" / "implicit.jsonl", orient="records", lines=True
-    )
-    return traces, len(explicit)
-
-
-def _labels(warehouse: Path) -> pd.DataFrame:
-    return pd.concat([pd.read_parquet(warehouse / "trace_labels" / f"{d}.parquet") for d in DAYS], ignore_index=True)
 
 
 def test_nightly_pipeline_on_phoenix(phoenix, tmp_path, resources):
     url, work = phoenix
-    landing = tmp_path / "landing"
-    generate(landing, GeneratorConfig(days=2, traces_per_day=120, seed=11, end_date=END))
-    traces, explicit = _load(url, work, landing, tmp_path / "implicit")
-
-    on_phoenix = {
-        **resources,
-        "io_manager": WarehouseIOManager(root=str(tmp_path / "warehouse-phoenix")),
-        "dataset_store": DatasetStoreResource(root=str(tmp_path / "datasets-phoenix")),
+    data = landed(tmp_path / "landing", traces_per_day=120, seed=11)
+    assert len(data.explicit) > 40
+    _load(url, work, data)
+    sources = {
         "phoenix": PhoenixSource(url=url, project=PROJECT, kinds=["traces", "feedback"]),
-        "landing": LandingFolder(root=str(tmp_path / "implicit"), kinds=["feedback"]),
+        "landing": LandingFolder(root=str(write_events(data.implicit, tmp_path / "app", _hex)), kinds=["feedback"]),
     }
-    on_files = {
-        **resources,
-        "io_manager": WarehouseIOManager(root=str(tmp_path / "warehouse-files")),
-        "dataset_store": DatasetStoreResource(root=str(tmp_path / "datasets")),
-        "landing": LandingFolder(root=str(landing)),
-    }
-    assert explicit > 40
-    with dg.instance_for_test() as instance:
-        for day in DAYS:
-            assert run_nightly(day, instance, defs_with(on_phoenix)).success
-        ingest = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_feedback_events"), asset_partitions=[DAYS[-1]]), limit=1).records[0]
-        sources = ingest.asset_materialization.metadata["sources"].value
-    with dg.instance_for_test() as instance:
-        for day in DAYS:
-            assert run_nightly(day, instance, defs_with(on_files)).success
+    nights = run_nights(tmp_path, resources, "phoenix", sources)
+    warehouse = nights.warehouse
+    assert nights.feedback_sources["phoenix"]["judgements_not_feedback"] == {"correctness": 1}  # an LLM judge's annotation
 
-    got = pd.concat([pd.read_parquet(tmp_path / "warehouse-phoenix" / "raw_traces" / f"{d}.parquet") for d in DAYS], ignore_index=True)
-    assert len(got) == len(traces)
-    mine = traces.assign(trace_id=traces["trace_id"].map(lambda t: _hex(t, 16))).set_index("trace_id").sort_index()
-    got = got.set_index("trace_id").sort_index()
+    got = table(warehouse, "raw_traces").set_index("trace_id").sort_index()
+    mine = data.traces.assign(trace_id=data.traces["trace_id"].map(lambda t: _hex(t, 16))).set_index("trace_id").sort_index()
+    assert len(got) == len(mine)
     for column in ("session_id", "user_id", "model", "prompt_version", "prompt", "output", "input_tokens", "output_tokens", "timestamp"):
         pd.testing.assert_series_equal(got[column], mine[column], check_dtype=False, check_names=False)
-    assert sources["phoenix"]["judgements_not_feedback"] == {"correctness": 1}
-    feedback = pd.concat([pd.read_parquet(tmp_path / "warehouse-phoenix" / "raw_feedback_events" / f"{d}.parquet") for d in DAYS])
-    assert feedback["event_id"].str.startswith("phoenix:").sum() == explicit
-
-    phoenix_labels = _labels(tmp_path / "warehouse-phoenix")
-    file_labels = _labels(tmp_path / "warehouse-files")
-    file_labels["trace_id"] = file_labels["trace_id"].map(lambda t: _hex(t, 16))
-    joined = phoenix_labels.merge(file_labels, on="trace_id", suffixes=("_phoenix", "_files"))
-    assert len(joined) == len(file_labels) == len(phoenix_labels)
-    assert (joined["label_phoenix"] == joined["label_files"]).all(), joined.loc[joined["label_phoenix"] != joined["label_files"], ["trace_id", "label_phoenix", "label_files"]]
-    assert set(joined["label_phoenix"]) >= {"positive", "negative"}
-    for dataset in ("regression_suite", "preference_dataset"):  # published from Phoenix as from the files, version for version
-        versions = {store: sorted(p.parent.name for p in (tmp_path / store / dataset).glob("*/manifest.json")) for store in ("datasets-phoenix", "datasets")}
-        assert versions["datasets-phoenix"] == versions["datasets"] == [f"{d}.1" for d in DAYS]
-    cases = {store: (tmp_path / store / "regression_suite" / f"{DAYS[-1]}.1" / "cases.jsonl").read_text().count("\n") for store in ("datasets-phoenix", "datasets")}
-    assert cases["datasets-phoenix"] == cases["datasets"] > 0
+    assert table(warehouse, "raw_feedback_events")["event_id"].str.startswith("phoenix:").sum() == len(data.explicit)
+    assert_same_as_files(tmp_path, resources, data, "phoenix", trace_id=lambda t: _hex(t, 16))

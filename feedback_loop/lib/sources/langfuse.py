@@ -21,6 +21,7 @@ from feedback_loop.lib.contract import REASON_TAGS
 from feedback_loop.lib.landing import RAW_CHARS, PulledRecord
 from feedback_loop.lib.sources.annotations import Annotation, annotation_feedback
 from feedback_loop.lib.sources.http import Http, cursor_pages
+from feedback_loop.lib.sources.payloads import content_text
 
 OBSERVATION_FIELDS = "core,basic,time,io,metadata,model,usage,prompt,metrics"
 OBSERVATION_PAGE = 1000
@@ -161,7 +162,7 @@ def _messages(value: object) -> list[dict] | str | None:
     if isinstance(value, dict) and isinstance(value.get("messages"), list):
         value = value["messages"]
     if isinstance(value, list) and value and all(isinstance(m, dict) and "role" in m for m in value):
-        return [{"role": str(m.get("role")), "content": _text(m.get("content"))} for m in value]
+        return [{"role": str(m.get("role")), "content": content_text(m.get("content"))} for m in value]
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False)
@@ -172,20 +173,10 @@ def _output(value: object) -> str | None:
     if isinstance(value, list) and value and isinstance(value[-1], dict):
         value = value[-1]
     if isinstance(value, dict) and "content" in value:
-        return _text(value["content"])
+        return content_text(value["content"])
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False)
-
-
-def _text(content: object) -> str | None:
-    """Message content as text: a string, or the text parts of a list of parts."""
-    if content is None or isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [str(p.get("text")) for p in content if isinstance(p, dict) and p.get("type", "text") == "text" and p.get("text") is not None]
-        return "\n".join(parts) if parts else json.dumps(content, ensure_ascii=False)
-    return json.dumps(content, ensure_ascii=False)
 
 
 def _iso(moment: dt.datetime) -> str:

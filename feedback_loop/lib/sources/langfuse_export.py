@@ -28,6 +28,7 @@ from upath import UPath
 
 from feedback_loop.lib.landing import RAW_CHARS, PulledRecord
 from feedback_loop.lib.sources.langfuse import LangfuseScores, generation_fields, score_record
+from feedback_loop.lib.sources.payloads import parsed
 
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json", ".jsonl.gz", ".json.gz")
 _OFFSET = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
@@ -194,15 +195,8 @@ def _dt(text: str) -> dt.datetime:
 
 
 def _json(value: object) -> object:
-    """A payload exported as text: the JSON it holds, else the text."""
-    if isinstance(value, str):
-        if value == "":
-            return None
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
+    """A payload exported as text: the JSON it holds, else the text; an empty text is no payload."""
+    return None if value == "" else parsed(value)
 
 
 def _mapping(value: object) -> dict:

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from feedback_loop.lib.landing import RAW_CHARS, PulledRecord
 from feedback_loop.lib.sources.annotations import Annotation, annotation_feedback
 from feedback_loop.lib.sources.http import Http, SourceRejected
+from feedback_loop.lib.sources.payloads import content_text, parsed
 
 RUN_PAGE = 100
 FEEDBACK_PAGE = 100
@@ -223,18 +224,9 @@ def _message(message: object) -> dict | None:
         return None
     if "kwargs" in message and isinstance(message.get("id"), list):
         role = MESSAGE_ROLES.get(str(message["id"][-1]).lower(), str(message["id"][-1]))
-        return {"role": role, "content": _content((message.get("kwargs") or {}).get("content"))}
+        return {"role": role, "content": content_text((message.get("kwargs") or {}).get("content"))}
     role = message.get("role") or MESSAGE_ROLES.get(str(message.get("type") or "").lower(), message.get("type"))
-    return {"role": str(role or ""), "content": _content(message.get("content"))}
-
-
-def _content(content: object) -> str | None:
-    if content is None or isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = [str(p.get("text")) for p in content if isinstance(p, dict) and p.get("type", "text") == "text" and p.get("text") is not None]
-        return "\n".join(texts) if texts else json.dumps(content, ensure_ascii=False)
-    return json.dumps(content, ensure_ascii=False)
+    return {"role": str(role or ""), "content": content_text(message.get("content"))}
 
 
 _FAR = dt.datetime.max.replace(tzinfo=dt.UTC)
@@ -270,7 +262,7 @@ def exported_runs(files: list, start: dt.datetime, end: dt.datetime) -> Iterator
         for position, row in enumerate(table.to_pylist(), start=1):
             if row.get("run_type") not in (None, "llm"):
                 continue
-            run = {k: _decoded(v) if k in ("inputs", "outputs", "extra", "events") else v for k, v in row.items()}
+            run = {k: parsed(v) if k in ("inputs", "outputs", "extra", "events") else v for k, v in row.items()}
             for key in ("start_time", "end_time"):
                 if isinstance(run.get(key), dt.datetime):
                     run[key] = run[key].isoformat()
@@ -280,12 +272,3 @@ def exported_runs(files: list, start: dt.datetime, end: dt.datetime) -> Iterator
                 yield PulledRecord(source, position, text, problem=f"run has no {missing[0]}")
             elif start <= _stamp(run["start_time"]) < end:
                 yield PulledRecord(source, position, text, fields=run_fields({**run, "id": str(run["id"]), "trace_id": str(run["trace_id"])}))
-
-
-def _decoded(value: object) -> object:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value

@@ -8,12 +8,12 @@ its parent."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from feedback_loop.lib.sources.annotations import Annotation, annotation_feedback
+from feedback_loop.lib.sources.payloads import parsed
 from feedback_loop.lib.sources.spans import Span, iso_from_nanos
 
 LLM_OPERATIONS = frozenset({"chat", "text_completion", "generate_content", "completion"})
@@ -82,7 +82,7 @@ def input_messages(attrs: dict[str, object]) -> list[dict] | str | None:
         return messages
     genai = _genai_messages(attrs.get("gen_ai.input.messages"))
     if genai:
-        system = _parts_text(_json(attrs.get("gen_ai.system_instructions")))
+        system = _parts_text(parsed(attrs.get("gen_ai.system_instructions")))
         return ([{"role": "system", "content": system}] if system else []) + genai
     value = attrs.get("input.value")
     return value if isinstance(value, str) else None
@@ -151,7 +151,7 @@ def _annotations(attrs: dict[str, object]) -> Iterator[tuple[int, Annotation]]:
     indexes = sorted({int(key.split(".")[1]) for key in attrs if key.startswith("annotations.") and key.split(".")[1].isdigit()})
     for i in indexes:
         prefix = f"annotations.{i}.annotation."
-        metadata = _json(attrs.get(prefix + "metadata"))
+        metadata = parsed(attrs.get(prefix + "metadata"))
         yield (
             i,
             Annotation(
@@ -179,7 +179,7 @@ def _openinference_messages(attrs: dict[str, object], prefix: str) -> list[dict]
 
 
 def _genai_messages(value: object) -> list[dict]:
-    messages = _json(value)
+    messages = parsed(value)
     if not isinstance(messages, list):
         return []
     out = []
@@ -199,20 +199,11 @@ def _parts_text(parts: object) -> str | None:
 
 def _metadata(attrs: dict[str, object]) -> dict:
     value = attrs.get("metadata")
-    parsed = _json(value)
-    if isinstance(parsed, dict):
-        return dict(parsed)
+    data = parsed(value)
+    if isinstance(data, dict):
+        return dict(data)
     nested = {k[len("metadata.") :]: v for k, v in attrs.items() if k.startswith("metadata.")}
     return nested if nested else ({} if value is None else {"metadata": value})
-
-
-def _json(value: object) -> object:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def _first(attrs: dict[str, object], *keys: str) -> object:
