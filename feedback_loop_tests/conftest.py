@@ -39,10 +39,15 @@ def generated(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def resources(generated, tmp_path) -> dict:
+    return resources_in(tmp_path, generated)
+
+
+def resources_in(tmp_path: Path, landing: Path) -> dict:
+    """The code location's resources with every place under `tmp_path`, reading `landing`."""
     (tmp_path / "opt_out.txt").write_text("# users who opted out, one id a line\n")  # a configured list must exist
     return {
         "io_manager": WarehouseIOManager(root=str(tmp_path / "warehouse")),
-        "landing": LandingFolder(root=str(generated)),
+        "landing": LandingFolder(root=str(landing)),
         "otlp_files": OtlpFiles(),  # off: no kinds
         "phoenix": PhoenixSource(),
         "langfuse": LangfuseSource(),
@@ -122,3 +127,11 @@ def s3(monkeypatch):
     yield boto3.client("s3")
     s3fs.S3FileSystem.clear_instance_cache()
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def files_reference(tmp_path_factory):
+    """Two generated days run from files once, the reference the store tests compare against."""
+    from feedback_loop_tests.stores import files_run
+
+    return files_run(tmp_path_factory.mktemp("files-reference"))

@@ -17,7 +17,7 @@ from feedback_loop.resources.datasets import DatasetStoreResource
 from feedback_loop.resources.sources import LandingFolder
 from feedback_loop.resources.warehouse import WarehouseIOManager
 from feedback_loop.sample.generator import GeneratorConfig, generate
-from feedback_loop_tests.conftest import END, defs_with
+from feedback_loop_tests.conftest import END, defs_with, resources_in
 
 DAYS = [(END - pd.Timedelta(days=n)).isoformat() for n in (1, 0)]
 EXPLICIT = {"thumbs_up", "thumbs_down", "rating", "comment", "correction"}
@@ -75,16 +75,32 @@ def table(warehouse: Path, asset: str) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(warehouse / asset / f"{d}.parquet") for d in DAYS], ignore_index=True)
 
 
-def assert_same_as_files(tmp_path: Path, resources: dict, data: Landed, name: str, trace_id: Callable[[str], str] = str) -> None:
-    """The store's run (`warehouse-<name>`, `datasets-<name>`) labels every trace as the run on the
-    landed files does, and publishes the same dataset versions with as many suite cases."""
-    files = run_nights(tmp_path, resources, "files", {"landing": LandingFolder(root=str(data.root))}).warehouse
-    theirs = table(files, "trace_labels").assign(trace_id=lambda t: t["trace_id"].map(trace_id))
+@dataclass
+class FilesRun:
+    """The generated data and what the nights made of it read from files: the reference."""
+
+    data: Landed
+    root: Path  # holds warehouse-files/ and datasets-files/
+
+
+def files_run(root: Path) -> FilesRun:
+    data = landed(root / "landing", traces_per_day=100, seed=11)
+    run_nights(root, resources_in(root, data.root), "files", {"landing": LandingFolder(root=str(data.root))})
+    return FilesRun(data, root)
+
+
+def assert_same_as_files(tmp_path: Path, reference: FilesRun, name: str, trace_id: Callable[[str], str] = str) -> None:
+    """The store's run (`warehouse-<name>`, `datasets-<name>` under `tmp_path`) labels every trace
+    as the run on the landed files did, and publishes the same dataset versions with as many suite
+    cases."""
+    data = reference.data
+    theirs = table(reference.root / "warehouse-files", "trace_labels").assign(trace_id=lambda t: t["trace_id"].map(trace_id))
     labels = table(tmp_path / f"warehouse-{name}", "trace_labels").merge(theirs, on="trace_id", suffixes=("_store", "_files"))
     assert len(labels) == len(data.traces) and (labels["label_store"] == labels["label_files"]).all(), labels.loc[labels["label_store"] != labels["label_files"]]
     assert set(labels["label_store"]) >= {"positive", "negative"}
+    stores = {name: tmp_path / f"datasets-{name}", "files": reference.root / "datasets-files"}
     for dataset in ("regression_suite", "preference_dataset"):
-        versions = {store: sorted(p.parent.name for p in (tmp_path / f"datasets-{store}" / dataset).glob("*/manifest.json")) for store in (name, "files")}
+        versions = {store: sorted(p.parent.name for p in (folder / dataset).glob("*/manifest.json")) for store, folder in stores.items()}
         assert versions[name] == versions["files"] == [f"{d}.1" for d in DAYS]
-    cases = {store: (tmp_path / f"datasets-{store}" / "regression_suite" / f"{DAYS[-1]}.1" / "cases.jsonl").read_text().count("\n") for store in (name, "files")}
+    cases = {store: (folder / "regression_suite" / f"{DAYS[-1]}.1" / "cases.jsonl").read_text().count("\n") for store, folder in stores.items()}
     assert cases[name] == cases["files"] > 0

@@ -16,7 +16,7 @@ from feedback_loop.lib.normalize import normalize_feedback, normalize_traces
 from feedback_loop.lib.sources.http import SourceRejected
 from feedback_loop.lib.sources.window import PullWindow, day_start
 from feedback_loop.resources.sources import LandingFolder, LangfuseSource
-from feedback_loop_tests.stores import assert_same_as_files, landed, run_nights, table, write_events
+from feedback_loop_tests.stores import assert_same_as_files, run_nights, table, write_events
 
 FIXTURES = Path(__file__).parent / "fixtures" / "langfuse"
 DAY = "2026-11-20"
@@ -258,8 +258,8 @@ def _score(event) -> dict:
 
 
 @pytest.mark.slow
-def test_nightly_pipeline_on_langfuse(langfuse, tmp_path, resources):
-    data = landed(tmp_path / "landing", traces_per_day=100, seed=13)
+def test_nightly_pipeline_on_langfuse(files_reference, langfuse, tmp_path, resources):
+    data = files_reference.data
     assert len(data.explicit) > 40
     fake = langfuse([_generation(r) for r in data.traces.itertuples()], [_score(e) for _, e in data.explicit.iterrows()], page_size=50)
     sources = {
@@ -271,7 +271,7 @@ def test_nightly_pipeline_on_langfuse(langfuse, tmp_path, resources):
     assert table(warehouse, "raw_feedback_events")["event_id"].str.startswith("langfuse:").sum() == len(data.explicit)
     linked = table(warehouse, "linked_feedback")
     assert set(linked.loc[linked["event_id"].str.startswith("langfuse:"), "link_method"]) <= {"by_span", "by_trace"}
-    assert_same_as_files(tmp_path, resources, data, "langfuse")
+    assert_same_as_files(tmp_path, files_reference, "langfuse")
 
     # Written back: the newest suite version as the dataset, one error-mode score per negative trace.
     latest = (tmp_path / "datasets-langfuse" / "regression_suite" / "LATEST").read_text().strip()

@@ -15,7 +15,7 @@ from feedback_loop.lib.normalize import normalize_feedback, normalize_traces
 from feedback_loop.lib.sources.http import SourceRejected
 from feedback_loop.lib.sources.window import PullWindow, day_start
 from feedback_loop.resources.sources import LandingFolder, LangsmithSource
-from feedback_loop_tests.stores import assert_same_as_files, landed, run_nights, table, write_events
+from feedback_loop_tests.stores import assert_same_as_files, run_nights, table, write_events
 
 FIXTURES = Path(__file__).parent / "fixtures" / "langsmith"
 DAY = "2026-11-20"
@@ -225,15 +225,15 @@ def _feedback(event) -> dict:
 
 
 @pytest.mark.slow
-def test_nightly_pipeline_on_langsmith(langsmith, tmp_path, resources):
-    data = landed(tmp_path / "landing", traces_per_day=100, seed=17)
+def test_nightly_pipeline_on_langsmith(files_reference, langsmith, tmp_path, resources):
+    data = files_reference.data
     assert len(data.explicit) > 40
     fake = langsmith([_run(r) for r in data.traces.sort_values("timestamp").itertuples()], [_feedback(e) for _, e in data.explicit.iterrows()], page_size=40)
     sources = {"langsmith": _source(fake.url, kinds=["traces", "feedback"]), "landing": LandingFolder(root=str(write_events(data.implicit, tmp_path / "app")), kinds=["feedback"])}
     warehouse = run_nights(tmp_path, resources, "langsmith", sources).warehouse
     assert len(table(warehouse, "raw_traces")) == len(data.traces)
     assert table(warehouse, "raw_feedback_events")["event_id"].str.startswith("langsmith:").sum() == len(data.explicit)
-    assert_same_as_files(tmp_path, resources, data, "langsmith")
+    assert_same_as_files(tmp_path, files_reference, "langsmith")
 
 
 def test_bulk_export_parquet_maps_as_the_api_does(tmp_path, langsmith):

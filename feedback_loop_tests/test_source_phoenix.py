@@ -20,7 +20,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from feedback_loop.resources.sources import LandingFolder, PhoenixSource
-from feedback_loop_tests.stores import Landed, assert_same_as_files, landed, run_nights, table, write_events
+from feedback_loop_tests.stores import Landed, assert_same_as_files, run_nights, table, write_events
 
 pytestmark = pytest.mark.slow
 
@@ -152,9 +152,9 @@ def _load(url: str, work: Path, data: Landed) -> None:
         )
 
 
-def test_nightly_pipeline_on_phoenix(phoenix, tmp_path, resources):
+def test_nightly_pipeline_on_phoenix(files_reference, phoenix, tmp_path, resources):
     url, work = phoenix
-    data = landed(tmp_path / "landing", traces_per_day=120, seed=11)
+    data = files_reference.data
     assert len(data.explicit) > 40
     _load(url, work, data)
     sources = {
@@ -171,4 +171,4 @@ def test_nightly_pipeline_on_phoenix(phoenix, tmp_path, resources):
     for column in ("session_id", "user_id", "model", "prompt_version", "prompt", "output", "input_tokens", "output_tokens", "timestamp"):
         pd.testing.assert_series_equal(got[column], mine[column], check_dtype=False, check_names=False)
     assert table(warehouse, "raw_feedback_events")["event_id"].str.startswith("phoenix:").sum() == len(data.explicit)
-    assert_same_as_files(tmp_path, resources, data, "phoenix", trace_id=lambda t: _hex(t, 16))
+    assert_same_as_files(tmp_path, files_reference, "phoenix", trace_id=lambda t: _hex(t, 16))
