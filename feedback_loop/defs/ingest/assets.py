@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from feedback_loop.defs.partitions import FIRST_DAY, LATE_FEEDBACK_DAYS, daily_partitions
+from feedback_loop.lib.days import days_ending
 from feedback_loop.lib.landing import Kind
 from feedback_loop.lib.normalize import Normalized, normalize_feedback, normalize_traces, without_held, without_quarantined
 from feedback_loop.lib.preview import markdown_table
@@ -38,10 +39,7 @@ def build_ingest_asset(name: str, kind: Kind, normalize: Callable[[pd.DataFrame,
             ),
         },
         partitions_def=daily_partitions,
-        ins={
-            "earlier": dg.AssetIn(key=name, partition_mapping=earlier_days, metadata={"lazy": True, "columns": key}),
-            "earlier_quarantine": dg.AssetIn(key=quarantine_name, partition_mapping=earlier_days, metadata={"lazy": True, "columns": ["reason", "raw"]}),
-        },
+        ins={"earlier": dg.AssetIn(key=name, partition_mapping=earlier_days, metadata={"lazy": True, "columns": key})},
         required_resource_keys={"settings", "io_manager", *SOURCE_KEYS},
         retry_policy=TRANSIENT_RETRIES,
         check_specs=[
@@ -52,7 +50,7 @@ def build_ingest_asset(name: str, kind: Kind, normalize: Callable[[pd.DataFrame,
             )
         ],
     )
-    def ingest(context: dg.AssetExecutionContext, earlier: PartitionedTable, earlier_quarantine: PartitionedTable) -> Iterator:
+    def ingest(context: dg.AssetExecutionContext, earlier: PartitionedTable) -> Iterator:
         day = context.partition_key
         settings: FeedbackLoopSettings = context.resources.settings
         sources: dict[str, Source] = {k: getattr(context.resources, k) for k in SOURCE_KEYS if getattr(context.resources, k).feeds(kind)}
@@ -80,8 +78,10 @@ def build_ingest_asset(name: str, kind: Kind, normalize: Callable[[pd.DataFrame,
         held = pd.concat([t.read(rows_where=(key[0], records[key[0]])) for t in (earlier, later)], ignore_index=True)
         result = without_held(normalize(records, day), held, key)
         if len(result.quarantine):  # a pull window that reaches into other days reads their bad records again
-            later_quarantine = warehouse.partitions_of(dg.AssetKey(quarantine_name), later_days, ["reason", "raw"])
-            held_bad = pd.concat([t.read(rows_where=("raw", result.quarantine["raw"])) for t in (earlier_quarantine, later_quarantine)], ignore_index=True)
+            # Read from the warehouse, not as an input: the quarantine is this step's own output, and
+            # an input from it would make the two outputs depend on each other.
+            other_days = [d for d in days_ending(day, LATE_FEEDBACK_DAYS) if d != day] + later_days
+            held_bad = warehouse.partitions_of(dg.AssetKey(quarantine_name), other_days, ["reason", "raw"]).read(rows_where=("raw", result.quarantine["raw"]))
             result = without_quarantined(result, held_bad)
         total = len(records)
         own = total - result.duplicates_of_other_days - result.quarantined_by_other_days  # the records this partition took or rejected
