@@ -60,14 +60,14 @@ class Nights:
     feedback_sources: dict  # the last night's `raw_feedback_events` metadata `sources`
 
 
-def run_nights(tmp_path: Path, resources: dict, name: str, sources: dict) -> Nights:
-    """Every day of DAYS run as the schedule runs it, with `sources`, into `warehouse-<name>` and
+def run_nights(tmp_path: Path, resources: dict, name: str, sources: dict, days: list[str] = DAYS) -> Nights:
+    """Every day of `days` run as the schedule runs it, with `sources`, into `warehouse-<name>` and
     `datasets-<name>`."""
     setup = {**resources, **sources, "io_manager": WarehouseIOManager(root=str(tmp_path / f"warehouse-{name}")), "dataset_store": DatasetStoreResource(root=str(tmp_path / f"datasets-{name}"))}
     with dg.instance_for_test() as instance:
-        for day in DAYS:
+        for day in days:
             assert run_nightly(day, instance, defs_with(setup)).success
-        last = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_feedback_events"), asset_partitions=[DAYS[-1]]), limit=1).records[0]
+        last = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_feedback_events"), asset_partitions=[days[-1]]), limit=1).records[0]
     return Nights(tmp_path / f"warehouse-{name}", last.asset_materialization.metadata["sources"].value)
 
 

@@ -123,7 +123,8 @@ def test_promptfoo_langfuse_and_openai_exports_follow_their_schemas():
             else:
                 assert assertion["type"] in PROMPTFOO_TYPES_WITH_VALUE and isinstance(assertion["value"], str)
     for item in exports.langfuse_items(suite):
-        assert set(item) == {"input", "expectedOutput", "metadata", "sourceTraceId", "sourceObservationId"}
+        assert set(item) == {"id", "input", "expectedOutput", "metadata", "sourceTraceId", "sourceObservationId"}
+        assert item["id"] == item["metadata"]["case_id"]  # Langfuse upserts items on their id
         assert item["sourceTraceId"].startswith("t") and item["sourceObservationId"].startswith("s")
     evals = exports.openai_evals(suite)
     assert evals == [{"input": [{"role": "user", "content": "Capital of Australia?"}], "ideal": "Canberra."}]
