@@ -84,7 +84,7 @@ class FilesRun:
 
 
 def files_run(root: Path) -> FilesRun:
-    data = landed(root / "landing", traces_per_day=100, seed=11)
+    data = landed(root / "landing", traces_per_day=60, seed=11)
     run_nights(root, resources_in(root, data.root), "files", {"landing": LandingFolder(root=str(data.root))})
     return FilesRun(data, root)
 
