@@ -13,6 +13,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.metrics import (
     classification_report,
@@ -23,7 +24,7 @@ from sklearn.metrics import (
 
 from feedback_loop.lib.error_modes.assign import assign_error_modes, negative_traces
 from feedback_loop.lib.error_modes.refusal import is_refusal
-from feedback_loop.lib.error_modes.rules import response_mode
+from feedback_loop.lib.error_modes.rules import response_votes
 from feedback_loop.lib.labels import label_traces
 from feedback_loop.lib.landing import read_landing_day
 from feedback_loop.lib.linking import link_feedback
@@ -116,15 +117,17 @@ def halueval(real: Path) -> str:
     data = pd.DataFrame(rows)
     hallucinated = (data["hallucination"] == "yes").to_numpy()
     prompts, outputs = data["user_query"].astype("string"), data["chatgpt_response"].astype("string")
-    modes, _ = response_mode(prompts, outputs, pd.Series(1.0, index=data.index), pd.Series(False, index=data.index))
-    fired = modes.notna().to_numpy()
-    refusal = (modes == "refusal").fillna(False).to_numpy()
+    votes = response_votes(prompts, prompts, outputs, pd.Series(1.0, index=data.index), pd.Series(False, index=data.index))
+    fired = np.isin(np.arange(len(data)), votes["row"].to_numpy())
+    refusal = np.isin(np.arange(len(data)), votes.loc[votes["mode"] == "refusal", "row"].to_numpy())
+    says_hallucination = np.isin(np.arange(len(data)), votes.loc[votes["mode"] == "hallucination", "row"].to_numpy())
     lines = [
         "### Hallucination evidence from the response alone (HaluEval)",
         "",
         f"{len(data)} ChatGPT answers, {hallucinated.sum()} labelled hallucinated by annotators.",
         f"- any response-only evidence fires on {fired[hallucinated].mean():.1%} of hallucinated and {fired[~hallucinated].mean():.1%} of "
-        f"faithful answers; none of it says `hallucination` (the rules cannot check facts).",
+        f"faithful answers; it says `hallucination` on {says_hallucination[hallucinated].mean():.1%} of hallucinated and "
+        f"{says_hallucination[~hallucinated].mean():.1%} of faithful answers (without a system prompt, only Python names can be checked).",
         f"- the refusal detector fires on {refusal.mean():.1%} of all answers ({refusal[hallucinated].mean():.1%} of hallucinated, "
         f"{refusal[~hallucinated].mean():.1%} of faithful): HaluEval counts some refusals as hallucinations.",
         "- conclusion: a hallucination is recognized from what the user does (reason tag `not_factual`, a comment "

@@ -9,14 +9,15 @@ import pandas as pd
 import pytest
 
 from feedback_loop.lib.days import days_ending
-from feedback_loop.lib.error_modes.assign import assign_error_modes, assign_error_modes_by_day, negative_traces
+from feedback_loop.lib.error_modes.assign import assign_error_modes, assign_error_modes_by_day, negative_traces, rule_modes
 from feedback_loop.lib.error_modes.clusters import cluster_negatives, cluster_negatives_by_day
+from feedback_loop.lib.error_modes.instructions import findings
 from feedback_loop.lib.error_modes.refusal import is_refusal
 from feedback_loop.lib.error_modes.rules import (
     comment_mode,
     edit_mode,
     reason_tag_mode,
-    response_mode,
+    response_votes,
 )
 from feedback_loop.lib.error_modes.taxonomy import TAXONOMY_V1
 from feedback_loop.pipeline import run_nightly
@@ -56,10 +57,25 @@ def test_reason_tags_map_to_modes_and_other_tags_say_nothing():
     assert modes[4] == "format" and evidence[4] == "reason tag 'formatting'"
 
 
-def test_comments_map_to_modes():
-    modes, _ = comment_mode(s("That's wrong, it's Canberra.", "Wrong format, I asked for JSON", "Way too long", "Why won't you answer?", "Not what I asked.", "meh", None))
+def test_comments_map_to_modes_in_several_languages():
+    modes, _ = comment_mode(
+        s(
+            "That's wrong, it's Canberra.",
+            "Wrong format, I asked for JSON",
+            "Way too long",
+            "Why won't you answer?",
+            "Not what I asked.",
+            "meh",
+            None,
+            "Das gibt es nicht, die Funktion heißt anders",
+            "zu lang, ich wollte nur die Zahl",
+            "ik vroeg om een tabel",
+            "não é o que eu pedi",
+        )
+    )
     assert modes.tolist()[:5] == ["hallucination", "format", "length", "refusal", "other"]
-    assert modes[5:].isna().all()
+    assert modes[5:7].isna().all()
+    assert modes[7:].tolist() == ["hallucination", "length", "format", "other"]
 
 
 def test_edits_reveal_facts_cuts_and_structure():
@@ -83,37 +99,63 @@ def test_edits_reveal_facts_cuts_and_structure():
     assert pd.isna(modes[4])  # a rewrite that keeps none of the words is not a cut
 
 
-def test_response_checks_validate_what_the_prompt_asked():
+def test_response_votes_check_what_the_prompt_and_system_prompt_asked():
+    system = json.dumps([{"role": "system", "content": 'Reply with JSON only, no code fences: {"answer": "...", "source": "..."}'}, {"role": "user", "content": "q"}])
+    inputs = s(system, system, "q", "q", "q", "q", "q", "q", "q", "q")
     prompts = s(
-        'Return only JSON with keys "answer".',
-        'Return only JSON with keys "answer".',
+        "What is it?",
+        "What is it?",
         "Answer in exactly 3 bullet points.",
         "Answer in at most 30 words.",
         "Briefly, what is it?",
         "What is the capital of France?",
         "Can you help me?",
         "What is the capital city of Australia? Return JSON.",
-        "What is the capital city of Australia?",
+        "Is the capital of Australia Sydney?",
+        "Give me 5 tips for sleeping better.",
     )
     outputs = s(
-        "Sure! The answer is 7.",
-        '```json\n{"answer": "7"}\n```',
-        "- one\n- two",
+        '```json\n{"answer": "7", "source": "manual"}\n```',
+        '{"answer": "7", "source": "manual", "confidence": 0.9}',
+        "- one\n- two\n- three\n- four",
         "word " * 80,
         "word " * 90,
         "Paris.",
         "I'm sorry, but I can't help with that.",
-        "Lo siento, la respuesta es la siguiente y espero que sea útil.",
-        "Canberra is the capital city.",
+        "Lo siento, la respuesta es la siguiente y espero que sea útil para usted.",
+        "No, the capital of Australia is Canberra.",
+        "- Keep a schedule.\n- Avoid screens.",
     )
-    modes, evidence = response_mode(prompts, outputs, pd.Series([1.0] * 9), pd.Series([False] * 9))
-    assert modes.tolist()[0] == "format" and pd.isna(modes[1])
-    assert modes[2] == "format" and "3 bullet points, response has 2" in evidence[2]
-    assert modes[3] == "length" and modes[4] == "length"
-    assert pd.isna(modes[5])
-    assert modes[6] == "refusal"
-    assert modes[7] == "other" and evidence[7] == "response in 'es', prompt in 'en'"  # outranks the broken format
-    assert pd.isna(modes[8])
+    votes = response_votes(inputs, prompts, outputs, pd.Series([1.0] * 10), pd.Series([False] * 10))
+    best = votes.sort_values("strength", ascending=False, kind="stable").drop_duplicates("row").set_index("row")
+    assert best.loc[0, "mode"] == "format" and "fences" in best.loc[0, "evidence"]
+    assert best.loc[1, "mode"] == "format" and "confidence" in best.loc[1, "evidence"]
+    assert best.loc[2, "mode"] == "format" and "3 bullet points asked, the response has 4" in best.loc[2, "evidence"]
+    assert best.loc[3, "mode"] == "length" and best.loc[4, "mode"] == "length"
+    assert 5 not in best.index and 8 not in best.index  # "No, …" answers a yes/no question
+    assert best.loc[6, "mode"] == "refusal"
+    assert best.loc[7, "mode"] == "other" and best.loc[7, "evidence"] == "response in 'es', prompt in 'en'"  # outranks the broken JSON
+    assert best.loc[9, "mode"] == "length" and "5 tips asked, the response has 2" in best.loc[9, "evidence"]
+
+
+def test_a_response_check_outweighs_a_reason_tag_users_clicked_at_random():
+    frame = pd.DataFrame(
+        {
+            "trace_id": ["a", "b"],
+            "reason_tags": ["too_long", "not_factual"],
+            "comments": [None, None],
+            "edit_text": [None, None],
+            "input": ["q", "q"],
+            "prompt": ["List exactly 3 colours.", "What is the capital of Peru?"],
+            "output": ["1. red\n2. green\n3. blue\n4. white\n5. black", "Lima is the capital of Peru."],
+            "peer_length_ratio": [1.0, 1.0],
+            "peer_length_outlier": [False, False],
+        }
+    )
+    decided = rule_modes(frame)
+    assert decided["mode"].tolist() == ["format", "hallucination"]
+    assert decided["source"].tolist() == ["response", "reason_tag"]
+    assert "reason tag" not in decided["evidence"][0]
 
 
 def negatives_frame(n: int) -> pd.DataFrame:
@@ -132,6 +174,7 @@ def negatives_frame(n: int) -> pd.DataFrame:
                 "reason_tags": {"hallucination": "not_factual", "format": "formatting", "refusal": "refusal", "length": "too_long"}[kind] if tagged else None,
                 "comments": None,
                 "edit_text": None,
+                "input": f"question {i} about {kind} topic",
                 "prompt": f"question {rng.integers(1000)} about {kind} topic",
                 "output": {"hallucination": "The wall fell in 1991 per the Review.", "format": "Sure! here it is not json", "refusal": "Absolutely not something I do.", "length": "long " * 50}[kind],
                 "peer_length_ratio": 1.0,
@@ -148,7 +191,8 @@ def test_classifier_labels_unexplained_negatives_deterministically():
     pd.testing.assert_frame_equal(first, second)
     assert validation.trained and validation.macro_f1 is not None
     untagged = first[frame["reason_tags"].isna().to_numpy()]
-    assert (untagged["evidence_source"] == "classifier").mean() > 0.9
+    assert (untagged["evidence_source"] == "classifier").mean() > 0.5
+    assert untagged["evidence_source"].isin(["classifier", "response"]).all()
     truth = frame.loc[frame["reason_tags"].isna(), "trace_id"].map(lambda t: ["hallucination", "format", "refusal", "length"][int(t[1:]) % 4])
     assert (untagged["mode"].to_numpy() == truth.to_numpy()).mean() > 0.9
     assert set(first["mode_id"]) <= set(TAXONOMY_V1.ids().values())
@@ -158,7 +202,7 @@ def test_worker_processes_give_the_same_classifier_and_edit_evidence(monkeypatch
     from feedback_loop.lib.error_modes import classifier, rules
 
     frame = negatives_frame(120)
-    frame["edit_text"] = [None if i % 3 else f"Edited answer number {i} with the year {1900 + i}." for i in range(len(frame))]
+    frame["edit_text"] = [None if i % 3 else f"The wall fell in {1900 + i} per the Review." for i in range(len(frame))]
     serial, serial_validation = assign_error_modes(frame, seed=3)
     monkeypatch.setattr(classifier, "HASH_SLICE", 7)
     monkeypatch.setattr(rules, "PARALLEL_MIN_EDITS", 2)
@@ -318,3 +362,18 @@ def test_a_centroid_left_without_members_is_not_a_cluster(monkeypatch):
     monkeypatch.setattr(clusters, "_best_k", gap)
     result = cluster_negatives(cluster_frame(), {}, today="2026-11-20")
     assert sorted(result.clusters["size"]) == [15, 15]
+
+
+def test_findings_use_the_system_prompt_and_the_standard_library():
+    policy = "Returns are accepted within 30 days of delivery. Standard shipping is EUR 4.90."
+    assert findings(policy, "How long do I have to return it?", "You have 60 days from delivery.")[0][0] == "hallucination"
+    assert findings(policy, "How long do I have to return it?", "You have 30 days from delivery.") == []
+    assert findings(policy, "What does shipping cost?", "Shipping costs $5.")[0][0] == "hallucination"
+    code = "```python\nimport asyncio\nresult = asyncio.run_later(main())\n```"
+    assert findings("", "How do I run it later?", code)[0] == ("hallucination", 3.5, "Python's asyncio has no attribute 'run_later'")
+    code = "```python\nfrom dataclasses import dataclass\n@dataclass(readonly=True)\nclass P:\n    x: int\n```"
+    assert "takes no argument 'readonly'" in findings("", "Make it immutable", code)[0][2]
+    assert findings("", "Make it immutable", code.replace("readonly", "frozen")) == []
+    plan = "Day 1: museums.\nDay 2: old town and the river walk."
+    assert findings("", "Plan a 4-day trip to Lisbon.", plan)[0][:2] == ("length", 3.5)
+    assert findings("", "Explain recursion.", "Recursion is when a function calls itself, and the base case is what")[0][0] == "length"

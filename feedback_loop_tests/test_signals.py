@@ -30,6 +30,9 @@ def signals(tr, ev=None, horizon=None):
         ("The capital of Australia is Sydney. It has many beaches and a famous opera house.", "The capital of Australia is Canberra.", "major"),
         ("I cannot help with that.", "Paris is the capital of France and its largest city.", "rewrite"),
         ("", "Something new", "rewrite"),  # empty output
+        ("Thanks for your order, the parcel ships on Monday.\nBest,\nThe team", "Thanks for your order, the parcel ships on Monday.\nBest,\nMaria", "addition"),  # sign-off swapped
+        ("Summary: the contract renews yearly unless cancelled.", "Prepared by Legal.\nSummary: the contract renews yearly unless cancelled.", "addition"),
+        ("Summary: the contract renews yearly unless cancelled.", "Summary: the contract renews monthly unless cancelled.", "minor"),  # kept whole? no: a word changed
     ],
 )
 def test_edit_classes(output, edit, expected):

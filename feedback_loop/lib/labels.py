@@ -1,6 +1,7 @@
 """One label per trace, weighing explicit feedback against implicit signals.
 
-Explicit evidence (each user's latest thumb, ratings, corrections) is averaged into
+Explicit evidence (each user's latest thumb, ratings, corrections, comments that complain or
+praise: `comments.py`) is averaged into
 `explicit_score`; implicit evidence (edits, copies, regenerations, rephrases, abandonment,
 acceptance after a regenerate) is summed and clipped into `implicit_score`. Weights live in
 `LabelWeights`. With explicit evidence the score is `explicit_share * explicit + (1 -
@@ -24,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from feedback_loop.lib.columns import is_in, large_text, positions, sort_order
+from feedback_loop.lib.comments import comment_polarity
 from feedback_loop.lib.contract import TRACE_IDENTITY, empty_frame
 from feedback_loop.lib.linking import events_about_day
 from feedback_loop.lib.params import LabelWeights
@@ -81,6 +83,13 @@ def label_traces(signals: pd.DataFrame, linked: pd.DataFrame, weights: LabelWeig
     rated = np.flatnonzero(k > 0)
     mean_rating = large_text(s["rating_mean"].iloc[rated].round(1))
     pieces.append(_spread(n, rated, _concat("rating:", mean_rating)))
+    commented = ev[ev["comment"].notna()]
+    polarity = comment_polarity(commented["comment"]).to_numpy(dtype=float, na_value=np.nan)
+    for sign, weight, name in ((-1.0, weights.comment_negative, "comment:negative"), (1.0, weights.comment_positive, "comment:positive")):
+        k = np.bincount(commented["_code"][polarity == sign], minlength=n)
+        explicit_sum += k * weight
+        explicit_n += k
+        pieces.append(_flag(k > 0, name))
     corrected = (s["edit_type"] == "correction").fillna(False).to_numpy()
     explicit_sum += corrected * weights.correction
     explicit_n += corrected
@@ -88,7 +97,7 @@ def label_traces(signals: pd.DataFrame, linked: pd.DataFrame, weights: LabelWeig
     with np.errstate(invalid="ignore", divide="ignore"):
         explicit = np.where(explicit_n > 0, explicit_sum / np.maximum(explicit_n, 1), np.nan)
 
-    edit_weight = _weight_of(s["edit_class"], {"minor": weights.edit_minor, "major": weights.edit_major, "rewrite": weights.edit_rewrite})
+    edit_weight = _weight_of(s["edit_class"], {"addition": weights.edit_addition, "minor": weights.edit_minor, "major": weights.edit_major, "rewrite": weights.edit_rewrite})
     edit_weight = np.where(corrected, 0.0, edit_weight)  # a correction already counted as explicit
     copy_weight = _weight_of(s["copy_kind"], {"full": weights.copy_full, "snippet": weights.copy_snippet})
     regenerated = (s["regenerate_count"].to_numpy() > 0) | s["regenerated_by"].notna().to_numpy()

@@ -150,7 +150,8 @@ def normalize_feedback(records: pd.DataFrame, day: str) -> Normalized:
             "value": df["value"],
             "value_num": value_num.astype("float64"),
             "reason": df["reason"].str.strip().str.lower(),
-            "comment": df["comment"],
+            # a comment event may carry its text in `value` only (the contract allows both)
+            "comment": df["comment"].where(df["comment"].notna() | (event_type != "comment"), df["value"]),
             "metadata": _merge_metadata(df["metadata"], df["_unknown"]),
             "partition_date": day,
         }

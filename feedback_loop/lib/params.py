@@ -37,7 +37,10 @@ class LabelWeights(Params):
     thumbs_up: float = 1.0
     thumbs_down: float = -1.0
     correction: float = -1.0  # the user wrote the right answer: an explicit verdict
+    comment_negative: float = -1.0  # a comment that complains, in any language read (lib/comments.py)
+    comment_positive: float = 0.5  # a comment that praises: weaker, users thank politely for poor answers too
     rating_1_to_5: float = 1.0  # a rating r counts (r - 3) / 2 times this
+    edit_addition: float = 0.1  # the answer kept whole, a line or a name added: the user used it
     edit_minor: float = -0.2
     edit_major: float = -0.5
     edit_rewrite: float = -0.7

@@ -5,7 +5,8 @@ batch `cpdist` (one C++ call per signal, all cores). Definitions (thresholds in 
 
 - edit: the latest `edit` or `correction` text against the output. `edit_distance` is the
   normalized Indel distance (0 = same, 1 = nothing shared); `edit_class` is `trivial` when the texts
-  differ only in case, white space or punctuation (identical included), else `minor` (distance ≤
+  differ only in case, white space or punctuation (identical included), `addition` when the edit
+  keeps the whole answer and only adds a line or a name (a sign-off swapped), else `minor` (distance ≤
   `edit_minor_max`), `major` (≤ `edit_major_max`) or `rewrite`. `edit_length_ratio` is
   len(edit) / len(output): below 1 the user shortened the answer.
 - copy: number of copy events, and the largest copied share of the output (a copy event without
@@ -173,6 +174,19 @@ def events_on(trace_ids: pd.Series, linked: pd.DataFrame) -> pd.DataFrame:
     return linked.assign(_code=code)[code >= 0]
 
 
+ADDITION_MAX_CHARS = 200
+
+
+def _only_adds(output: str, edit: str) -> bool:
+    """The edit keeps the whole answer (its last short line, a sign-off, may be replaced) and only
+    adds a little: a name, a signature, a "prepared by" line. The user used the answer as it was."""
+    kept = " ".join(output.split())
+    lines = output.rstrip().splitlines()
+    without_last = " ".join(" ".join(lines[:-1]).split()) if len(lines) > 1 and len(lines[-1]) <= 60 else kept
+    text = " ".join(edit.split())
+    return len(kept) >= 40 and 0 < len(text) - len(without_last) <= ADDITION_MAX_CHARS and (kept in text or (len(without_last) >= 40 and without_last in text))
+
+
 def classify_edits(outputs: pd.Series, edits: pd.Series, params: SignalParams) -> pd.DataFrame:
     """Distance, class and length ratio of each (output, edit) pair."""
     outputs = outputs.fillna("").astype(str).reset_index(drop=True)
@@ -180,9 +194,10 @@ def classify_edits(outputs: pd.Series, edits: pd.Series, params: SignalParams) -
     distance = process.cpdist(outputs.tolist(), edits.tolist(), scorer=Indel.normalized_distance, workers=-1) if len(outputs) else np.array([])
     # A loop over the edits only (~5 % of traces): faster than an RE2 replace of the ignored characters.
     trivial = np.array([o.lower().translate(TRIVIAL_TABLE) == e.lower().translate(TRIVIAL_TABLE) for o, e in zip(outputs, edits, strict=True)], dtype=bool)
+    addition = np.array([_only_adds(o, e) for o, e in zip(outputs, edits, strict=True)], dtype=bool) & ~trivial
     edit_class = np.select(
-        [trivial, distance <= params.edit_minor_max, distance <= params.edit_major_max],
-        ["trivial", "minor", "major"],
+        [trivial, addition, distance <= params.edit_minor_max, distance <= params.edit_major_max],
+        ["trivial", "addition", "minor", "major"],
         default="rewrite",
     )
     out_len = outputs.str.len().to_numpy(dtype=float)

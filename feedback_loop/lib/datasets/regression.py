@@ -24,21 +24,20 @@ import pandas as pd
 from feedback_loop.lib.columns import is_in
 from feedback_loop.lib.contract import last_per_trace
 from feedback_loop.lib.datasets.near_duplicates import PromptIndex
-from feedback_loop.lib.error_modes.rules import (
-    ASKS_CODE,
-    ASKS_JSON,
-    ASKS_TABLE,
-    BRIEF,
-    BULLET_COUNT,
-    DETAILED,
-    NUMBER_WORDS,
-    WORDS_LIMIT,
-)
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
 from feedback_loop.lib.tables import Table
 from feedback_loop.lib.text import sha256_hex
 
+# What a prompt asks for, read into the suite's assertions.
+WORDS_LIMIT = re.compile(r"\b(?:in|at most|under|no more than|maximum of|max|within|less than|fewer than)\s+(\d{1,4})\s+words\b")
+BULLET_COUNT = re.compile(r"\b(?:exactly\s+)?(\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten)\s+(?:bullet|bullet points|points|items|bullets)\b")
+NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+BRIEF = r"\b(?:briefly|in one sentence|in a sentence|one[- ]line|short answer|be concise|concisely|in a few words|tl;?dr|keep it short)\b"
+DETAILED = r"\b(?:in detail|detailed|elaborate|thorough\w*|comprehensive|step[- ]by[- ]step|at least \d+ words)\b"
+ASKS_JSON = r"\bjson\b"
+ASKS_TABLE = r"\b(?:markdown table|a table|as a table|in a table|table of)\b"
+ASKS_CODE = r"\b(?:write|give me|show me|implement)\b[^.?!]{0,40}\b(?:function|code|script|class|snippet|program|query)\b"
 BRIEF_MAX_WORDS = 60
 DETAILED_MIN_WORDS = 80
 

@@ -1,7 +1,7 @@
 """Assign every negative trace one error mode, with a confidence and the evidence that decided it.
 
-Evidence is taken strongest first: the user's reason tag, their comment, their edit, the response
-itself (refusal, a requested format or length it breaks, a length outlier). Traces no rule explains
+Each piece of evidence votes for a mode: the user's reason tag, their comment, their edit, and the
+response itself (a refusal, another language, each instruction it breaks, a length outlier). Traces no rule explains
 are labelled by the classifier trained on the rest when it is confident enough, else `other`.
 """
 
@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from feedback_loop.lib.columns import is_in
+from feedback_loop.lib.comments import MODE_ORDER
 from feedback_loop.lib.contract import last_per_trace
 from feedback_loop.lib.days import days_ending
 from feedback_loop.lib.error_modes.classifier import (
@@ -22,13 +23,14 @@ from feedback_loop.lib.error_modes.rules import (
     comment_mode,
     edit_mode,
     reason_tag_mode,
-    response_mode,
+    response_votes,
 )
 from feedback_loop.lib.error_modes.taxonomy import TAXONOMY_V1, Taxonomy
 from feedback_loop.lib.text import text_length
 
 SOURCE_CONFIDENCE = {"reason_tag": 0.95, "comment": 0.85, "edit": 0.8, "response": 0.8}
-CLASSIFIER_MIN_PROBABILITY = 0.6
+STAGE_STRENGTH = {"reason_tag": 3.0, "comment": 2.0, "edit": 2.0}
+CLASSIFIER_MIN_PROBABILITY = 0.8
 NO_EVIDENCE_CONFIDENCE = 0.3
 
 ERROR_MODE_COLUMNS: dict[str, str] = {
@@ -49,7 +51,7 @@ def assign_error_modes(negatives: pd.DataFrame, seed: int = 0, taxonomy: Taxonom
     """One row per negative trace: mode, mode_id, confidence, evidence (see the module docstring);
     the classifier is trained on every rule-labelled row of `negatives`."""
     df = negatives.reset_index(drop=True)
-    decided = _rule_modes(df)
+    decided = rule_modes(df)
     everyone = np.ones(len(df), dtype=bool)
     validation = _classify(classifier_text(df), decided, decided["mode"].notna().to_numpy(dtype=bool), everyone, everyone, seed)
     return _modes_table(df, decided, taxonomy), validation
@@ -63,7 +65,7 @@ def assign_error_modes_by_day(negatives: pd.DataFrame, days: list[str], span: in
     an older night, or one backfill run over many days, gives each day what its nightly run gave.
     """
     df = negatives.reset_index(drop=True)
-    decided = _rule_modes(df)
+    decided = rule_modes(df)
     day_of = df["partition_date"].astype("string")
     text = classifier_text(df)
     explained = decided["mode"].notna().to_numpy(dtype=bool)  # by a rule: the classifier's own labels never train it
@@ -74,24 +76,36 @@ def assign_error_modes_by_day(negatives: pd.DataFrame, days: list[str], span: in
     return _modes_table(df[wanted].reset_index(drop=True), decided[wanted].reset_index(drop=True), taxonomy), validations
 
 
-def _rule_modes(df: pd.DataFrame) -> pd.DataFrame:
-    """mode, evidence, source and confidence of each row a rule explains (NA elsewhere)."""
+def rule_modes(df: pd.DataFrame) -> pd.DataFrame:
+    """mode, evidence, source and confidence of each row some evidence explains (NA elsewhere).
+
+    Every piece of evidence votes for a mode with a strength (`STAGE_STRENGTH`, `RESPONSE_STRENGTH`,
+    `instructions.py`); a row takes the mode with the largest sum, ties broken in `MODE_ORDER`.
+    Users click the nearest reason tag, so a countable check of the response (a refusal, another
+    language, a broken JSON or item count) outweighs a tag; the label follows the response.
+    """
+    votes = [response_votes(df["input"], df["prompt"], df["output"], df["peer_length_ratio"], df["peer_length_outlier"]).assign(source="response")]
+    for name, (found, why) in (
+        ("reason_tag", reason_tag_mode(df["reason_tags"])),
+        ("comment", comment_mode(df["comments"])),
+        ("edit", edit_mode(df["output"], df["edit_text"])),
+    ):
+        rows = np.flatnonzero(found.notna().to_numpy())
+        votes.append(pd.DataFrame({"row": rows, "mode": found.iloc[rows].to_numpy(), "strength": STAGE_STRENGTH[name], "evidence": why.iloc[rows].to_numpy(), "source": name}))
+    v = pd.concat(votes, ignore_index=True).astype({"row": "int64", "mode": "string", "strength": "float64", "evidence": "string", "source": "string"})
+    totals = v.groupby(["row", "mode"], as_index=False)["strength"].sum()
+    totals["order"] = totals["mode"].map({m: i for i, m in enumerate(MODE_ORDER)})
+    best = totals.sort_values(["row", "strength", "order"], ascending=[True, False, True], kind="stable").drop_duplicates("row")
+    winning = v.merge(best[["row", "mode"]], on=["row", "mode"]).sort_values(["row", "strength"], ascending=[True, False], kind="stable")
+    evidence = winning.groupby("row")["evidence"].agg("; ".join)
+    source = winning.drop_duplicates("row").set_index("row")["source"]
     mode = pd.Series(pd.NA, index=df.index, dtype="string")
-    evidence = pd.Series(pd.NA, index=df.index, dtype="string")
-    source = pd.Series(pd.NA, index=df.index, dtype="string")
-    stages = (
-        ("reason_tag", lambda: reason_tag_mode(df["reason_tags"])),
-        ("comment", lambda: comment_mode(df["comments"])),
-        ("edit", lambda: edit_mode(df["output"], df["edit_text"])),
-        ("response", lambda: response_mode(df["prompt"], df["output"], df["peer_length_ratio"], df["peer_length_outlier"])),
-    )
-    for name, stage in stages:
-        if not mode.isna().any():
-            break
-        found, why = stage()
-        take = mode.isna() & found.notna()
-        mode[take], evidence[take], source[take] = found[take], why[take], name
-    return pd.DataFrame({"mode": mode, "evidence": evidence, "source": source, "confidence": source.map(SOURCE_CONFIDENCE).astype("float64")})
+    mode.iloc[best["row"].to_numpy()] = best["mode"].to_numpy()
+    out = pd.DataFrame({"mode": mode, "evidence": pd.Series(pd.NA, index=df.index, dtype="string"), "source": pd.Series(pd.NA, index=df.index, dtype="string")})
+    out.iloc[evidence.index.to_numpy(), 1] = evidence.to_numpy()
+    out.iloc[source.index.to_numpy(), 2] = source.to_numpy()
+    out["confidence"] = out["source"].map(SOURCE_CONFIDENCE).astype("float64")
+    return out
 
 
 def _classify(text: pd.Series, decided: pd.DataFrame, explained: np.ndarray, train: np.ndarray, predict: np.ndarray, seed: int) -> Validation:

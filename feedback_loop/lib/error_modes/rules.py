@@ -15,6 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from feedback_loop.lib.comments import MODE_ORDER, comment_modes
+from feedback_loop.lib.error_modes.instructions import findings
 from feedback_loop.lib.error_modes.refusal import refusal_evidence
 from feedback_loop.lib.parallel import in_chunks, in_processes
 from feedback_loop.lib.text import lowered, lowered_words, matches
@@ -29,28 +31,11 @@ REASON_TO_MODE = {
     "harmful": "other",
 }
 
-COMMENT_LEXICON: dict[str, str] = {
-    "hallucination": r"\b(?:wrong|incorrect|not true|untrue|false|inaccurate|not correct|doesn't exist|does not exist|made up|making things up|hallucinat\w*|fake|fabricat\w*|no such|factually|check your facts|not a real|misinformation|error in the facts)\b",
-    "format": r"\b(?:format\w*|json|table|bullet\w*|markdown|parse|parsing|indent\w*|syntax|code block|not valid|invalid|list of|numbered|structure)\b",
-    "refusal": r"\b(?:refus\w*|won't you|wouldn't you|why won't|why can't|why cant|censor\w*|just answer|answer the question|harmless question|not allowed to say|decline\w*|preach\w*|lecture)\b",
-    "length": r"\b(?:too long|too short|verbose|concise|brief\w*|shorter|longer|wordy|rambl\w*|tl;?dr|get to the point|more detail|too much text|incomplete|cut off)\b",
-    "other": r"\b(?:irrelevant|off[- ]topic|not what i asked|doesn't answer|does not answer|didn't answer|wrong language|in english|spanish|french|german|unrelated|nonsense|makes no sense)\b",
-}
-# Listed in the order ties are broken: a comment that says "wrong format" is about format.
-COMMENT_ORDER = ("format", "refusal", "length", "other", "hallucination")
-
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]{2,}")
 BULLET_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+", re.MULTILINE)
 TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}", re.MULTILINE)
 FENCE = re.compile(r"```")
-WORDS_LIMIT = re.compile(r"\b(?:in|at most|under|no more than|maximum of|max|within|less than|fewer than)\s+(\d{1,4})\s+words\b")
-BULLET_COUNT = re.compile(r"\b(?:exactly\s+)?(\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten)\s+(?:bullet|bullet points|points|items|bullets)\b")
-NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
-BRIEF = r"\b(?:briefly|in one sentence|in a sentence|one[- ]line|short answer|be concise|concisely|in a few words|tl;?dr|keep it short)\b"
-DETAILED = r"\b(?:in detail|detailed|elaborate|thorough\w*|comprehensive|step[- ]by[- ]step|at least \d+ words)\b"
-ASKS_JSON = r"\bjson\b"
-ASKS_TABLE = r"\b(?:markdown table|a table|as a table|in a table|table of)\b"
 WORD = re.compile(r"[^\W\d_]+")
 FUNCTION_WORDS: dict[str, frozenset[str]] = {
     "en": frozenset("the and is are was of to in that it for with you this what how can not but have be".split()),
@@ -59,20 +44,21 @@ FUNCTION_WORDS: dict[str, frozenset[str]] = {
     "de": frozenset("der die das und ist nicht ein eine zu mit den dem sich auf für von ich sie es auch".split()),
     "it": frozenset("il lo la gli che di non per una un con del della sono come ma anche questo".split()),
     "pt": frozenset("os as que de não para uma um com do da em por mas se mais como".split()),
+    "nl": frozenset("de het een en is van dat niet ik je op te voor met zijn er maar ook wat".split()),
+    "pl": frozenset("nie się jest to na że do jak ale co za tak czy już mi jestem".split()),
 }
 FUNCTION_VOCABULARY = pa.array(sorted(set().union(*FUNCTION_WORDS.values())))
 # word x language: whether the word is one of the language's function words (a word may be several's)
 FUNCTION_WORD_OF = np.array([[word in FUNCTION_WORDS[name] for name in FUNCTION_WORDS] for word in FUNCTION_VOCABULARY.to_pylist()], dtype=float)
-MIN_LANGUAGE_HITS = 4
+MIN_LANGUAGE_HITS = 3
 MIN_LANGUAGE_SHARE = 0.15
-ASKS_CODE = r"\b(?:write|give me|show me|implement)\b[^.?!]{0,40}\b(?:function|code|script|class|snippet|program|query)\b"
 
 
 def reason_tag_mode(reason_tags: pd.Series) -> tuple[pd.Series, pd.Series]:
     """The mode of the first reason tag that maps to one (`other` tags say nothing specific)."""
     modes = pd.Series(pd.NA, index=reason_tags.index, dtype="string")
     evidence = pd.Series(pd.NA, index=reason_tags.index, dtype="string")
-    tags = reason_tags.fillna("").str.split(",")
+    tags = reason_tags.astype("string").fillna("").str.split(",")
     for tag, mode in REASON_TO_MODE.items():
         has = tags.map(lambda t, tag=tag: tag in t).astype(bool) & modes.isna()
         modes[has] = mode
@@ -81,15 +67,15 @@ def reason_tag_mode(reason_tags: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def comment_mode(comments: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """The mode whose lexicon the user's comment matches."""
-    text = lowered(comments)
-    modes = pd.Series(pd.NA, index=comments.index, dtype="string")
-    evidence = pd.Series(pd.NA, index=comments.index, dtype="string")
-    for mode in COMMENT_ORDER:
-        hit = matches(text, COMMENT_LEXICON[mode]) & modes.isna().to_numpy()
-        modes[hit] = mode
-        evidence[hit] = "comment: " + comments[hit].str.extract(EVIDENCE_QUOTE, expand=False)
-    return modes, evidence
+    """The mode whose cues the user's comment holds most of (ties: `MODE_ORDER`), in any language
+    `comments.py` reads."""
+    comments = comments.astype("string")
+    counts = comment_modes(comments)
+    best = counts.to_numpy().argmax(axis=1) if len(counts) else np.zeros(0, dtype=int)
+    hit = counts.to_numpy().max(axis=1, initial=0) > 0
+    modes = pd.Series(np.where(hit, np.array(MODE_ORDER, dtype=object)[best], None), index=comments.index, dtype="string")
+    evidence = ("comment: " + comments.str.extract(EVIDENCE_QUOTE, expand=False)).where(hit)
+    return modes, evidence.astype("string")
 
 
 # The first 60 characters of a comment and the rest of the token they end in: a secret or an id is
@@ -110,7 +96,10 @@ def edit_mode(outputs: pd.Series, edits: pd.Series) -> tuple[pd.Series, pd.Serie
     return modes, evidence
 
 
-PARALLEL_MIN_EDITS = 5_000  # below this, starting worker processes costs more than it saves
+PARALLEL_MIN_EDITS = 5_000
+# Structure changes that say nothing about format: code pasted without its fences, a list cut or
+# completed into prose (length), prose rewritten as a list.
+NOT_A_FORMAT_FIX = ({"code", "prose"}, {"list", "prose"})  # below this, starting worker processes costs more than it saves
 
 
 def _edit_evidence_of(texts: tuple[str, str]) -> tuple[str, str] | None:
@@ -118,12 +107,16 @@ def _edit_evidence_of(texts: tuple[str, str]) -> tuple[str, str] | None:
 
 
 def _edit_evidence(output: str, edit: str) -> tuple[str, str] | None:
-    if _structure(output) != _structure(edit):
-        return "format", f"edit changed structure {_structure(output)} -> {_structure(edit)}"
+    before, after = _structure(output), _structure(edit)
+    if before != after and {before, after} not in NOT_A_FORMAT_FIX:
+        return "format", f"edit changed structure {before} -> {after}"
     ratio = len(edit) / max(len(output), 1)
     if ratio < 0.5 and len(output) > 200 and _kept_share(edit, output) >= 0.8:
         return "length", f"edit cut the answer to {ratio:.0%} of its length, keeping its words"
-    if 0.5 <= ratio <= 2.0:
+    edited_in, written_in = languages(pd.Series([output, edit]))
+    if edited_in is not None and written_in is not None and edited_in != written_in:
+        return "other", f"edit rewrote the answer from '{edited_in}' into '{written_in}'"
+    if 0.5 <= ratio <= 2.0 and _kept_share(edit, output) >= 0.6:  # a fact fixed in place, not a rewrite
         numbers_out, numbers_edit = set(NUMBER.findall(output)), set(NUMBER.findall(edit))
         if numbers_out - numbers_edit and numbers_edit - numbers_out:
             return "hallucination", f"edit replaced numbers {sorted(numbers_out - numbers_edit)[:3]} -> {sorted(numbers_edit - numbers_out)[:3]}"
@@ -168,49 +161,76 @@ def _parses_as_json(text: str) -> bool:
     return True
 
 
-def response_mode(prompts: pd.Series, outputs: pd.Series, peer_length_ratio: pd.Series, peer_length_outlier: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Evidence in the response itself, in order: a refusal; an answer in another language (other);
-    a requested format it breaks; a requested length it misses; a far-out length for its peers."""
-    modes = pd.Series(pd.NA, index=outputs.index, dtype="string")
-    evidence = pd.Series(pd.NA, index=outputs.index, dtype="string")
-    refusal = refusal_evidence(outputs)
-    hit = refusal.notna()
-    modes[hit] = "refusal"
-    evidence[hit] = "response refuses (" + refusal[hit] + ")"
-    prompt_text = lowered(prompts)
-    asks = {
-        name: matches(prompt_text, pattern)
-        for name, pattern in (
-            ("json", ASKS_JSON),
-            ("table", ASKS_TABLE),
-            ("code", ASKS_CODE),
-            ("brief", BRIEF),
-            ("detailed", DETAILED),
-            ("bullets", BULLET_COUNT.pattern),
-            ("words", WORDS_LIMIT.pattern),
-        )
-    }
-    open_rows = np.flatnonzero(modes.isna().to_numpy())
-    asked, answered = languages(prompts.iloc[open_rows]), languages(outputs.iloc[open_rows])
-    mismatch = np.array([a is not None and b is not None and a != b for a, b in zip(asked, answered, strict=True)], dtype=bool)
-    rows = outputs.index[open_rows[mismatch]]
-    modes[rows] = "other"
-    evidence[rows] = [f"response in '{b}', prompt in '{a}'" for a, b in zip(asked[mismatch], answered[mismatch], strict=True)]
-    wants = asks["json"] | asks["table"] | asks["code"] | asks["bullets"] | asks["words"] | asks["brief"] | asks["detailed"]
-    found_rows, found_modes, found_evidence = [], [], []
-    prompt_values, output_values = prompts.tolist(), outputs.tolist()
-    for pos in np.flatnonzero(modes.isna().to_numpy() & wants):
-        found = _response_evidence(str(prompt_values[pos] or "").lower(), str(output_values[pos] or ""), {k: v[pos] for k, v in asks.items()})
-        if found:
-            found_rows.append(outputs.index[pos])
-            found_modes.append(found[0])
-            found_evidence.append(found[1])
-    modes[found_rows] = found_modes
-    evidence[found_rows] = found_evidence
-    outlier = modes.isna() & peer_length_outlier.fillna(False).astype(bool)
-    modes[outlier] = "length"
-    evidence[outlier] = "response length a far outlier for its model and prompt version (" + peer_length_ratio[outlier].round(1).astype("string") + "x the median)"
-    return modes, evidence
+YES_NO_QUESTION = r"^\W*(?:is|are|was|were|can|could|does|do|did|should|will|would|has|have|may|must)\b[^?]*\?\s*$"
+# Deflections: the answer sent elsewhere or withheld, where `refusal.py` looks for declining verbs.
+DEFLECTION = (
+    r"\b(?:please |you (?:should|may want to|might want to|can|could|need to) )(?:contact|reach out to|ask|consult|check with|speak (?:to|with)|talk to)"
+    r" (?:your|a|an|the) (?:\w+ )?(?:administrator|admin|manager|team|department|professional|doctor|pharmacist|lawyer|attorney|specialist|it|hr|support|provider|vendor|expert)\b"
+    r"|\b(?:i|we) (?:don't|do not|can't|cannot) (?:have |get )?(?:access|see|view|browse|open|read)\b"
+    r"|\b(?:is|are) (?:confidential|sensitive|private|restricted|proprietary)\b"
+    r"|\b(?:not (?:able|in a position|permitted|qualified) to|outside (?:of )?(?:what|the scope))\b"
+    r"|\b(?:it(?:'s| is) important to (?:remember|note|consider|think about|reflect)|let's (?:take a (?:step|moment)|remember|reflect))\b"
+)
+DEFLECTION_CHARS = 400
+RESPONSE_STRENGTH = {"refusal": 4.0, "language": 3.5, "peer_length": 1.0}
+
+
+def response_votes(inputs: pd.Series, prompts: pd.Series, outputs: pd.Series, peer_length_ratio: pd.Series, peer_length_outlier: pd.Series) -> pd.DataFrame:
+    """Evidence in the response itself, one row per finding (`row`: position in `outputs`, `mode`,
+    `strength`, `evidence`): a refusal; an answer in another language than the prompt's; each
+    instruction of the system prompt or the user it breaks (`instructions.py`); a far-out length
+    for its peers."""
+    votes: list[tuple[int, str, float, str]] = []
+    refusal = refusal_evidence(outputs).to_numpy(dtype=object, na_value=None)
+    asked, answered = languages(prompts), languages(outputs)
+    contexts = conversation_context(inputs)
+    prompt_values, output_values = prompts.astype("string").fillna("").tolist(), outputs.astype("string").fillna("").tolist()
+    outlier = peer_length_outlier.fillna(False).astype(bool).to_numpy()
+    ratio = peer_length_ratio.to_numpy(dtype=float, na_value=np.nan)
+    yes_no = matches(lowered(prompts), YES_NO_QUESTION)
+    deflection = matches(pc.utf8_slice_codeunits(lowered(outputs), 0, DEFLECTION_CHARS), DEFLECTION)
+    for pos in range(len(outputs)):
+        if refusal[pos] == "no_opening" and yes_no[pos]:
+            refusal[pos] = None  # "No, …" answers a yes/no question
+        if refusal[pos] is None and deflection[pos]:
+            refusal[pos] = "deflection"
+        if refusal[pos] is not None:
+            votes.append((pos, "refusal", RESPONSE_STRENGTH["refusal"], f"response refuses ({refusal[pos]})"))
+            continue
+        if asked[pos] is not None and answered[pos] is not None and asked[pos] != answered[pos]:
+            votes.append((pos, "other", RESPONSE_STRENGTH["language"], f"response in '{answered[pos]}', prompt in '{asked[pos]}'"))
+        votes += [(pos, mode, strength, why) for mode, strength, why in findings(contexts[pos], prompt_values[pos], output_values[pos])]
+        if outlier[pos]:
+            votes.append((pos, "length", RESPONSE_STRENGTH["peer_length"], f"response length a far outlier for its model and prompt version ({ratio[pos]:.1f}x the median)"))
+    return pd.DataFrame(votes, columns=["row", "mode", "strength", "evidence"]).astype({"row": "int64", "mode": "string", "strength": "float64", "evidence": "string"})
+
+
+def conversation_context(inputs: pd.Series) -> list[str]:
+    """Per input, the system prompt and the turns before the last user message (the facts and rules
+    a response must respect); empty for a bare-string input."""
+    contexts = []
+    for value in inputs.astype("string").fillna("").tolist():
+        messages = _messages(value)
+        last_user = max((i for i, m in enumerate(messages) if m[0] == "user"), default=len(messages))
+        contexts.append("\n".join(text for _, text in messages[:last_user]))
+    return contexts
+
+
+def _messages(value: str) -> list[tuple[str, str]]:
+    if not value.lstrip().startswith("["):
+        return []
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return []
+    out = []
+    for message in parsed if isinstance(parsed, list) else []:
+        if isinstance(message, dict):
+            content = message.get("content")
+            if isinstance(content, list):  # content parts
+                content = " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+            out.append((str(message.get("role", "")), str(content or "")))
+    return out
 
 
 def languages(texts: pd.Series) -> np.ndarray:
@@ -234,28 +254,3 @@ def _languages(texts: pd.Series) -> np.ndarray:
     best, second = (ordered[:, -1], ordered[:, -2]) if n else (np.zeros(0), np.zeros(0))
     clear = (best >= MIN_LANGUAGE_HITS) & (best >= MIN_LANGUAGE_SHARE * total) & (best >= 1.5 * second)
     return np.where(clear, np.array(names, dtype=object)[hits.argmax(axis=1)] if n else np.array([], dtype=object), None)
-
-
-def _response_evidence(prompt: str, output: str, asks: dict[str, bool]) -> tuple[str, str] | None:
-    if asks["json"] and not _parses_as_json(output):
-        return "format", "prompt asks for JSON, response does not parse"
-    if asks["table"] and not TABLE_RULE.search(output):
-        return "format", "prompt asks for a table, response has none"
-    if asks["code"] and not (FENCE.search(output) or re.search(r"^\s*(?:def|class|function|import|select|const|let|var)\b", output, re.MULTILINE | re.IGNORECASE)):
-        return "format", "prompt asks for code, response has none"
-    if asks["bullets"]:
-        match = BULLET_COUNT.search(prompt)
-        wanted = int(NUMBER_WORDS.get(match.group(1), match.group(1))) if match else None
-        got = len(BULLET_LINE.findall(output))
-        if wanted and got != wanted:
-            return "format", f"prompt asks for {wanted} bullet points, response has {got}"
-    words = len(output.split())
-    if asks["words"]:
-        limit = int(WORDS_LIMIT.search(prompt).group(1))
-        if words > 1.5 * limit:
-            return "length", f"prompt asks for at most {limit} words, response has {words}"
-    if asks["brief"] and words > 80:
-        return "length", f"prompt asks for a brief answer, response has {words} words"
-    if asks["detailed"] and words < 25:
-        return "length", f"prompt asks for detail, response has {words} words"
-    return None

@@ -1,0 +1,335 @@
+"""What the system prompt and the user asked for, and where the response breaks it.
+
+`findings(context, prompt, output)` lists, for one response, each broken instruction as
+(mode, strength, evidence). `context` is the system prompt and the earlier turns: the facts and
+rules the response must respect; `prompt` the user's last message. Checks:
+
+- format: JSON asked and not given (or wrapped in a preamble or fences the instructions forbid),
+  keys outside the schema the instructions show, YAML / CSV / tab-separated / a table / a numbered
+  list / markdown headings asked and not given, more list items than the exact count asked;
+- length: fewer items than asked, a word, sentence or character limit broken, a long answer to a
+  request for just one thing, an answer cut off mid-sentence;
+- hallucination: a number with a unit (days, hours, %, money…) that the context gives with another
+  value, a currency the context does not use, a Python standard-library attribute or keyword
+  argument that does not exist;
+- other: an answer in another language than the one asked for.
+
+Strength says how far a finding outweighs other evidence (see `assign.py`): a check of an explicit,
+countable instruction is stronger than a user's reason tag, which users often click at random.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import re
+import sys
+from functools import lru_cache
+
+STRONG = 3.5  # outweighs a reason tag (3.0)
+MEDIUM = 2.5
+WEAK = 1.5
+
+NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10, "a": 1, "a single": 1, "single": 1}
+_COUNT = r"(\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten)"
+ITEM_NOUNS = r"(?:bullet points?|bullets?|points|items|steps|ideas|names|tips|options|questions|examples|reasons|taglines|headlines|suggestions|lines|sentences|subject lines|titles|things|ways)"
+EXACT_COUNT = re.compile(rf"\b(?:exactly |give me |list |write |with |in |only |just )?{_COUNT}\s+(?:\w+\s+){{0,2}}?({ITEM_NOUNS})\b", re.I)
+EXACTLY_ANY = re.compile(rf"\bexactly {_COUNT}\s+(\w+)", re.I)  # "exactly 3 colours": any noun
+LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)]|[a-z][.)])\s+\S", re.M)
+LIST_PREFIX = re.compile(r"^\s*(?:[-*•]|\d+[.)]|[a-z][.)])\s+")
+NUMBERED_LINE = re.compile(r"^\s*\d+[.)]\s+\S", re.M)
+HEADING_LINE = re.compile(r"^\s*(?:#{1,6}\s+\S|\*\*[^*\n]{2,60}\*\*:?\s*$)", re.M)
+TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}", re.M)
+FENCE = re.compile(r"```")
+SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
+
+ASKS_JSON = re.compile(r"\bjson\b", re.I)
+FORBIDS_FENCES = re.compile(
+    r"\b(?:no|without|never|don't|do not)\b[^.\n]{0,30}\b(?:code fences?|fences|backticks|markdown)\b|\b(?:bare|raw|only(?: the)?|just(?: the)?|pure) json\b|\bjson only\b|\bnothing (?:else|but)\b|\bonly (?:output|return|reply with) (?:the|a|valid)\b",
+    re.I,
+)
+ASKS = {
+    "yaml": re.compile(r"\byaml\b", re.I),
+    "csv": re.compile(r"\bcsv\b|comma[- ]separated", re.I),
+    "tsv": re.compile(r"\btsv\b|tab[- ]separated|tab[- ]delimited", re.I),
+    "table": re.compile(r"\b(?:markdown table|a table|as a table|in a table|table of|table with)\b", re.I),
+    "numbered": re.compile(r"\bnumbered (?:list|steps)\b|\bnumber(?:ed)? (?:the|each) steps?\b", re.I),
+    "headings": re.compile(r"\b(?:markdown )?(?:headings|headers|###)\b|\b(?:\d|two|three|four|five|six) (?:\w+ )?sections?\b|\bsections?\b[^.\n]{0,40}\b(?:headings?|titled|named)\b", re.I),
+}
+WORD_LIMIT = re.compile(r"\b(?:in|at most|under|no more than|maximum(?: of)?|max|within|less than|fewer than|up to)\s+(\d{1,4})\s+words\b", re.I)
+WORD_MINIMUM = re.compile(r"\b(?:at least|minimum(?: of)?|around|about|roughly)\s+(\d{2,4})\s+words\b", re.I)
+SENTENCE_LIMIT = re.compile(rf"\b(?:in|at most|no more than|max|up to|within)?\s*(?:{_COUNT}(?:\s*(?:-|to|or)\s*{_COUNT})?)\s+sentences?\b", re.I)
+CHAR_LIMIT = re.compile(r"\b(\d{1,3})[- ]char(?:acter)?s?\b|\b(?:at most|under|max(?:imum)?|within|no more than)\s+(\d{1,3})\s+char(?:acter)?s\b", re.I)
+ONE_THING = re.compile(
+    r"\b(?:quick(?:ly)? (?:question|answer)|just (?:the|a|tell me|give me)|only (?:the|a)\b|one[- ]liner|one line|yes or no|yes/no|short answer|in a word|briefly|in short|keep it short|tl;?dr)\b",
+    re.I,
+)
+BRIEF_WORDS = 80
+
+UNIT = r"(days?|business days|hours?|weeks?|months?|years?|minutes?|%|percent|miles?|km|kg|items?|nights?|units|rows|columns|per cent)"
+NUMBER_UNIT = re.compile(rf"(?<![\w.$€£])(\d+(?:[.,]\d+)?)\s*{UNIT}\b", re.I)
+MONEY = re.compile(r"([$€£])\s?(\d+(?:[.,]\d+)*)|\b(\d+(?:[.,]\d+)*)\s?(EUR|USD|GBP)\b|\b(EUR|USD|GBP)\s?(\d+(?:[.,]\d+)*)")
+CURRENCY_OF = {"$": "USD", "€": "EUR", "£": "GBP", "USD": "USD", "EUR": "EUR", "GBP": "GBP"}
+
+PYTHON_CALL = re.compile(r"\b([a-z_][a-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)\b(\([^()]*\))?")
+FROM_IMPORT = re.compile(r"^\s*from\s+([a-z_][a-z0-9_]*)\s+import\s+([\w, ]+)$", re.M)
+KEYWORD = re.compile(r"\b([a-z_][a-z0-9_]*)\s*=(?!=)")
+# Standard-library modules safe to import for a look-up (no side effects, no GUI, no network).
+UNSAFE_MODULES = frozenset(
+    {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "webbrowser", "pydoc", "ensurepip", "venv", "lib2to3", "msilib", "winreg", "winsound", "_winapi", "msvcrt"}
+)
+
+
+def findings(context: str, prompt: str, output: str) -> list[tuple[str, float, str]]:
+    """The instructions the response breaks, as (mode, strength, evidence), strongest first."""
+    instructions = context + "\n" + prompt
+    found: list[tuple[str, float, str]] = []
+    for check in (_json, _requested_structure, _item_count, _enumerated_parts, _length_limits, _cut_off, _context_numbers, _python_names):
+        found += check(instructions, context, prompt, output)
+    return sorted(found, key=lambda f: -f[1])
+
+
+def _json(instructions: str, context: str, prompt: str, output: str) -> list:
+    if not ASKS_JSON.search(instructions) or ASKS["yaml"].search(prompt):
+        return []
+    stripped = output.strip()
+    value = _json_value(stripped)
+    if value is None:
+        inner = _json_value(_unfenced(stripped))
+        if inner is None:
+            # No JSON at all where only the system prompt asks for it: the response did something
+            # else than the task (a deflection, an answer to another question), not a format slip.
+            strength = STRONG if ASKS_JSON.search(prompt) or "{" in stripped else WEAK
+            return [("format", strength, "JSON asked, the response does not parse as JSON")]
+        if FORBIDS_FENCES.search(instructions):
+            return [("format", STRONG, "bare JSON asked, the response wraps it in text or fences")]
+        value = inner
+    schema = _schema_keys(instructions)
+    if schema and isinstance(value, dict):
+        extra, missing = sorted(set(value) - schema), sorted(schema - set(value))
+        if extra or missing:
+            return [("format", STRONG, f"keys outside the schema {extra[:3]} or missing {missing[:3]}")]
+    return []
+
+
+def _requested_structure(instructions: str, context: str, prompt: str, output: str) -> list:
+    asked = {name for name, pattern in ASKS.items() if pattern.search(prompt) or (name in ("headings", "numbered") and pattern.search(context))}
+    found = []
+    if "yaml" in asked and (_json_value(_unfenced(output.strip())) is not None and output.strip()[:1] in "{[`"):
+        found.append(("format", STRONG, "YAML asked, the response is JSON"))
+    if "csv" in asked and (TABLE_RULE.search(output) or "," not in output):
+        found.append(("format", STRONG, "CSV asked, the response is not comma-separated"))
+    if "tsv" in asked and "\t" not in output:
+        found.append(("format", STRONG, "tab-separated text asked, the response has no tabs"))
+    if "table" in asked and not ({"csv", "tsv"} & asked) and not TABLE_RULE.search(output):
+        found.append(("format", STRONG, "a table asked, the response has none"))
+    if "numbered" in asked and len(NUMBERED_LINE.findall(output)) < 2:
+        found.append(("format", STRONG, "a numbered list asked, the response has none"))
+    if "headings" in asked and not HEADING_LINE.search(output):
+        found.append(("format", MEDIUM, "headings or sections asked, the response has none"))
+    return found
+
+
+def _item_count(instructions: str, context: str, prompt: str, output: str) -> list:
+    match = EXACT_COUNT.search(prompt) or EXACTLY_ANY.search(prompt)
+    if not match:
+        return []
+    wanted = _number(match.group(1))
+    noun = match.group(2).lower()
+    if noun.startswith("sentence") or wanted is None or wanted < 2:
+        return []
+    got = len(LIST_LINE.findall(output)) or (len([line for line in output.splitlines() if line.strip()]) if noun.startswith("line") else 0)
+    if got > wanted:
+        return [("format", STRONG, f"{wanted} {noun} asked, the response has {got}")]
+    if got == 0 and not noun.startswith(("idea", "name", "way", "thing", "example", "reason", "option", "suggestion", "question")):
+        return [("format", STRONG, f"{wanted} {noun} asked, the response has no list")]
+    if 0 < got < wanted:
+        return [("length", STRONG, f"{wanted} {noun} asked, the response has {got}")]
+    return []
+
+
+def _enumerated_parts(instructions: str, context: str, prompt: str, output: str) -> list:
+    """A plan or test file that stops short: "a 5-day plan" answered up to "Day 2", "four test
+    cases" answered with one `def test_`."""
+    wanted = PARTS_ASKED.search(prompt)
+    if not wanted:
+        return []
+    count, noun = _number(wanted.group(1)), wanted.group(2).lower()
+    if count is None or count < 2:
+        return []
+    if noun.startswith(("test", "case")):
+        got = len(re.findall(r"^\s*(?:async\s+)?def test\w*|^\s*(?:it|test)\(", output, re.M))
+    else:
+        labels = [int(n) for n in re.findall(rf"\b{noun.rstrip('s')}\s+(\d{{1,2}})\b", output, re.I)]
+        got = max(labels, default=0)
+    if 0 < got < count:
+        return [("length", STRONG, f"{count} {noun} asked, the response stops at {got}")]
+    return []
+
+
+PARTS_ASKED = re.compile(rf"\b{_COUNT}[- ](days?|weeks?|steps?|tests?|test cases|cases)\b", re.I)
+
+
+def _length_limits(instructions: str, context: str, prompt: str, output: str) -> list:
+    words = len(output.split())
+    limit = WORD_LIMIT.search(prompt)
+    if limit and words > 1.5 * int(limit.group(1)):
+        return [("length", STRONG, f"at most {limit.group(1)} words asked, the response has {words}")]
+    minimum = WORD_MINIMUM.search(prompt)
+    if minimum and words < 0.5 * int(minimum.group(1)):
+        return [("length", STRONG, f"about {minimum.group(1)} words asked, the response has {words}")]
+    sentences = SENTENCE_LIMIT.search(prompt)
+    if sentences:
+        allowed = max(n for n in (_number(sentences.group(1)), _number(sentences.group(2) or "")) if n is not None)
+        got = len(SENTENCE_END.findall(_prose(output)))
+        if got > max(allowed * 2, allowed + 2):
+            return [("length", STRONG, f"{allowed} sentence(s) asked, the response has {got}")]
+    chars = CHAR_LIMIT.search(prompt) or CHAR_LIMIT.search(context)
+    if chars:
+        cap = int(chars.group(1) or chars.group(2))
+        lines = [_item_text(line) for line in output.splitlines() if line.strip()]
+        over = [line for line in lines if len(line) > cap]
+        if over and len(over) * 2 >= len(lines):
+            return [("length", STRONG, f"at most {cap} characters asked, {len(over)} of {len(lines)} lines are longer")]
+    if ONE_THING.search(prompt) and words > BRIEF_WORDS:
+        return [("length", MEDIUM, f"a short answer asked, the response has {words} words")]
+    return []
+
+
+def _cut_off(instructions: str, context: str, prompt: str, output: str) -> list:
+    text = output.rstrip()
+    last_line = text.splitlines()[-1] if text else ""
+    if len(last_line) < 40 or FENCE.search(last_line) or LIST_LINE.match(last_line):
+        return []
+    if text[-1].isalpha() or text[-1] in ",;-–(" or text.endswith(("...", "…")):
+        return [("length", MEDIUM, "the response stops mid-sentence")]
+    return []
+
+
+def _context_numbers(instructions: str, context: str, prompt: str, output: str) -> list:
+    if not context.strip():
+        return []
+    given: dict[str, set[str]] = {}
+    for value, unit in NUMBER_UNIT.findall(context + "\n" + prompt):
+        given.setdefault(_unit(unit), set()).add(_plain_number(value))
+    for value, unit in NUMBER_UNIT.findall(output):
+        known = given.get(_unit(unit))
+        if known and _plain_number(value) not in known:
+            return [("hallucination", MEDIUM, f"'{value} {unit}' where the context gives {sorted(known)[:3]} {unit}")]
+    context_currencies, output_currencies = _currencies(context + "\n" + prompt), _currencies(output)
+    if len(context_currencies) == 1 and output_currencies and not output_currencies & context_currencies:
+        return [("hallucination", MEDIUM, f"amounts in {sorted(output_currencies)}, the context uses {sorted(context_currencies)}")]
+    return []
+
+
+def _python_names(instructions: str, context: str, prompt: str, output: str) -> list:
+    code = "\n".join(re.findall(r"```(?:python|py)?\n(.*?)```", output, re.S)) or "\n".join(re.findall(r"`([^`\n]+)`", output))
+    for module_name, names in FROM_IMPORT.findall(code):
+        module = _stdlib_module(module_name)
+        for name in re.findall(r"\w+", names) if module is not None else []:
+            if not hasattr(module, name):
+                return [("hallucination", STRONG, f"Python's {module_name} has no '{name}'")]
+            for call in re.findall(rf"(?<![\w.]){name}(\([^()]*\))", code):
+                unknown = _unknown_keywords(getattr(module, name), KEYWORD.findall(call))
+                if unknown:
+                    return [("hallucination", STRONG, f"{module_name}.{name} takes no argument '{unknown}'")]
+    for module_name, attribute, call in PYTHON_CALL.findall(code):
+        module = _stdlib_module(module_name)
+        if module is None:
+            continue
+        if not hasattr(module, attribute):
+            return [("hallucination", STRONG, f"Python's {module_name} has no attribute '{attribute}'")]
+        unknown = _unknown_keywords(getattr(module, attribute), KEYWORD.findall(call))
+        if unknown:
+            return [("hallucination", STRONG, f"{module_name}.{attribute} takes no argument '{unknown}'")]
+    return []
+
+
+@lru_cache(maxsize=512)
+def _stdlib_module(name: str):
+    """The standard-library module `name` if it is one and safe to import, else None."""
+    if name not in sys.stdlib_module_names or name in UNSAFE_MODULES or name.startswith("_"):
+        return None
+    try:
+        return importlib.import_module(name)
+    except Exception:  # a module missing on this platform
+        return None
+
+
+def _unknown_keywords(function: object, keywords: list[str]) -> str | None:
+    if not keywords or not callable(function):
+        return None
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    return next((k for k in keywords if k not in parameters), None)
+
+
+def _json_value(text: str) -> object | None:
+    if not text.startswith(("{", "[")):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _unfenced(text: str) -> str:
+    """The first fenced block's body, or the text from its first brace (a preamble dropped)."""
+    fenced = re.search(r"```(?:json)?\s*\n?(.*?)```", text, re.S)
+    if fenced:
+        return fenced.group(1).strip()
+    start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
+    return text[start:].strip() if start >= 0 else text
+
+
+def _schema_keys(instructions: str) -> set[str] | None:
+    """The keys of a JSON object example or schema the instructions show, if any."""
+    for candidate in re.findall(r"\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}", instructions):
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and len(value) >= 2:
+            properties = value.get("properties")
+            return set(properties) if isinstance(properties, dict) else set(value)
+    keys = re.search(r"\bkeys?\b[^.\n:]{0,30}:?\s*((?:`?\"?[a-z_][a-z0-9_]*\"?`?\s*(?:\([^)]*\))?\s*(?:,|and|$)\s*){2,})", instructions, re.I)
+    if keys:
+        return set(re.findall(r"[a-z_][a-z0-9_]*", re.sub(r"\([^)]*\)|\band\b", " ", keys.group(1))))
+    return None
+
+
+def _currencies(text: str) -> set[str]:
+    found = set()
+    for symbol, _, _, code, code2, _ in MONEY.findall(text):
+        found.add(CURRENCY_OF[symbol or code or code2])
+    return found
+
+
+def _number(text: str) -> int | None:
+    text = text.lower().strip()
+    if text.isdigit():
+        return int(text)
+    return NUMBER_WORDS.get(text)
+
+
+def _plain_number(text: str) -> str:
+    return text.replace(",", ".").rstrip("0").rstrip(".") if "." in text or "," in text else text
+
+
+def _unit(unit: str) -> str:
+    unit = unit.lower()
+    return {"percent": "%", "per cent": "%"}.get(unit, unit.rstrip("s"))
+
+
+def _prose(text: str) -> str:
+    """The text without fenced code (code has its own periods)."""
+    return re.sub(r"```.*?```", " ", text, flags=re.S)
+
+
+def _item_text(line: str) -> str:
+    return LIST_PREFIX.sub("", line).strip().strip('"')
