@@ -30,7 +30,7 @@ from feedback_loop.lib.text import text_length
 
 SOURCE_CONFIDENCE = {"reason_tag": 0.95, "comment": 0.85, "edit": 0.8, "response": 0.8}
 STAGE_STRENGTH = {"reason_tag": 3.0, "comment": 2.0, "edit": 2.0}
-CLASSIFIER_MIN_PROBABILITY = 0.8
+CLASSIFIER_MIN_PROBABILITY = 0.6
 NO_EVIDENCE_CONFIDENCE = 0.3
 
 ERROR_MODE_COLUMNS: dict[str, str] = {

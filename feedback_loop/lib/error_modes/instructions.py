@@ -27,6 +27,7 @@ import re
 import sys
 from functools import lru_cache
 
+OFF_TOPIC = 4.0  # an answer to another question: whatever else it breaks follows from that
 STRONG = 3.5  # outweighs a reason tag (3.0)
 MEDIUM = 2.5
 WEAK = 1.5
@@ -42,6 +43,14 @@ NUMBERED_LINE = re.compile(r"^\s*\d+[.)]\s+\S", re.M)
 HEADING_LINE = re.compile(r"^\s*(?:#{1,6}\s+\S|\*\*[^*\n]{2,60}\*\*:?\s*$)", re.M)
 TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}", re.M)
 FENCE = re.compile(r"```")
+WORD = re.compile(r"[^\W\d_]+")
+STEM = 5  # words compared on their first letters: "planet" and "planets", "explain" and "explained"
+COMMON_WORDS = frozenset(
+    "what which when where who whom whose why how does could would should will shall have this that these those with from into about "
+    "your yours there their them they tell give show explain please thanks thank know need want like just also some many much more most "
+    "very really make made take good best well only other than then over under again still even ever into onto upon being been were "
+    "answer question quick something anything thing things help write using used use".split()
+)
 SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 
 ASKS_JSON = re.compile(r"\bjson\b", re.I)
@@ -62,7 +71,7 @@ WORD_MINIMUM = re.compile(r"\b(?:at least|minimum(?: of)?|around|about|roughly)\
 SENTENCE_LIMIT = re.compile(rf"\b(?:in|at most|no more than|max|up to|within)?\s*(?:{_COUNT}(?:\s*(?:-|to|or)\s*{_COUNT})?)\s+sentences?\b", re.I)
 CHAR_LIMIT = re.compile(r"\b(\d{1,3})[- ]char(?:acter)?s?\b|\b(?:at most|under|max(?:imum)?|within|no more than)\s+(\d{1,3})\s+char(?:acter)?s\b", re.I)
 ONE_THING = re.compile(
-    r"\b(?:quick(?:ly)? (?:question|answer)|just (?:the|a|tell me|give me)|only (?:the|a)\b|one[- ]liner|one line|yes or no|yes/no|short answer|in a word|briefly|in short|keep it short|tl;?dr)\b",
+    r"\b(?:just (?:the|a|tell me|give me)|only (?:the|a)\b|one[- ]liner|one line|yes or no|yes/no|short answer|in a word|briefly|in short|keep it short|tl;?dr)\b",
     re.I,
 )
 BRIEF_WORDS = 80
@@ -85,9 +94,27 @@ def findings(context: str, prompt: str, output: str) -> list[tuple[str, float, s
     """The instructions the response breaks, as (mode, strength, evidence), strongest first."""
     instructions = context + "\n" + prompt
     found: list[tuple[str, float, str]] = []
-    for check in (_json, _requested_structure, _item_count, _enumerated_parts, _length_limits, _cut_off, _context_numbers, _python_names):
+    for check in (_off_topic, _json, _requested_structure, _item_count, _enumerated_parts, _length_limits, _cut_off, _context_numbers, _python_names):
         found += check(instructions, context, prompt, output)
     return sorted(found, key=lambda f: -f[1])
+
+
+def _off_topic(instructions: str, context: str, prompt: str, output: str) -> list:
+    """An answer that shares none of the question's key words answers something else."""
+    question = _question(prompt)
+    keys = {w[:STEM] for w in WORD.findall(question.lower()) if len(w) >= 4 and w not in COMMON_WORDS}
+    if len(keys) < 2 or len(output.split()) < 8:
+        return []
+    said = {w[:STEM] for w in WORD.findall(output.lower())}
+    if keys & said:
+        return []
+    return [("other", OFF_TOPIC, f"the response shares none of the question's key words ({', '.join(sorted(keys)[:4])})")]
+
+
+def _question(prompt: str) -> str:
+    """The prompt's last question sentence (users put context first), or the whole prompt."""
+    asked = re.findall(r"[^.!?\n]*\?", prompt)
+    return asked[-1] if asked else prompt
 
 
 def _json(instructions: str, context: str, prompt: str, output: str) -> list:

@@ -6,6 +6,7 @@ description of the evidence. `assign.py` takes the strongest one available.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import string
@@ -107,6 +108,9 @@ def _edit_evidence_of(texts: tuple[str, str]) -> tuple[str, str] | None:
 
 
 def _edit_evidence(output: str, edit: str) -> tuple[str, str] | None:
+    renamed = _renamed_keys(output, edit)
+    if renamed:
+        return "format", f"edit changed the keys {renamed[0][:3]} -> {renamed[1][:3]}"
     before, after = _structure(output), _structure(edit)
     if before != after and {before, after} not in NOT_A_FORMAT_FIX:
         return "format", f"edit changed structure {before} -> {after}"
@@ -125,7 +129,47 @@ def _edit_evidence(output: str, edit: str) -> tuple[str, str] | None:
             return "hallucination", f"edit replaced names {sorted(names_out - names_edit)[:3]} -> {sorted(names_edit - names_out)[:3]}"
     if ratio > 3.0 and len(output) < 300:
         return "length", "edit expanded a short answer"
+    swapped = _word_swaps(output, edit)
+    if swapped:
+        return "hallucination", "edit replaced " + "; ".join(f"'{a}' -> '{b}'" for a, b in swapped[:3])
     return None
+
+
+SWAP_MAX_WORDS = 6  # a replaced phrase longer than this is a rewrite, not a corrected fact
+
+
+def _word_swaps(output: str, edit: str) -> list[tuple[str, str]]:
+    """The short phrases an edit put in place of others while keeping most of the answer's words:
+    a fact corrected in place ("scrivuto" -> "scritto", "port 10255" -> "port 10250")."""
+    before, after = output.split(), edit.split()
+    matcher = difflib.SequenceMatcher(a=before, b=after, autojunk=False)
+    kept = sum(block.size for block in matcher.get_matching_blocks())
+    if kept < 0.6 * len(before) or kept < 0.5 * len(after):
+        return []
+    swaps = [(" ".join(before[i1:i2]), " ".join(after[j1:j2])) for op, i1, i2, j1, j2 in matcher.get_opcodes() if op == "replace"]
+    substantive = [(a, b) for a, b in swaps if len(a.split()) <= SWAP_MAX_WORDS and _content(a) != _content(b) and _content(a) and _content(b)]
+    return substantive if substantive and len(substantive) == len(swaps) else []
+
+
+def _content(phrase: str) -> str:
+    """A phrase without case and punctuation: a swap of those alone is not a fact."""
+    return re.sub(r"[\W_]+", "", phrase.lower())
+
+
+def _renamed_keys(output: str, edit: str) -> tuple[list[str], list[str]] | None:
+    """The keys a JSON answer had and its edit does not, and the reverse, when both are objects."""
+    try:
+        a, b = json.loads(_unfenced_json(output)), json.loads(_unfenced_json(edit))
+    except ValueError:
+        return None
+    if not isinstance(a, dict) or not isinstance(b, dict) or set(a) == set(b):
+        return None
+    return sorted(set(a) - set(b)), sorted(set(b) - set(a))
+
+
+def _unfenced_json(text: str) -> str:
+    stripped = text.strip()
+    return stripped.strip("`").removeprefix("json").strip() if stripped.startswith("```") else stripped
 
 
 def _kept_share(edit: str, output: str) -> float:
@@ -161,15 +205,20 @@ def _parses_as_json(text: str) -> bool:
     return True
 
 
-YES_NO_QUESTION = r"^\W*(?:is|are|was|were|can|could|does|do|did|should|will|would|has|have|may|must)\b[^?]*\?\s*$"
+YES_NO_QUESTION = r"(?:^|[.!?:\n]\s*)(?:is|are|was|were|can|could|does|do|did|should|will|would|has|have|may|must)\b[^?.!\n]*\?"
+ANSWERS_YES = r"^\W*(?:yes|yeah|sure|absolutely|of course|definitely)\b"
 # Deflections: the answer sent elsewhere or withheld, where `refusal.py` looks for declining verbs.
 DEFLECTION = (
-    r"\b(?:please |you (?:should|may want to|might want to|can|could|need to) )(?:contact|reach out to|ask|consult|check with|speak (?:to|with)|talk to)"
-    r" (?:your|a|an|the) (?:\w+ )?(?:administrator|admin|manager|team|department|professional|doctor|pharmacist|lawyer|attorney|specialist|it|hr|support|provider|vendor|expert)\b"
+    r"\b(?:please |you (?:should|may want to|might want to|can|could|need to) |i(?:'d| would) (?:strongly )?(?:recommend|suggest|encourage you to) )"
+    r"(?:contact\w*|reach\w* out to|ask\w*|consult\w*|check\w* with|speak\w* (?:to|with)|talk\w* to|coordinate with|refer to|follow your)\b"
+    r"|\b(?:contact|consult|coordinate with|check with|reach out to|talk to|speak (?:to|with)|review (?:\w+ ){0,3}with) (?:your|a|an|the) (?:\w+ ){0,2}"
+    r"(?:administrator|admin|manager|team|department|professional|doctor|physician|pharmacist|lawyer|attorney|specialist|advisor|adviser|hr|support|provider|vendor|expert|owner)\b"
     r"|\b(?:i|we) (?:don't|do not|can't|cannot) (?:have |get )?(?:access|see|view|browse|open|read)\b"
-    r"|\b(?:is|are) (?:confidential|sensitive|private|restricted|proprietary)\b"
+    r"|\b(?:i|we)(?:'m| am| are|'re) (?:unable|not able) to (?:process|summari[sz]e|read|review|handle|translate|analy[sz]e|look at|work with|share|discuss)\b"
+    r"|\b(?:information|data|details|matters|documents?) (?:is |are |that (?:is|are) |which (?:is|are) )?(?:handled )?(?:confidential\w*|private|sensitive|restricted|proprietary)\b"
+    r"|\b(?:confidential|sensitive) (?:information|data|details|matters|documents?)\b"
     r"|\b(?:not (?:able|in a position|permitted|qualified) to|outside (?:of )?(?:what|the scope))\b"
-    r"|\b(?:it(?:'s| is) important to (?:remember|note|consider|think about|reflect)|let's (?:take a (?:step|moment)|remember|reflect))\b"
+    r"|\b(?:it(?:'s| is) important to (?:remember|note|consider|think about|reflect)|let's (?:take a (?:step|moment)|remember|reflect)|rather than relying on)\b"
 )
 DEFLECTION_CHARS = 400
 RESPONSE_STRENGTH = {"refusal": 4.0, "language": 3.5, "peer_length": 1.0}
@@ -188,7 +237,11 @@ def response_votes(inputs: pd.Series, prompts: pd.Series, outputs: pd.Series, pe
     outlier = peer_length_outlier.fillna(False).astype(bool).to_numpy()
     ratio = peer_length_ratio.to_numpy(dtype=float, na_value=np.nan)
     yes_no = matches(lowered(prompts), YES_NO_QUESTION)
-    deflection = matches(pc.utf8_slice_codeunits(lowered(outputs), 0, DEFLECTION_CHARS), DEFLECTION)
+    head = pc.utf8_slice_codeunits(lowered(outputs), 0, DEFLECTION_CHARS)
+    # a deflection that repeats the prompt's own words ("confidential" in an NDA) is the topic, not a deflection
+    deflection = (
+        matches(head, DEFLECTION) & ~matches(head, ANSWERS_YES) & ~(matches(lowered(prompts), r"\b(?:confidential|sensitive|private)") & matches(head, r"\b(?:confidential|sensitive|private)"))
+    )
     for pos in range(len(outputs)):
         if refusal[pos] == "no_opening" and yes_no[pos]:
             refusal[pos] = None  # "No, …" answers a yes/no question
