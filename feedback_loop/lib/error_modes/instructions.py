@@ -28,6 +28,7 @@ import sys
 from functools import lru_cache
 
 OFF_TOPIC = 4.0  # an answer to another question: whatever else it breaks follows from that
+OFF_TOPIC_MIN_WORDS = 40  # a short answer need not repeat the question's words
 STRONG = 3.5  # outweighs a reason tag (3.0)
 MEDIUM = 2.5
 WEAK = 1.5
@@ -49,7 +50,10 @@ COMMON_WORDS = frozenset(
     "what which when where who whom whose why how does could would should will shall have this that these those with from into about "
     "your yours there their them they tell give show explain please thanks thank know need want like just also some many much more most "
     "very really make made take good best well only other than then over under again still even ever into onto upon being been were "
-    "answer question quick something anything thing things help write using used use".split()
+    "answer question quick something anything thing things help write using used use "
+    # the words of instructions about form, not about the topic
+    "exactly bullet bullets point points words sentence sentences list lists json yaml return format table brief briefly short "
+    "keys reply respond output numbered steps lines items most least under within maximum minimum markdown".split()
 )
 SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 
@@ -103,7 +107,7 @@ def _off_topic(instructions: str, context: str, prompt: str, output: str) -> lis
     """An answer that shares none of the question's key words answers something else."""
     question = _question(prompt)
     keys = {w[:STEM] for w in WORD.findall(question.lower()) if len(w) >= 4 and w not in COMMON_WORDS}
-    if len(keys) < 2 or len(output.split()) < 8:
+    if len(keys) < 3 or len(output.split()) < OFF_TOPIC_MIN_WORDS:
         return []
     said = {w[:STEM] for w in WORD.findall(output.lower())}
     if keys & said:

@@ -221,7 +221,7 @@ DEFLECTION = (
     r"|\b(?:it(?:'s| is) important to (?:remember|note|consider|think about|reflect)|let's (?:take a (?:step|moment)|remember|reflect)|rather than relying on)\b"
 )
 DEFLECTION_CHARS = 400
-RESPONSE_STRENGTH = {"refusal": 4.0, "language": 3.5, "peer_length": 1.0}
+RESPONSE_STRENGTH = {"refusal": 4.0, "language": 4.0, "peer_length": 1.0}
 
 
 def response_votes(inputs: pd.Series, prompts: pd.Series, outputs: pd.Series, peer_length_ratio: pd.Series, peer_length_outlier: pd.Series) -> pd.DataFrame:
