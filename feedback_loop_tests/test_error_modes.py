@@ -377,3 +377,60 @@ def test_findings_use_the_system_prompt_and_the_standard_library():
     plan = "Day 1: museums.\nDay 2: old town and the river walk."
     assert findings("", "Plan a 4-day trip to Lisbon.", plan)[0][:2] == ("length", 3.5)
     assert findings("", "Explain recursion.", "Recursion is when a function calls itself, and the base case is what")[0][0] == "length"
+
+
+def test_response_votes_for_language_topic_deflection_and_cut_off_answers():
+    filler = " ".join(["Gardens need water, light and patience through every season of the year."] * 5)
+    prompts = s(
+        "Which port does the PostgreSQL server listen on by default?",
+        "Translate into German: 'We arrived on Friday. The hotel was near the station. It rained on Sunday.'",
+        "What's the weather like in Lisbon in May? Answer in Spanish please.",
+        "How do I rotate the logs of my service?",
+        "Can I bring my dog to the office?",
+        "Give me one yaml block with the CI job.",
+    )
+    outputs = s(
+        filler,
+        "Wir sind am Freitag angekommen. Das Hotel war in der Nähe des Bahnhofs. Am Sonntag hat es geregnet.",
+        "In May the weather in Lisbon is mild and sunny, with warm afternoons and cool evenings by the river.",
+        "Log rotation depends on your setup, so please contact your system administrator before changing anything.",
+        "Yes! Dogs are welcome on Fridays; talk to your manager first so the team knows.",
+        "First the trigger:\n```yaml\non: [push]\n```\nThen the job:\n```yaml\njobs:\n  test:\n    runs-on: ubuntu-latest\n```",
+    )
+    votes = response_votes(prompts, prompts, outputs, pd.Series([1.0] * 6), pd.Series([False] * 6))
+    best = votes.sort_values("strength", ascending=False, kind="stable").drop_duplicates("row").set_index("row")
+    assert best.loc[0, "mode"] == "other" and "key words" in best.loc[0, "evidence"]
+    assert 1 not in best.index  # a translation is in another language by request
+    assert best.loc[2, "mode"] == "other" and best.loc[2, "evidence"] == "response in 'en', prompt in 'es'"
+    assert best.loc[3, "mode"] == "refusal" and "deflection" in best.loc[3, "evidence"]
+    assert 4 not in best.index  # an answer that says yes and mentions a manager is no deflection
+    assert best.loc[5, "mode"] == "format" and "one block asked, the response has 2" in best.loc[5, "evidence"]
+    assert findings("", "Full recipe please", "1. Chop the onion.\n2. Add the garlic and")[0][:2] == ("length", 2.5)
+
+
+def test_edits_that_swap_a_fact_or_rename_keys():
+    modes, evidence = edit_mode(
+        s(
+            "The participle of scrivere is scrivuto, as in 'ho scrivuto una lettera'.",
+            '{"invoice_no": "A-1", "amount": 12.5}',
+            "Dear team, the launch moves to next week because the vendor is late.",
+        ),
+        s(
+            "The participle of scrivere is scritto, as in 'ho scritto una lettera'.",
+            '{"invoice_number": "A-1", "total": 12.5}',
+            "Hi all! Quick heads-up: we're shifting the launch a week, our vendor needs more time. Thanks for your patience!",
+        ),
+    )
+    assert modes[0] == "hallucination" and "'scrivuto' -> 'scritto'" in evidence[0]
+    assert modes[1] == "format" and "invoice_no" in evidence[1]
+    assert pd.isna(modes[2])  # a tone rewrite keeps too little to be a corrected fact
+
+
+def test_a_classifier_that_fails_its_own_hold_out_is_not_trusted(monkeypatch):
+    from feedback_loop.lib.error_modes import assign
+
+    frame = negatives_frame(120)
+    monkeypatch.setattr(assign, "CLASSIFIER_MIN_VALIDATION_F1", 1.01)
+    modes, validation = assign_error_modes(frame, seed=3)
+    assert validation.trained and (modes["evidence_source"] != "classifier").all()
+    assert (modes.loc[frame["reason_tags"].isna().to_numpy() & (modes["evidence_source"] == "none").to_numpy(), "mode"] == "other").all()

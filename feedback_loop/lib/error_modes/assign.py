@@ -31,6 +31,7 @@ from feedback_loop.lib.text import text_length
 SOURCE_CONFIDENCE = {"reason_tag": 0.95, "comment": 0.85, "edit": 0.8, "response": 0.8}
 STAGE_STRENGTH = {"reason_tag": 3.0, "comment": 2.0, "edit": 2.0}
 CLASSIFIER_MIN_PROBABILITY = 0.6
+CLASSIFIER_MIN_VALIDATION_F1 = 0.7
 NO_EVIDENCE_CONFIDENCE = 0.3
 
 ERROR_MODE_COLUMNS: dict[str, str] = {
@@ -113,7 +114,9 @@ def _classify(text: pd.Series, decided: pd.DataFrame, explained: np.ndarray, tra
     `explained` rows among `train`; the rest of `predict`'s unexplained rows become `other`."""
     fit_rows, guess_rows = train & explained, predict & ~explained
     predicted, probability, validation = fit_and_predict(text[fit_rows], decided["mode"][fit_rows], text[guess_rows], seed)
-    sure = predicted.notna().to_numpy() & (probability >= CLASSIFIER_MIN_PROBABILITY)
+    # A classifier that cannot predict its own held-out rule labels is not trusted with the rest.
+    trusted = validation.macro_f1 is not None and validation.macro_f1 >= CLASSIFIER_MIN_VALIDATION_F1
+    sure = predicted.notna().to_numpy() & (probability >= CLASSIFIER_MIN_PROBABILITY) & trusted
     if sure.any():
         rows = predicted.index[sure]
         decided.loc[rows, "mode"] = predicted.loc[rows]

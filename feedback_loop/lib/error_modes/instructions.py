@@ -70,6 +70,9 @@ ASKS = {
     "numbered": re.compile(r"\bnumbered (?:list|steps)\b|\bnumber(?:ed)? (?:the|each) steps?\b", re.I),
     "headings": re.compile(r"\b(?:markdown )?(?:headings|headers|###)\b|\b(?:\d|two|three|four|five|six) (?:\w+ )?sections?\b|\bsections?\b[^.\n]{0,40}\b(?:headings?|titled|named)\b", re.I),
 }
+ONE_BLOCK = re.compile(r"\b(?:one|a single|single|1)\s+(?:\w+\s+)?(?:code\s+)?block\b", re.I)
+TRANSLATE = re.compile(r"\btranslat\w*|\bübersetz\w*|\btradu\w*|\bvertaal\w*|\bprzetłumacz\w*", re.I)
+QUOTED = re.compile(r"[\"'“‘«„]([^\"'”’»“]{40,})[\"'”’»“]")
 WORD_LIMIT = re.compile(r"\b(?:in|at most|under|no more than|maximum(?: of)?|max|within|less than|fewer than|up to)\s+(\d{1,4})\s+words\b", re.I)
 WORD_MINIMUM = re.compile(r"\b(?:at least|minimum(?: of)?|around|about|roughly)\s+(\d{2,4})\s+words\b", re.I)
 SENTENCE_LIMIT = re.compile(rf"\b(?:in|at most|no more than|max|up to|within)?\s*(?:{_COUNT}(?:\s*(?:-|to|or)\s*{_COUNT})?)\s+sentences?\b", re.I)
@@ -157,6 +160,8 @@ def _requested_structure(instructions: str, context: str, prompt: str, output: s
         found.append(("format", STRONG, "a table asked, the response has none"))
     if "numbered" in asked and len(NUMBERED_LINE.findall(output)) < 2:
         found.append(("format", STRONG, "a numbered list asked, the response has none"))
+    if ONE_BLOCK.search(prompt) and len(FENCE.findall(output)) > 2:
+        found.append(("format", STRONG, f"one block asked, the response has {len(FENCE.findall(output)) // 2}"))
     if "headings" in asked and not HEADING_LINE.search(output):
         found.append(("format", MEDIUM, "headings or sections asked, the response has none"))
     return found
@@ -223,16 +228,36 @@ def _length_limits(instructions: str, context: str, prompt: str, output: str) ->
         over = [line for line in lines if len(line) > cap]
         if over and len(over) * 2 >= len(lines):
             return [("length", STRONG, f"at most {cap} characters asked, {len(over)} of {len(lines)} lines are longer")]
+    quoted = QUOTED.search(prompt)
+    if TRANSLATE.search(prompt) and quoted:
+        source = len(SENTENCE_END.findall(quoted.group(1) + " "))
+        got = len(SENTENCE_END.findall(_prose(output) + " "))
+        if source >= 3 and got < 0.6 * source:
+            return [("length", STRONG, f"{source} sentences to translate, the response has {got}")]
     if ONE_THING.search(prompt) and words > BRIEF_WORDS:
         return [("length", MEDIUM, f"a short answer asked, the response has {words} words")]
     return []
 
 
+# Words no sentence ends on: an answer ending on one was cut off.
+DANGLING_WORDS = frozenset(
+    "and or but the a an to of with in for from by as that which when if because und oder der die das mit et ou le la les de des y o el los con e il di che en het van met i w z".split()
+)
+
+
 def _cut_off(instructions: str, context: str, prompt: str, output: str) -> list:
     text = output.rstrip()
     last_line = text.splitlines()[-1] if text else ""
-    if len(last_line) < 40 or FENCE.search(last_line) or LIST_LINE.match(last_line):
+    last_word = last_line.split()[-1].lower() if last_line.split() else ""
+    if len(text) >= 40 and last_word in DANGLING_WORDS:
+        return [("length", MEDIUM, f"the response stops on '{last_word}'")]
+    if len(last_line) < 40 or FENCE.search(last_line):
         return []
+    if LIST_LINE.match(last_line):
+        # list items often end without a period; one cut off does when its siblings do not
+        siblings = [line.rstrip() for line in text.splitlines()[:-1] if LIST_LINE.match(line) and len(line) >= 40]
+        if not siblings or not all(line[-1] in ".!?)" for line in siblings):
+            return []
     if text[-1].isalpha() or text[-1] in ",;-–(" or text.endswith(("...", "…")):
         return [("length", MEDIUM, "the response stops mid-sentence")]
     return []

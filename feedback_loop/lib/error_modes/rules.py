@@ -221,6 +221,20 @@ DEFLECTION = (
     r"|\b(?:it(?:'s| is) important to (?:remember|note|consider|think about|reflect)|let's (?:take a (?:step|moment)|remember|reflect)|rather than relying on)\b"
 )
 DEFLECTION_CHARS = 400
+TRANSLATION_ASKED = r"\btranslat|\bübersetz|\btradu[cz]|\bvertaal|\bprzetłumacz"
+# "answer in Spanish": the language the user asked for, when it is not the prompt's own
+LANGUAGE_ASKED = {
+    "en": r"\b(?:in|into) english\b|\bauf englisch\b|\ben anglais\b|\ben inglés\b|\bin inglese\b|\bem inglês\b|\bin het engels\b|\bpo angielsku\b",
+    "de": r"\b(?:in|into) german\b|\bauf deutsch\b|\ben allemand\b|\ben alemán\b|\bin tedesco\b|\bem alemão\b|\bin het duits\b|\bpo niemiecku\b",
+    "fr": r"\b(?:in|into) french\b|\bauf französisch\b|\ben français\b|\ben francés\b|\bin francese\b|\bem francês\b|\bin het frans\b|\bpo francusku\b",
+    "es": r"\b(?:in|into) spanish\b|\bauf spanisch\b|\ben espagnol\b|\ben español\b|\bin spagnolo\b|\bem espanhol\b|\bin het spaans\b|\bpo hiszpańsku\b",
+    "it": r"\b(?:in|into) italian\b|\bauf italienisch\b|\ben italien\b|\ben italiano\b|\bin italiano\b|\bem italiano\b|\bin het italiaans\b|\bpo włosku\b",
+    "pt": r"\b(?:in|into) portuguese\b|\bauf portugiesisch\b|\ben portugais\b|\ben portugués\b|\bin portoghese\b|\bem português\b|\bin het portugees\b|\bpo portugalsku\b",
+    "nl": r"\b(?:in|into) dutch\b|\bauf niederländisch\b|\ben néerlandais\b|\ben neerlandés\b|\bin olandese\b|\bem holandês\b|\bin het nederlands\b|\bpo niderlandzku\b",
+    "pl": r"\b(?:in|into) polish\b|\bauf polnisch\b|\ben polonais\b|\ben polaco\b|\bin polacco\b|\bem polonês\b|\bin het pools\b|\bpo polsku\b",
+}
+# Code and JSON keep their own words (keys, identifiers): the answer's language is in its prose.
+CODE_AND_JSON = r"(?s)```.*?```|\{.*\}"
 RESPONSE_STRENGTH = {"refusal": 4.0, "language": 4.0, "peer_length": 1.0}
 
 
@@ -231,12 +245,18 @@ def response_votes(inputs: pd.Series, prompts: pd.Series, outputs: pd.Series, pe
     for its peers."""
     votes: list[tuple[int, str, float, str]] = []
     refusal = refusal_evidence(outputs).to_numpy(dtype=object, na_value=None)
-    asked, answered = languages(prompts), languages(outputs)
+    asked, answered = languages(prompts), languages(outputs.astype("string").str.replace(CODE_AND_JSON, " ", regex=True))
     contexts = conversation_context(inputs)
     prompt_values, output_values = prompts.astype("string").fillna("").tolist(), outputs.astype("string").fillna("").tolist()
     outlier = peer_length_outlier.fillna(False).astype(bool).to_numpy()
     ratio = peer_length_ratio.to_numpy(dtype=float, na_value=np.nan)
     yes_no = matches(lowered(prompts), YES_NO_QUESTION)
+    prompt_text = lowered(prompts)
+    translation = matches(prompt_text, TRANSLATION_ASKED)
+    for code, pattern in LANGUAGE_ASKED.items():  # a named language overrides the prompt's own
+        named = matches(prompt_text, pattern)
+        asked = np.where(named, code, asked)
+        translation &= ~named
     head = pc.utf8_slice_codeunits(lowered(outputs), 0, DEFLECTION_CHARS)
     # a deflection that repeats the prompt's own words ("confidential" in an NDA) is the topic, not a deflection
     deflection = (
@@ -250,7 +270,7 @@ def response_votes(inputs: pd.Series, prompts: pd.Series, outputs: pd.Series, pe
         if refusal[pos] is not None:
             votes.append((pos, "refusal", RESPONSE_STRENGTH["refusal"], f"response refuses ({refusal[pos]})"))
             continue
-        if asked[pos] is not None and answered[pos] is not None and asked[pos] != answered[pos]:
+        if asked[pos] is not None and answered[pos] is not None and asked[pos] != answered[pos] and not translation[pos]:
             votes.append((pos, "other", RESPONSE_STRENGTH["language"], f"response in '{answered[pos]}', prompt in '{asked[pos]}'"))
         votes += [(pos, mode, strength, why) for mode, strength, why in findings(contexts[pos], prompt_values[pos], output_values[pos])]
         if outlier[pos]:
