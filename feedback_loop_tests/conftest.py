@@ -10,6 +10,7 @@ import psycopg2
 import pytest
 
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
+from feedback_loop.resources.judge import Judge
 from feedback_loop.resources.settings import FeedbackLoopSettings
 from feedback_loop.resources.sources import LandingFolder, LangfuseExport, LangfuseSource, LangsmithExport, LangsmithSource, OtlpFiles, PhoenixSource, PostgresSource
 from feedback_loop.resources.state import ClusterRegistry
@@ -57,6 +58,7 @@ def resources_in(tmp_path: Path, landing: Path) -> dict:
         "postgres_source": PostgresSource(),
         "settings": FeedbackLoopSettings(),
         "cluster_registry": ClusterRegistry(folder=str(tmp_path / "state" / "clusters")),
+        "judge": Judge(cache_folder=str(tmp_path / "state" / "judge")),  # off: no base URL
         "dataset_store": DatasetStoreResource(root=str(tmp_path / "datasets")),
         "privacy": Privacy(user_hash_key="test-key", opt_out_path=str(tmp_path / "opt_out.txt")),
     }

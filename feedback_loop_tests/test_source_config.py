@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from feedback_loop.defs.resources import source_resources
+from feedback_loop.defs.resources import judge_resource, source_resources
 from feedback_loop.lib.sources.config import SourcesFileError, read_sources_config
 from feedback_loop.lib.sources.window import pull_window
 
@@ -38,9 +38,13 @@ sources:
     kinds: [feedback]
     feedback: {table: app.feedback, timestamp: at, columns: {event_id: id, trace_id: call_id, type: kind}}
 ingest: {pull_overlap_hours: 6}
+judge: {base_url: "http://127.0.0.1:8000/v1", model: local-judge, api_key_env: JUDGE_KEY, max_calls_per_night: 50}
 """
     )
     config = read_sources_config(str(path))
+    judge = judge_resource(config["judge"], str(tmp_path / "judge"))
+    assert judge.enabled and judge.max_calls_per_night == 50 and isinstance(judge.api_key, dg.EnvVar) and judge.api_key.env_var_name == "JUDGE_KEY"
+    assert not judge_resource({}, str(tmp_path / "judge")).enabled
     resources = source_resources(config["sources"])
     assert resources["phoenix"].kinds == ["traces", "feedback"] and resources["landing"].root == str(tmp_path / "extra") and resources["otlp_files"].kinds == []
     assert isinstance(resources["phoenix"].api_key, dg.EnvVar) and resources["phoenix"].api_key.env_var_name == "PHOENIX_API_KEY"
@@ -56,7 +60,8 @@ ingest: {pull_overlap_hours: 6}
     [
         ("sources:\n  braintrust: {}\n", "names landing, otlp_files, phoenix, langfuse, langfuse_export, langsmith, langsmith_export, postgres only"),
         ("sources:\n  phoenix: {kinds: [spans]}\n", "kinds` lists traces and/or feedback"),
-        ("source:\n  phoenix: {}\n", "the top level holds sources, ingest only"),
+        ("source:\n  phoenix: {}\n", "the top level holds sources, ingest, judge only"),
+        ("judge: {url: http://x}\n", "`judge` holds base_url, model, api_key_env"),
         ("sources: [\n", "sources file"),
     ],
 )

@@ -10,6 +10,7 @@ import dagster as dg
 from feedback_loop.defs.progress import step_progress
 from feedback_loop.lib.sources.config import read_sources_config
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
+from feedback_loop.resources.judge import Judge
 from feedback_loop.resources.settings import FeedbackLoopSettings, IngestConfig
 from feedback_loop.resources.sources import LandingFolder, LangfuseExport, LangfuseSource, LangsmithExport, LangsmithSource, OtlpFiles, PhoenixSource, PostgresSource
 from feedback_loop.resources.state import ClusterRegistry
@@ -37,9 +38,18 @@ def source_resources(config: dict) -> dict[str, dg.ConfigurableResource]:
     }
 
 
+def judge_resource(config: dict, cache_folder: str) -> Judge:
+    """The judge the file's `judge` section describes (off without a base URL and a model)."""
+    settings = dict(config)
+    if key := settings.pop("api_key_env", None):
+        settings["api_key"] = dg.EnvVar(key)
+    return Judge(cache_folder=cache_folder, **settings)
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
     sources = read_sources_config(os.environ.get("FEEDBACK_LOOP_SOURCES") or None)
+    state = os.environ.get("FEEDBACK_LOOP_STATE", "data/state")
     ingest = IngestConfig(allow_empty_day=os.environ.get("FEEDBACK_LOOP_ALLOW_EMPTY_DAY", "") == "true", **sources.get("ingest", {}))
     return dg.Definitions(
         loggers={"console": dg.colored_console_logger, "step_progress": step_progress},
@@ -52,6 +62,7 @@ def resources() -> dg.Definitions:
                 user_hash_key=dg.EnvVar("FEEDBACK_LOOP_USER_HASH_KEY"),
                 opt_out_path=os.environ.get("FEEDBACK_LOOP_OPT_OUT") or None,
             ),
-            "cluster_registry": ClusterRegistry(folder=os.environ.get("FEEDBACK_LOOP_STATE", "data/state") + "/error_mode_clusters"),
+            "cluster_registry": ClusterRegistry(folder=state + "/error_mode_clusters"),
+            "judge": judge_resource(sources.get("judge", {}), state + "/judge"),
         },
     )

@@ -8,8 +8,10 @@ import pandas as pd
 from feedback_loop.defs.partitions import LATE_FEEDBACK_DAYS, daily_partitions
 from feedback_loop.lib.error_modes.assign import assign_error_modes_by_day, negative_traces_by_day
 from feedback_loop.lib.error_modes.clusters import cluster_negatives_by_day
+from feedback_loop.lib.error_modes.judge import apply_judge
 from feedback_loop.lib.error_modes.taxonomy import TAXONOMY_V1
 from feedback_loop.lib.preview import markdown_table
+from feedback_loop.resources.judge import Judge
 from feedback_loop.resources.settings import FeedbackLoopSettings
 from feedback_loop.resources.state import ClusterRegistry
 from feedback_loop.resources.warehouse import PartitionedTable
@@ -60,19 +62,27 @@ def negative_traces(context: dg.AssetExecutionContext, trace_labels: Partitioned
         dg.AssetCheckSpec("one_per_negative", asset="error_modes", description="Every negative trace has exactly one mode from the taxonomy."),
     ],
 )
-def error_modes(context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, negative_traces: PartitionedTable):
+def error_modes(context: dg.AssetExecutionContext, settings: FeedbackLoopSettings, judge: Judge, negative_traces: PartitionedTable):
     """One row per negative trace: mode and stable mode_id (taxonomy v1), confidence and the evidence that decided it.
 
-    Evidence strongest first: reason tag, comment, edit, the response against the prompt; the
-    negatives no rule explains are labelled by a classifier trained on the rule-labelled negatives
-    of the `LATE_FEEDBACK_DAYS` + 1 trace days ending on their day, so a day's modes are the same
-    whichever run (nightly, rerun, backfill) computes them.
+    Each piece of evidence votes: reason tag, comment, edit, and checks of the response against
+    the system prompt and the prompt; the negatives nothing explains are labelled by a classifier
+    trained on the rule-labelled negatives of the `LATE_FEEDBACK_DAYS` + 1 trace days ending on
+    their day (when it passes its own hold-out), so a day's modes are the same whichever run
+    (nightly, rerun, backfill) computes them. With the optional judge configured, the rows the
+    offline path is unsure of go to it within a budget per run; its decisions say so.
     """
     days = context.partition_keys
     negatives = negative_traces.read()
     modes, validations = assign_error_modes_by_day(negatives, days, LATE_FEEDBACK_DAYS, seed=settings.error_modes.seed)
     validation = validations[days[-1]]
     in_days = negatives[negatives["partition_date"].isin(days)]
+    judged = {}
+    if judge.enabled:
+        modes, tally = apply_judge(modes, in_days, judge.ask, judge.cache_get, judge.cache_put, judge.model, TAXONOMY_V1, judge.max_calls_per_night, judge.max_confidence)
+        judged = tally.metadata()
+        if tally.unavailable:
+            context.log.warning(f"error_modes: the judge stopped: {tally.unavailable}; the rest keep their offline modes")
     yield dg.Output(
         modes,
         metadata={
@@ -85,6 +95,8 @@ def error_modes(context: dg.AssetExecutionContext, settings: FeedbackLoopSetting
             "classifier_holdout_accuracy": validation.accuracy if validation.accuracy is not None else "n/a",
             "classifier_by_day": dg.MetadataValue.md(markdown_table(validation_table(validations))),
             "report": dg.MetadataValue.md(error_mode_report(modes, in_days)),
+            "judge": judge.model if judge.enabled else "off",
+            **judged,
         },
     )
     known = modes["mode"].isin(TAXONOMY_V1.names()) & modes["mode_id"].notna()

@@ -105,7 +105,9 @@ def rule_modes(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"mode": mode, "evidence": pd.Series(pd.NA, index=df.index, dtype="string"), "source": pd.Series(pd.NA, index=df.index, dtype="string")})
     out.iloc[evidence.index.to_numpy(), 1] = evidence.to_numpy()
     out.iloc[source.index.to_numpy(), 2] = source.to_numpy()
-    out["confidence"] = out["source"].map(SOURCE_CONFIDENCE).astype("float64")
+    # Confidence: the deciding source's, scaled by the winner's share of all votes cast on the row.
+    share = (best.set_index("row")["strength"] / totals.groupby("row")["strength"].sum()).reindex(range(len(df)))
+    out["confidence"] = (out["source"].map(SOURCE_CONFIDENCE).astype("float64") * share.to_numpy()).round(4)
     return out
 
 

@@ -6,6 +6,8 @@ sources:
   landing: {kinds: [feedback]}
 ingest:
   pull_overlap_hours: 24
+judge:  # optional: an OpenAI-compatible endpoint for the error modes the offline path is unsure of
+  {base_url: http://127.0.0.1:8000/v1, model: qwen2.5-7b-instruct, api_key_env: JUDGE_API_KEY, max_calls_per_night: 200}
 ```
 """
 
@@ -16,7 +18,8 @@ from pathlib import Path
 import yaml
 
 SOURCES = ("landing", "otlp_files", "phoenix", "langfuse", "langfuse_export", "langsmith", "langsmith_export", "postgres")
-SECTIONS = ("sources", "ingest")
+SECTIONS = ("sources", "ingest", "judge")
+JUDGE_KEYS = ("base_url", "model", "api_key_env", "max_calls_per_night", "max_confidence", "timeout_s", "retries")
 
 
 class SourcesFileError(ValueError):
@@ -45,4 +48,7 @@ def read_sources_config(path: str | None) -> dict:
         root = settings.get("root")
         if isinstance(root, str) and "://" not in root:  # a folder named in the file is found from the file, wherever Dagster runs
             settings["root"] = str((Path(path).resolve().parent / root).resolve())
-    return {"sources": sources, "ingest": config.get("ingest") or {}}
+    judge = config.get("judge") or {}
+    if not isinstance(judge, dict) or set(judge) - set(JUDGE_KEYS):
+        raise SourcesFileError(f"sources file {path}: `judge` holds {', '.join(JUDGE_KEYS)} only")
+    return {"sources": sources, "ingest": config.get("ingest") or {}, "judge": judge}
