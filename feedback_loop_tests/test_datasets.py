@@ -2,6 +2,8 @@
 
 import io
 import json
+import re
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -9,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from feedback_loop.lib.datasets import exports
+from feedback_loop.lib.datasets.allocation import prompt_group, to_suite
 from feedback_loop.lib.datasets.opt_out import OptOut
 from feedback_loop.lib.datasets.preference import (
     contaminated,
@@ -16,6 +19,7 @@ from feedback_loop.lib.datasets.preference import (
     kto_examples,
     split_of,
     suite_overlap,
+    trivial_additions,
     with_messages,
 )
 from feedback_loop.lib.datasets.regression import (
@@ -79,6 +83,37 @@ def test_suite_is_cumulative_capped_per_mode_oldest_first():
     dates = sorted(c["lineage"]["source_date"] for c in suite)
     assert len(suite) == 4 and stats["evicted"] == 1
     assert "2026-11-01" not in dates  # the oldest was evicted
+
+
+def test_prompt_groups_are_split_between_the_suite_and_the_preference_data():
+    params = DatasetParams(suite_min_cases_per_mode=3, suite_share_percent=20)
+    prompts = {f"t{i}": f"Some context about project {i}. Which port does service {i} listen on?" for i in range(60)}
+    suite, stats = merge_suite([], cases(*(candidate(i, "hallucination", p) for i, p in enumerate(prompts.values()))), params, set())
+    bound = {t for t, p in prompts.items() if to_suite(p, params.allocation_seed, params.suite_share_percent)}
+    taken = {c["lineage"]["source_trace_id"] for c in suite}
+    assert 0.1 < len(bound) / 60 < 0.35  # about a fifth of the groups
+    assert bound <= taken and 0 < len(taken - bound) <= 3  # the suite's groups, and others only to reach the minimum of three
+    assert stats["left_to_preference_data"] == 60 - len(taken)
+    # the same question behind another preamble is the same group: it goes the same way
+    assert prompt_group("Context A. Which port does it use?") == prompt_group("Other context. which port does it use?")
+
+
+def test_pairs_that_only_add_a_pleasantry_are_dropped():
+    pairs = pd.DataFrame(
+        {"chosen": ["Paris is the capital. Thanks.", "Paris.", "Lyon is not the capital; Paris is."], "rejected": ["Paris is the capital.", "Paris is the capital of France.", "Lyon is the capital."]}
+    )
+    assert trivial_additions(pairs, 40).tolist() == [True, False, False]
+
+
+def test_a_kto_set_short_of_undesirable_examples_is_held_back_and_dpo_still_published(tmp_path):
+    release, files = built_release(tmp_path, *preference_frames(), ["Plain"], params=DatasetParams(kto_min_undesirable_share=0.9))
+    assert "held_back" in release.manifest["kto_balance"] and release.manifest["row_counts"]["kto_examples"] == 0
+    assert not any(name.startswith("kto") for name in files) and "dpo.parquet" in files
+    assert not any(key.startswith("kto") for key in release.manifest["schema"])
+    kept, files = built_release(tmp_path / "kept", *preference_frames(), ["Plain"])
+    balance = kept.manifest["kto_balance"]
+    assert "held_back" not in balance and balance["undesirable"] + balance["desirable"] == kept.manifest["row_counts"]["kto_examples"] > 0
+    assert "kto.parquet" in files
 
 
 def test_opted_out_users_leave_the_suite():
@@ -250,7 +285,7 @@ def trace_days(trace_ids: pd.Series, traces: pd.DataFrame) -> pd.Series:
     return trace_ids.map(traces.drop_duplicates("trace_id").set_index("trace_id")["partition_date"])
 
 
-def built_release(tmp_path, traces, signals, labels, suite_prompts, opted_out=frozenset()):
+def built_release(tmp_path, traces, signals, labels, suite_prompts, opted_out=frozenset(), params=None):
     """`preference_release` of the frames, committed to a store under `tmp_path`: the release and its files."""
     from feedback_loop.lib.datasets.build import preference_release
     from feedback_loop.lib.datasets.opt_out import user_key
@@ -261,7 +296,7 @@ def built_release(tmp_path, traces, signals, labels, suite_prompts, opted_out=fr
     signals = signals.assign(partition_date=trace_days(signals["trace_id"], traces))
     opt_out = OptOut.of({user_key(u) for u in opted_out}, FrameTable(traces), FrameTable(pd.DataFrame({"trace_id": [], "user_id": []}, dtype="string")))
     with store.draft("preference_dataset", "2026-11-20") as draft:
-        release = preference_release(FrameTable(traces), FrameTable(signals), FrameTable(labels), suite_prompts, DatasetParams(), "key", opt_out, ["2026-11-20"], draft)
+        release = preference_release(FrameTable(traces), FrameTable(signals), FrameTable(labels), suite_prompts, params or DatasetParams(), "key", opt_out, ["2026-11-20"], draft)
         published = store.commit(draft, release.content_hash, release.manifest)
     return release, {name: store.read_bytes("preference_dataset", published.version, name) for name in published.manifest["files"]}
 
@@ -420,6 +455,7 @@ def test_datasets_publish_once_per_change_scrubbed_and_apart(resources, generate
     assert run_nightly("2026-11-20", instance, defs).success  # same input: no new version
     assert {d: store.versions(d) for d in versions_before} == versions_before
 
+    day_traces = pd.read_json(generated / "traces" / "traces-2026-11-20.jsonl", lines=True)
     extra = tmp_path / "extra_landing"
     import shutil
 
@@ -428,7 +464,7 @@ def test_datasets_publish_once_per_change_scrubbed_and_apart(resources, generate
         extra / "feedback" / "late.jsonl",
         [
             {"event_id": "late-1", "trace_id": t, "timestamp": "2026-11-20T23:59:00Z", "type": "thumbs_down", "reason": "formatting"}
-            for t in pd.read_json(generated / "traces" / "traces-2026-11-20.jsonl", lines=True)["trace_id"].iloc[5:6]
+            for t in new_suite_case(day_traces[day_traces["user_id"] != opted_out_user], generated, store, suite_version)
         ],
     )
     from feedback_loop.resources.sources import LandingFolder
@@ -445,6 +481,20 @@ def test_datasets_publish_once_per_change_scrubbed_and_apart(resources, generate
     loaded = {n: datasets.load_dataset("parquet", data_files=str(store.path("preference_dataset", latest, f"{n}.parquet")))["train"] for n in ("dpo", "kto")}
     assert loaded["kto"].num_rows == counts["kto_examples"] and loaded["dpo"].num_rows == counts["dpo_pairs"]
     assert {"prompt", "chosen", "rejected", "split"} <= set(loaded["dpo"].column_names)
+
+
+def new_suite_case(traces: pd.DataFrame, landing: Path, store, suite_version: str) -> list[str]:
+    """A trace without feedback whose prompt group the suite takes and does not hold yet."""
+    params = DatasetParams()
+    lines = [line for path in (landing / "feedback").glob("*.jsonl") for line in path.read_bytes().decode(errors="replace").splitlines()]
+    with_feedback = set(re.findall(r'"trace_id": ?"([^"]+)"', "\n".join(lines)))
+    traces = traces[~traces["trace_id"].isin(with_feedback)]
+    held = {prompt_group(json.loads(line)["prompt"]) for line in store.read_bytes("regression_suite", suite_version, "cases.jsonl").decode().splitlines()}
+    for trace_id, given in zip(traces["trace_id"], traces["input"], strict=True):
+        prompt = given if isinstance(given, str) else [m for m in given if m.get("role") == "user"][-1]["content"]
+        if to_suite(prompt, params.allocation_seed, params.suite_share_percent) and prompt_group(prompt) not in held:
+            return [trace_id]
+    raise AssertionError("no trace of the day is bound for the suite")
 
 
 def test_a_suite_release_reads_the_texts_of_its_shortlist_only(tmp_path):

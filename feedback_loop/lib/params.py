@@ -63,6 +63,11 @@ class ErrorModeParams(Params):
 class DatasetParams(Params):
     max_cases_per_mode: int = 200  # regression suite: past this, the oldest cases of a mode are evicted
     max_new_cases_per_mode: int = 50  # regression suite: new cases a version may add per mode (stratified)
+    suite_min_cases_per_mode: int = 10  # until a mode holds this many cases, the suite takes its every new case
+    suite_share_percent: int = 20  # after that, the share of prompt groups (seeded) the suite takes; the rest feed the preference data
+    allocation_seed: int = 0  # seeds the split of prompt groups between the suite and the preference data
+    trivial_addition_max_chars: int = 40  # a DPO pair whose chosen is its rejected plus at most this much (" Thanks.") is dropped
+    kto_min_undesirable_share: float = 0.1  # a KTO set with a smaller share of undesirable examples is held back (DPO still published)
     near_duplicate_threshold: float = 0.8  # MinHash Jaccard of prompt word 3-grams: same case / contamination
     min_case_confidence: float = 0.5  # negatives with a less certain mode stay out of the suite
     min_edit_distance: float = 0.02  # DPO from edits: smaller edits teach nothing

@@ -34,6 +34,7 @@ from feedback_loop.lib.datasets.preference import (
     plan_signals,
     plan_trace_ids,
     split_of,
+    trivial_additions,
     with_messages,
 )
 from feedback_loop.lib.datasets.privacy import Scrubber, key_id, pseudonymize, scrub_frame
@@ -134,6 +135,9 @@ def preference_release(
         for chunk in _chunks_by_pair_id(plan, PART_ROWS):
             pairs, identical = pairs_of_plan(chunk, last_per_trace(traces.read(columns=PREFERENCE_TRACE_COLUMNS, rows_where=("trace_id", plan_trace_ids(chunk)))))
             gates["identical_or_empty_texts"] += identical
+            trivial = trivial_additions(pairs, params.trivial_addition_max_chars)
+            gates["trivial_addition"] += int(trivial.sum())
+            pairs = pairs[~trivial].reset_index(drop=True)
             pairs, contaminated = finish(pairs, ["prompt", "input", "chosen", "rejected"])
             removed["pairs"] += contaminated
             writer.write_pairs(with_messages(pairs))
@@ -145,6 +149,15 @@ def preference_release(
                 removed["examples"] += contaminated
                 writer.write_examples(examples)
     dpo, kto = writer.pairs, writer.examples
+    undesirable = kto.rows - writer.kto_desirable
+    share = undesirable / kto.rows if kto.rows else 0.0
+    kto_balance = {"desirable": writer.kto_desirable, "undesirable": undesirable, "undesirable_share": round(share, 4), "min_undesirable_share": params.kto_min_undesirable_share}
+    if share < params.kto_min_undesirable_share:
+        # Trained on, an almost all-desirable set teaches nothing about bad answers: keep it out of the release.
+        for name in KTO_FILES:
+            draft.discard(name)
+        kto_balance["held_back"] = f"{undesirable} of {kto.rows} examples undesirable ({share:.1%}), below the floor of {params.kto_min_undesirable_share:.0%}"
+        kto = _SplitCounts()
     manifest = {
         "code_version": code_version(),
         "source_partitions": source_partitions,
@@ -152,18 +165,18 @@ def preference_release(
             "dpo_pairs": dpo.rows,
             "per_pair_source": dict(writer.per_pair_source.most_common()),
             "kto_examples": kto.rows,
-            "kto_desirable": writer.kto_desirable,
+            "kto_desirable": writer.kto_desirable if "held_back" not in kto_balance else 0,
             "per_split": {"dpo": dpo.per_split(), "kto": kto.per_split()},
         },
         "schema": {
             "dpo_standard_*.jsonl": ["prompt", "chosen", "rejected"],
             "dpo_conversational_*.jsonl": ["prompt", "chosen", "rejected"],
             "openai_preference_*.jsonl": ["input", "preferred_output", "non_preferred_output"],
-            "kto_*.jsonl": ["prompt", "completion", "label"],
             "dpo.parquet": DPO_PARQUET_COLUMNS,
-            "kto.parquet": KTO_SCHEMA.names,
+            **({"kto_*.jsonl": ["prompt", "completion", "label"], "kto.parquet": KTO_SCHEMA.names} if "held_back" not in kto_balance else {}),
         },
         "quality_gates_dropped": gates,
+        "kto_balance": kto_balance,
         "decontamination": {
             "near_duplicate_threshold": params.near_duplicate_threshold,
             "dpo_pairs_removed": removed["pairs"],
@@ -183,7 +196,7 @@ def _pair_plan(traces: Table, signals: Table, labels: Table, dropped: pd.Series,
     prompts = last_per_trace(traces.read(columns=["trace_id", "prompt"], rows_where=("trace_id", window_labels["trace_id"])))
     plan, gates = pair_plan(_read_by_day(signals, PREFERENCE_SIGNAL_COLUMNS, dropped, plan_signals), window_labels, prompts, params)
     plan = plan[~(is_in(plan["rejected_trace_id"], dropped) | is_in(plan["chosen_trace_id"], dropped))].reset_index(drop=True)  # neither side may be kept out
-    return plan, {**gates, "identical_or_empty_texts": 0}
+    return plan, {**gates, "identical_or_empty_texts": 0, "trivial_addition": 0}
 
 
 @dataclass
@@ -215,6 +228,7 @@ class _Finishing:
 
 
 PART_ROWS = 200_000  # pairs or examples built, scrubbed and written at once
+KTO_FILES = ("kto.parquet", *(f"kto_{split}.jsonl" for split in SPLITS))
 PREVIEW_PAIRS = 8
 PREVIEW_COLUMNS = ["pair_id", "source", "split", "prompt", "chosen", "rejected"]
 DPO_PARQUET_COLUMNS = ["pair_id", "source", "prompt", "chosen", "rejected", "chosen_trace_id", "rejected_trace_id", "user_id", "model", "source_date", "messages", "split"]

@@ -7,6 +7,7 @@ DPO pairs, each with its source:
 - `regenerate`: rejected = a response the user regenerated away from, chosen = the chain's final
   response when it was accepted (not regenerated again, not thumbed down);
 - `thumbs`: a thumbed-down and a thumbed-up response to the same normalized prompt in the window.
+Dropped too: pairs whose chosen text is the rejected one plus a trivial addition (" Thanks.").
 KTO examples: every response labelled positive (label true) or negative (label false).
 
 Every example is split into train or test by a hash of its normalized prompt, so one prompt never
@@ -45,7 +46,17 @@ def dpo_pairs(traces: pd.DataFrame, signals: pd.DataFrame, labels: pd.DataFrame,
     t = last_per_trace(traces).reset_index(drop=True)
     plan, dropped = pair_plan(signals, labels, t, params)
     pairs, dropped["identical_or_empty_texts"] = pairs_of_plan(plan, t)
-    return pairs, dropped
+    trivial = trivial_additions(pairs, params.trivial_addition_max_chars)
+    dropped["trivial_addition"] = int(trivial.sum())
+    return pairs[~trivial].reset_index(drop=True), dropped
+
+
+def trivial_additions(pairs: pd.DataFrame, max_chars: int) -> np.ndarray:
+    """Pairs whose chosen text is the rejected one plus a little (" Thanks.", a signature), or the
+    reverse, white space aside: they teach a model to add pleasantries, not to answer better."""
+    chosen = [" ".join(str(text).split()) for text in pairs["chosen"].fillna("")]
+    rejected = [" ".join(str(text).split()) for text in pairs["rejected"].fillna("")]
+    return np.array([abs(len(c) - len(r)) <= max_chars and (r in c or c in r) for c, r in zip(chosen, rejected, strict=True)], dtype=bool)
 
 
 def plan_labels(labels: pd.DataFrame) -> pd.DataFrame:

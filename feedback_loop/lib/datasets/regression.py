@@ -18,11 +18,13 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 
 import pandas as pd
 
 from feedback_loop.lib.columns import is_in
 from feedback_loop.lib.contract import last_per_trace
+from feedback_loop.lib.datasets.allocation import to_suite
 from feedback_loop.lib.datasets.near_duplicates import PromptIndex
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.lib.signals import normalize_prompt
@@ -150,9 +152,11 @@ def stratified(cases: list[dict]) -> list[dict]:
 
 def merge_suite(previous: list[dict], new: list[dict], params: DatasetParams, dropped_users: set[str], dropped_traces: set[str] = frozenset()) -> tuple[list[dict], dict]:
     """The next suite: previous cases (minus those of opted-out users, by their user hash or by
-    their trace) + new ones, deduplicated and capped."""
+    their trace) + new ones, deduplicated and capped; a new case joins only if its mode is still
+    short of cases or its prompt group is the suite's (`allocation.py`)."""
     kept = [c for c in previous if c["lineage"].get("user_hash") not in dropped_users and c["lineage"].get("source_trace_id") not in dropped_traces]
-    stats = {"opted_out_removed": len(previous) - len(kept), "near_duplicates_collapsed": 0, "evicted": 0, "already_present": 0, "over_new_quota": 0}
+    stats = {"opted_out_removed": len(previous) - len(kept), "near_duplicates_collapsed": 0, "evicted": 0, "already_present": 0, "over_new_quota": 0, "left_to_preference_data": 0}
+    per_mode = Counter(c["error_mode"] for c in kept)
     index = PromptIndex(params.near_duplicate_threshold)
     ids = set()
     for case in kept:
@@ -164,6 +168,9 @@ def merge_suite(previous: list[dict], new: list[dict], params: DatasetParams, dr
         if case["case_id"] in ids:
             stats["already_present"] += 1
             continue
+        if per_mode[mode] >= params.suite_min_cases_per_mode and not to_suite(case["prompt"], params.allocation_seed, params.suite_share_percent):
+            stats["left_to_preference_data"] += 1  # its prompt group belongs to the preference data
+            continue
         if added.get(mode, 0) >= params.max_new_cases_per_mode:
             stats["over_new_quota"] += 1
             continue
@@ -174,6 +181,7 @@ def merge_suite(previous: list[dict], new: list[dict], params: DatasetParams, dr
         ids.add(case["case_id"])
         kept.append(case)
         added[mode] = added.get(mode, 0) + 1
+        per_mode[mode] += 1
     suite = []
     for mode in sorted({c["error_mode"] for c in kept}):
         in_mode = sorted((c for c in kept if c["error_mode"] == mode), key=lambda c: (c["lineage"]["source_date"], c["case_id"]), reverse=True)

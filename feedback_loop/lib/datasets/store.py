@@ -220,6 +220,13 @@ class Draft:
         with self.open(name) as out:
             out.write(data)
 
+    def discard(self, name: str) -> None:
+        """Take a file out of the version before it is committed (a staging file, not published data)."""
+        if self.committed:
+            raise ValueError(f"{self.dataset} {self.version} is committed: its files are immutable")
+        if self.files.pop(name, None) is not None:
+            (self.folder / path_component(name, "file name")).unlink()
+
     def digest(self, name: str) -> str:
         return self.files[name]["sha256"]
 
