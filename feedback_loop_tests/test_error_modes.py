@@ -434,3 +434,15 @@ def test_a_classifier_that_fails_its_own_hold_out_is_not_trusted(monkeypatch):
     modes, validation = assign_error_modes(frame, seed=3)
     assert validation.trained and (modes["evidence_source"] != "classifier").all()
     assert (modes.loc[frame["reason_tags"].isna().to_numpy() & (modes["evidence_source"] == "none").to_numpy(), "mode"] == "other").all()
+
+
+def test_findings_on_json_fields_headings_sentences_and_padding():
+    system = 'Return JSON {"summary": "...", "date": "..."}: summary under 10 words, date as YYYY-MM-DD.'
+    long_summary = '{"summary": "' + "word " * 20 + '", "date": "2026-05-14"}'
+    assert findings(system, "Triage this.", long_summary)[0][:2] == ("length", 3.5)
+    assert "YYYY-MM-DD" in findings(system, "Triage this.", '{"summary": "Slow page.", "date": "14/05/2026"}')[0][2]
+    assert findings(system, "Triage this.", '{"summary": "Slow page.", "date": "2026-05-14"}') == []
+    assert findings("", "Write the FAQ in markdown, with ### for each question.", "Q: How?\nA: Like this.")[0][0] == "format"
+    assert findings("", "one-sentence tip for storing herbs", "Herbs are lovely. " * 10)[0][0] == "length"
+    padded = "The limit is $55 per day. " + "You may spend on meals while travelling for the company. " * 8 + "So $55 per day it is, $55 per day in total."
+    assert findings("", "What is the meal limit?", padded)[0][:2] == ("length", 2.5)

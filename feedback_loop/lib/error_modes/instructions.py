@@ -68,17 +68,17 @@ ASKS = {
     "tsv": re.compile(r"\btsv\b|tab[- ]separated|tab[- ]delimited", re.I),
     "table": re.compile(r"\b(?:markdown table|a table|as a table|in a table|table of|table with)\b", re.I),
     "numbered": re.compile(r"\bnumbered (?:list|steps)\b|\bnumber(?:ed)? (?:the|each) steps?\b", re.I),
-    "headings": re.compile(r"\b(?:markdown )?(?:headings|headers|###)\b|\b(?:\d|two|three|four|five|six) (?:\w+ )?sections?\b|\bsections?\b[^.\n]{0,40}\b(?:headings?|titled|named)\b", re.I),
+    "headings": re.compile(r"###|\b(?:markdown )?(?:headings|headers)\b|\b(?:\d|two|three|four|five|six) (?:\w+ )?sections?\b|\bsections?\b[^.\n]{0,40}\b(?:headings?|titled|named)\b", re.I),
 }
 ONE_BLOCK = re.compile(r"\b(?:one|a single|single|1)\s+(?:\w+\s+)?(?:code\s+)?block\b", re.I)
 TRANSLATE = re.compile(r"\btranslat\w*|\bübersetz\w*|\btradu\w*|\bvertaal\w*|\bprzetłumacz\w*", re.I)
 QUOTED = re.compile(r"[\"'“‘«„]([^\"'”’»“]{40,})[\"'”’»“]")
 WORD_LIMIT = re.compile(r"\b(?:in|at most|under|no more than|maximum(?: of)?|max|within|less than|fewer than|up to)\s+(\d{1,4})\s+words\b", re.I)
 WORD_MINIMUM = re.compile(r"\b(?:at least|minimum(?: of)?|around|about|roughly)\s+(\d{2,4})\s+words\b", re.I)
-SENTENCE_LIMIT = re.compile(rf"\b(?:in|at most|no more than|max|up to|within)?\s*(?:{_COUNT}(?:\s*(?:-|to|or)\s*{_COUNT})?)\s+sentences?\b", re.I)
+SENTENCE_LIMIT = re.compile(rf"\b(?:in|at most|no more than|max|up to|within)?\s*(?:{_COUNT}(?:\s*(?:-|to|or)\s*{_COUNT})?)[\s-]+sentences?\b", re.I)
 CHAR_LIMIT = re.compile(r"\b(\d{1,3})[- ]char(?:acter)?s?\b|\b(?:at most|under|max(?:imum)?|within|no more than)\s+(\d{1,3})\s+char(?:acter)?s\b", re.I)
 ONE_THING = re.compile(
-    r"\b(?:just (?:the|a|tell me|give me)|only (?:the|a)\b|one[- ]liner|one line|yes or no|yes/no|short answer|in a word|briefly|in short|keep it short|tl;?dr)\b",
+    r"^\W*quick\b\s*[:,-]|\b(?:just (?:the|a|tell me|give me)|only (?:the|a)\b|one[- ]liner|one line|yes or no|yes/no|short answer|in a word|briefly|in short|keep it short|tl;?dr)\b",
     re.I,
 )
 BRIEF_WORDS = 80
@@ -101,7 +101,7 @@ def findings(context: str, prompt: str, output: str) -> list[tuple[str, float, s
     """The instructions the response breaks, as (mode, strength, evidence), strongest first."""
     instructions = context + "\n" + prompt
     found: list[tuple[str, float, str]] = []
-    for check in (_off_topic, _json, _requested_structure, _item_count, _enumerated_parts, _length_limits, _cut_off, _context_numbers, _python_names):
+    for check in (_off_topic, _json, _requested_structure, _item_count, _enumerated_parts, _length_limits, _field_limits, _repetition, _cut_off, _context_numbers, _python_names):
         found += check(instructions, context, prompt, output)
     return sorted(found, key=lambda f: -f[1])
 
@@ -243,6 +243,39 @@ def _length_limits(instructions: str, context: str, prompt: str, output: str) ->
 DANGLING_WORDS = frozenset(
     "and or but the a an to of with in for from by as that which when if because und oder der die das mit et ou le la les de des y o el los con e il di che en het van met i w z".split()
 )
+
+
+def _field_limits(instructions: str, context: str, prompt: str, output: str) -> list:
+    """A JSON field over the word limit the instructions give it ("summary: under 25 words"), or a
+    date not in the format they name (YYYY-MM-DD)."""
+    value = _json_value(_unfenced(output.strip()))
+    if not isinstance(value, dict):
+        return []
+    for field_name, text in value.items():
+        if not isinstance(text, str):
+            continue
+        limit = re.search(rf"\b{re.escape(str(field_name))}\b[^.\n]{{0,60}}?\b(?:under|at most|max(?:imum)?|no more than|fewer than|less than|up to|within)\s+(\d{{1,4}})\s+words", instructions, re.I)
+        if limit and len(text.split()) > 1.5 * int(limit.group(1)):
+            return [("length", STRONG, f"'{field_name}' is limited to {limit.group(1)} words, the response's has {len(text.split())}")]
+        if ISO_DATE_ASKED.search(instructions) and OTHER_DATE.fullmatch(text.strip()):
+            return [("format", STRONG, f"dates as YYYY-MM-DD asked, '{field_name}' is {text.strip()!r}")]
+    return []
+
+
+ISO_DATE_ASKED = re.compile(r"YYYY-MM-DD|ISO[- ]?8601", re.I)
+OTHER_DATE = re.compile(r"\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{1,2} \w+ \d{4}|\w+ \d{1,2},? \d{4}")
+
+
+def _repetition(instructions: str, context: str, prompt: str, output: str) -> list:
+    """Padding: one figure said again and again ("$55 per day" three times over)."""
+    prose = _prose(output)
+    if len(prose.split()) < 60:
+        return []
+    figures = re.findall(r"[$€£]?\d+(?:[.,]\d+)?\s*(?:%|[a-z]+)?", prose.lower())
+    most = max((figures.count(f) for f in set(figures)), default=0)
+    if most >= 3:
+        return [("length", MEDIUM, f"the response repeats one figure {most} times")]
+    return []
 
 
 def _cut_off(instructions: str, context: str, prompt: str, output: str) -> list:
