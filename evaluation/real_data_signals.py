@@ -24,8 +24,8 @@ from feedback_loop.lib.datasets.preference import dpo_pairs, kto_examples
 from feedback_loop.lib.params import DatasetParams
 from feedback_loop.pipeline import run_nightly
 from feedback_loop.resources.datasets import DatasetStoreResource, Privacy
-from feedback_loop.resources.landing import LandingFolder
 from feedback_loop.resources.settings import FeedbackLoopSettings
+from feedback_loop.resources.sources import LandingFolder
 from feedback_loop.resources.state import ClusterRegistry
 from feedback_loop.resources.warehouse import WarehouseIOManager
 
@@ -49,7 +49,7 @@ def run_dataset(name: str, traces: list[dict], events: list[dict], workdir: Path
             "landing": LandingFolder(root=str(landing)),
             "settings": FeedbackLoopSettings(),
             "dataset_store": store,
-            "privacy": Privacy(user_hash_key="evaluation", opt_out_path=str(workdir / "none.txt")),
+            "privacy": Privacy(user_hash_key="evaluation", opt_out_path=None),
             "cluster_registry": ClusterRegistry(folder=str(workdir / name / "clusters")),
         },
     )

@@ -109,6 +109,8 @@ def findings(context: str, prompt: str, output: str) -> list[tuple[str, float, s
 def _off_topic(instructions: str, context: str, prompt: str, output: str) -> list:
     """An answer that shares none of the question's key words answers something else."""
     question = _question(prompt)
+    if not question.rstrip().endswith("?"):
+        return []  # an instruction ("list common words") is answered in words of its own
     keys = {w[:STEM] for w in WORD.findall(question.lower()) if len(w) >= 4 and w not in COMMON_WORDS}
     if len(keys) < 3 or len(output.split()) < OFF_TOPIC_MIN_WORDS:
         return []
@@ -266,12 +268,16 @@ ISO_DATE_ASKED = re.compile(r"YYYY-MM-DD|ISO[- ]?8601", re.I)
 OTHER_DATE = re.compile(r"\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{1,2} \w+ \d{4}|\w+ \d{1,2},? \d{4}")
 
 
+QUANTITY = re.compile(rf"[$€£]\s?\d+(?:[.,]\d+)?|\b\d+(?:[.,]\d+)?\s?{UNIT}", re.I)
+
+
 def _repetition(instructions: str, context: str, prompt: str, output: str) -> list:
-    """Padding: one figure said again and again ("$55 per day" three times over)."""
-    prose = _prose(output)
+    """Padding: one figure said again and again in prose ("$55 per day" three times over); lists
+    and tables repeat values by nature."""
+    prose = "\n".join(line for line in _prose(output).splitlines() if not LIST_LINE.match(line) and "|" not in line and "<" not in line)
     if len(prose.split()) < 60:
         return []
-    figures = re.findall(r"[$€£]?\d+(?:[.,]\d+)?\s*(?:%|[a-z]+)?", prose.lower())
+    figures = [" ".join(f.split()) for f in QUANTITY.findall(prose.lower())]
     most = max((figures.count(f) for f in set(figures)), default=0)
     if most >= 3:
         return [("length", MEDIUM, f"the response repeats one figure {most} times")]

@@ -218,7 +218,7 @@ DEFLECTION = (
     r"|\b(?:information|data|details|matters|documents?) (?:is |are |that (?:is|are) |which (?:is|are) )?(?:handled )?(?:confidential\w*|private|sensitive|restricted|proprietary)\b"
     r"|\b(?:confidential|sensitive) (?:information|data|details|matters|documents?)\b"
     r"|\b(?:not (?:able|in a position|permitted|qualified) to|outside (?:of )?(?:what|the scope))\b"
-    r"|\b(?:it(?:'s| is) important to (?:remember|note|consider|think about|reflect)|let's (?:take a (?:step|moment)|remember|reflect)|rather than relying on)\b"
+    r"|\brather than relying on\b"
 )
 DEFLECTION_CHARS = 400
 TRANSLATION_ASKED = r"\btranslat|\bübersetz|\btradu[cz]|\bvertaal|\bprzetłumacz"
