@@ -1,7 +1,8 @@
-"""High-precision evidence for an error mode, strongest first: reason tag, comment, edit, response.
+"""Evidence for an error mode from each source: reason tag, comment, edit, and the response itself.
 
-Each function returns, per negative trace, the mode its evidence points to (or NA) and a short
-description of the evidence. `assign.py` takes the strongest one available.
+`reason_tag_mode`, `comment_mode` and `edit_mode` return, per negative trace, the mode their
+evidence points to (or NA) and a short description; `response_votes` lists every finding of the
+response with its strength. `assign.py` sums the votes.
 """
 
 from __future__ import annotations
