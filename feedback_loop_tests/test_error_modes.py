@@ -71,11 +71,14 @@ def test_comments_map_to_modes_in_several_languages():
             "zu lang, ich wollte nur die Zahl",
             "ik vroeg om een tabel",
             "não é o que eu pedi",
+            "the handbook says 12 weeks, not 8",
+            "where did that fee come from?",
+            "the loop never ends on an empty list",
         )
     )
     assert modes.tolist()[:5] == ["hallucination", "format", "length", "refusal", "other"]
     assert modes[5:7].isna().all()
-    assert modes[7:].tolist() == ["hallucination", "length", "format", "other"]
+    assert modes[7:].tolist() == ["hallucination", "length", "format", "other", "hallucination", "hallucination", "other"]
 
 
 def test_edits_reveal_facts_cuts_and_structure():
