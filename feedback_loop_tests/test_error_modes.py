@@ -449,3 +449,18 @@ def test_findings_on_json_fields_headings_sentences_and_padding():
     assert findings("", "one-sentence tip for storing herbs", "Herbs are lovely. " * 10)[0][0] == "length"
     padded = "The limit is $55 per day. " + "You may spend on meals while travelling for the company. " * 8 + "So $55 per day it is, $55 per day in total."
     assert findings("", "What is the meal limit?", padded)[0][:2] == ("length", 2.5)
+
+
+def test_findings_on_extraction_budgets_style_rules_and_calls():
+    extraction = "Extract the invoice as JSON. Use null for any field that is not in the document. Never invent values."
+    document = "ACME Tools\n3 hammers @ $12.00\nTOTAL $36.00"
+    made_up = '{"vendor": "ACME Tools", "invoice_number": "AC-2026-0042", "total": 36.0}'
+    assert findings(extraction, document, made_up)[0][0] == "hallucination"
+    assert findings(extraction, document, '{"vendor": "ACME Tools", "invoice_number": null, "total": 36.0}') == []
+    assert findings("", "Two nights in Porto, total budget 300 euros. Where should we stay?", "Try the Grand Hotel from €420 per night.")[0][0] == "other"
+    brand = "Brand voice: warm, no exclamation marks, no emojis."
+    assert findings(brand, "Announce the new store.", "We opened a new store!")[0][0] == "other"
+    assert findings(brand, "Announce the new store.", "Our new store is open on Main Street. #NewStore") == []  # a hashtag is no cut-off
+    modes, evidence = edit_mode(s("Use MEDIAN(total) in the SELECT."), s("Use percentile_cont(0.5) WITHIN GROUP (ORDER BY total) in the SELECT."))
+    assert modes[0] == "hallucination" and "median" in evidence[0]
+    assert is_refusal(s("Sorry about that! Here is the corrected list:", "Sorry, but I can't share that.")).tolist() == [False, True]

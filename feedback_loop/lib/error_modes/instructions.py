@@ -59,7 +59,7 @@ SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 
 ASKS_JSON = re.compile(r"\bjson\b", re.I)
 FORBIDS_FENCES = re.compile(
-    r"\b(?:no|without|never|don't|do not)\b[^.\n]{0,30}\b(?:code fences?|fences|backticks|markdown)\b|\b(?:bare|raw|only(?: the)?|just(?: the)?|pure) json\b|\bjson only\b|\bnothing (?:else|but)\b|\bonly (?:output|return|reply with) (?:the|a|valid)\b",
+    r"\b(?:no|without|never|don't|do not)\b[^.\n]{0,30}\b(?:code fences?|fences|backticks|markdown)\b|\b(?:bare|raw|only(?: the)?|just(?: the)?|pure) json\b|\bjson only\b|\bonly (?:a |one |the )?(?:valid )?json\b|\bno (?:other text|prose|preamble)\b|\bnothing (?:else|but)\b|\bonly (?:output|return|reply with) (?:the|a|valid)\b",
     re.I,
 )
 ASKS = {
@@ -85,8 +85,9 @@ BRIEF_WORDS = 80
 
 UNIT = r"(days?|business days|hours?|weeks?|months?|years?|minutes?|%|percent|miles?|km|kg|items?|nights?|units|rows|columns|per cent)"
 NUMBER_UNIT = re.compile(rf"(?<![\w.$€£])(\d+(?:[.,]\d+)?)\s*{UNIT}\b", re.I)
-MONEY = re.compile(r"([$€£])\s?(\d+(?:[.,]\d+)*)|\b(\d+(?:[.,]\d+)*)\s?(EUR|USD|GBP)\b|\b(EUR|USD|GBP)\s?(\d+(?:[.,]\d+)*)")
-CURRENCY_OF = {"$": "USD", "€": "EUR", "£": "GBP", "USD": "USD", "EUR": "EUR", "GBP": "GBP"}
+MONEY = re.compile(r"([$€£])\s?(\d+(?:[.,]\d+)*)|\b(\d+(?:[.,]\d+)*)\s?(EUR|USD|GBP|euros?|dollars?|pounds)\b|\b(EUR|USD|GBP)\s?(\d+(?:[.,]\d+)*)", re.I)
+CURRENCY_OF = {"$": "USD", "€": "EUR", "£": "GBP", "usd": "USD", "eur": "EUR", "gbp": "GBP", "euro": "EUR", "euros": "EUR", "dollar": "USD", "dollars": "USD", "pounds": "GBP"}
+BUDGET = re.compile(r"\bbudget\b[^.\n]{0,40}?(?:[$€£]\s?(\d[\d,.]*)|(\d[\d,.]*)\s?(?:EUR|USD|GBP|euros?|dollars?|pounds)\b|(?:EUR|USD|GBP)\s?(\d[\d,.]*))", re.I)
 
 PYTHON_CALL = re.compile(r"\b([a-z_][a-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)\b(\([^()]*\))?")
 FROM_IMPORT = re.compile(r"^\s*from\s+([a-z_][a-z0-9_]*)\s+import\s+([\w, ]+)$", re.M)
@@ -101,7 +102,22 @@ def findings(context: str, prompt: str, output: str) -> list[tuple[str, float, s
     """The instructions the response breaks, as (mode, strength, evidence), strongest first."""
     instructions = context + "\n" + prompt
     found: list[tuple[str, float, str]] = []
-    for check in (_off_topic, _json, _requested_structure, _item_count, _enumerated_parts, _length_limits, _field_limits, _repetition, _cut_off, _context_numbers, _python_names):
+    for check in (
+        _off_topic,
+        _json,
+        _requested_structure,
+        _item_count,
+        _enumerated_parts,
+        _length_limits,
+        _field_limits,
+        _repetition,
+        _cut_off,
+        _style_rules,
+        _budget,
+        _invented_values,
+        _context_numbers,
+        _python_names,
+    ):
         found += check(instructions, context, prompt, output)
     return sorted(found, key=lambda f: -f[1])
 
@@ -288,6 +304,8 @@ def _cut_off(instructions: str, context: str, prompt: str, output: str) -> list:
     text = output.rstrip()
     last_line = text.splitlines()[-1] if text else ""
     last_word = last_line.split()[-1].lower() if last_line.split() else ""
+    if last_word.startswith(("#", "@", "http")):
+        return []  # a post ending on its hashtags, a mention or a link
     if len(text) >= 40 and last_word in DANGLING_WORDS:
         return [("length", MEDIUM, f"the response stops on '{last_word}'")]
     if len(last_line) < 40 or FENCE.search(last_line):
@@ -302,9 +320,58 @@ def _cut_off(instructions: str, context: str, prompt: str, output: str) -> list:
     return []
 
 
+EXTRACTION = re.compile(r"\bnever invent\b|\bdo not invent\b|\bdon't invent\b|\bnot in the (?:document|text|input|receipt|invoice)\b|\bextract(?:ion)?\b", re.I)
+
+
+def _invented_values(instructions: str, context: str, prompt: str, output: str) -> list:
+    """An extraction that returns an identifier the document does not hold: a value made up."""
+    if not EXTRACTION.search(context + "\n" + prompt):
+        return []
+    value = _json_value(_unfenced(output.strip()))
+    if not isinstance(value, dict):
+        return []
+    source = " ".join((context + "\n" + prompt).lower().split())
+    for key, text in value.items():
+        if isinstance(text, str) and len(text) >= 4 and re.search(r"\d", text) and not ISO_DAY.fullmatch(text.strip()) and " ".join(text.lower().split()) not in source:
+            return [("hallucination", MEDIUM, f"'{key}' is {text!r}, which the document does not hold")]
+    return []
+
+
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+NO_EXCLAMATION = re.compile(r"\bno exclamation (?:marks?|points?)\b|\bnever use exclamation|\bwithout exclamation", re.I)
+NO_EMOJI = re.compile(r"\bno emojis?\b|\bwithout emojis?\b|\bnever use emojis?\b", re.I)
+EMOJI = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf]")
+
+
+def _style_rules(instructions: str, context: str, prompt: str, output: str) -> list:
+    """A style rule of the instructions the answer breaks (brand voice: no exclamation marks, no emojis)."""
+    if NO_EXCLAMATION.search(instructions) and "!" in _prose(output):
+        return [("other", MEDIUM, "exclamation marks where the instructions rule them out")]
+    if NO_EMOJI.search(instructions) and EMOJI.search(output):
+        return [("other", MEDIUM, "emojis where the instructions rule them out")]
+    return []
+
+
+def _budget(instructions: str, context: str, prompt: str, output: str) -> list:
+    """A budget the user or the profile gives, and prices in the answer above it."""
+    found = BUDGET.search(prompt) or BUDGET.search(context)
+    if not found:
+        return []
+    budget = float(next(g for g in found.groups() if g).replace(",", ""))
+    over = [a for a in _amounts(_prose(output)) if a > budget]
+    if over:
+        return [("other", MEDIUM, f"a budget of {budget:g} given, the response suggests {max(over):g}")]
+    return []
+
+
 def _context_numbers(instructions: str, context: str, prompt: str, output: str) -> list:
+    """Numbers with a unit, and currencies, in the answer's prose that the context gives otherwise
+    (code computes its own numbers: `interval '6 days'` for the last 7 days)."""
     if not context.strip():
         return []
+    output = re.sub(r"`[^`\n]*`", " ", _prose(output))
     given: dict[str, set[str]] = {}
     for value, unit in NUMBER_UNIT.findall(context + "\n" + prompt):
         given.setdefault(_unit(unit), set()).add(_plain_number(value))
@@ -401,8 +468,18 @@ def _schema_keys(instructions: str) -> set[str] | None:
 def _currencies(text: str) -> set[str]:
     found = set()
     for symbol, _, _, code, code2, _ in MONEY.findall(text):
-        found.add(CURRENCY_OF[symbol or code or code2])
+        found.add(CURRENCY_OF[(symbol or code or code2).lower() if not symbol else symbol])
     return found
+
+
+def _amounts(text: str) -> list[float]:
+    values = []
+    for _, a, b, _, _, c in MONEY.findall(text):
+        try:
+            values.append(float((a or b or c).replace(",", "")))
+        except ValueError:
+            continue
+    return values
 
 
 def _number(text: str) -> int | None:

@@ -55,7 +55,7 @@ REFUSAL_PATTERNS: dict[str, str] = {
     "no_opening": r"^no[,.!]",
     "advise_against": r"\bi (?:strongly |would )?(?:advise|urge|caution|recommend) (?:you )?against\b",
 }
-SYMPATHY = r"^(?:i'm |i am )?(?:so |very |really |truly )?sorry (?:to hear|for your|about your|that you|for the loss|you're)"
+SYMPATHY = r"^(?:i'm |i am |we're |we are )?(?:so |very |really |truly )?sorry (?:to hear|for your|about your|that you|for the loss|you're|about (?:that|this|the (?:mix-up|delay|trouble|confusion))|for the (?:trouble|inconvenience|mix-up|confusion|delay|wait))"
 
 
 def refusal_evidence(outputs: pd.Series) -> pd.Series:

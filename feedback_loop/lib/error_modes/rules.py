@@ -133,7 +133,18 @@ def _edit_evidence(output: str, edit: str) -> tuple[str, str] | None:
     swapped = _word_swaps(output, edit)
     if swapped:
         return "hallucination", "edit replaced " + "; ".join(f"'{a}' -> '{b}'" for a, b in swapped[:3])
+    dropped, added = _called(output) - _called(edit), _called(edit) - _called(output)
+    if dropped and added:
+        return "hallucination", f"edit replaced the call {sorted(dropped)[:2]} -> {sorted(added)[:2]}"
     return None
+
+
+CALL = re.compile(r"\b([A-Za-z_][\w.]*)\(")
+
+
+def _called(text: str) -> set[str]:
+    """The functions a text calls (code or a formula): an edit that swaps one for another fixes an invented API."""
+    return {name.lower() for name in CALL.findall(text)}
 
 
 SWAP_MAX_WORDS = 6  # a replaced phrase longer than this is a rewrite, not a corrected fact
