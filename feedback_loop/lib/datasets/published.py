@@ -30,8 +30,12 @@ def suite_prompts(store: DatasetStore) -> list[str]:
 
 
 def release_prompts(store: DatasetStore, version: str) -> Iterator[pd.Series]:
-    """The prompts of a preference release's Parquet files, a row group at a time."""
+    """The prompts of a preference release's Parquet files, a row group at a time (a held-back KTO
+    set has no file)."""
+    listed = store.manifest(PREFERENCE_DATASET, version).get("files", {})
     for name in ("dpo.parquet", "kto.parquet"):
+        if name not in listed:
+            continue
         with store.path(PREFERENCE_DATASET, version, name).open("rb") as fh:
             parquet = pq.ParquetFile(fh)
             for group in range(parquet.num_row_groups):
