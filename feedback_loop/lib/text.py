@@ -84,3 +84,12 @@ def _per_text(texts: pd.Series, expression: str) -> pa.ChunkedArray:
     with duckdb.connect() as con:
         con.register("texts", pa.table({"t": large_text(texts.astype("string").fillna(""))}))
         return con.sql(f"SELECT {expression} AS h FROM texts").to_arrow_table()["h"]
+
+
+def last_question(text: str) -> str | None:
+    """The last sentence of a text that ends in "?" (from the end of the sentence before it), or None."""
+    end = text.rfind("?")
+    if end < 0:
+        return None
+    start = max(text.rfind(mark, 0, end) for mark in ".!?\n") + 1
+    return text[start : end + 1]

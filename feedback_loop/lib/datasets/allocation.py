@@ -15,15 +15,13 @@ asked with another preamble lands on the same side.
 from __future__ import annotations
 
 import hashlib
-import re
 
-QUESTION = re.compile(r"[^.!?\n]*\?")
+from feedback_loop.lib.text import last_question
 
 
 def prompt_group(prompt: str) -> str:
     """The normalized question of a prompt (its last sentence ending in "?"), else the whole prompt."""
-    asked = QUESTION.findall(prompt or "")
-    text = asked[-1] if asked else prompt or ""
+    text = last_question(prompt or "") or prompt or ""
     return " ".join(text.lower().split())
 
 

@@ -25,7 +25,10 @@ import inspect
 import json
 import re
 import sys
+from collections.abc import Callable
 from functools import lru_cache
+
+from feedback_loop.lib.text import last_question
 
 OFF_TOPIC = 4.0  # an answer to another question: whatever else it breaks follows from that
 OFF_TOPIC_MIN_WORDS = 40  # a short answer need not repeat the question's words
@@ -82,6 +85,9 @@ ONE_THING = re.compile(
     re.I,
 )
 BRIEF_WORDS = 80
+TRANSLATE_STEMS = ("transl", "übersetz", "tradu", "vertaal", "przetłumacz")
+# Words one of the length instructions holds (a test before the patterns run).
+LENGTH_WORDS = ("word", "sentence", "char", "transl", "übersetz", "tradu", "vertaal", "przetłumacz", "just", "only", "one", "yes", "short", "brief", "quick", "tl", "line")
 
 UNIT = r"(days?|business days|hours?|weeks?|months?|years?|minutes?|%|percent|miles?|km|kg|items?|nights?|units|rows|columns|per cent)"
 NUMBER_UNIT = re.compile(rf"(?<![\w.$€£])(\d+(?:[.,]\d+)?)\s*{UNIT}\b", re.I)
@@ -99,27 +105,29 @@ UNSAFE_MODULES = frozenset(
 
 
 def findings(context: str, prompt: str, output: str) -> list[tuple[str, float, str]]:
-    """The instructions the response breaks, as (mode, strength, evidence), strongest first."""
+    """The instructions the response breaks, as (mode, strength, evidence), strongest first.
+
+    Each check runs only when a substring test says it may apply (most negatives ask for no
+    format, give no budget, show no code), and what is read of a system prompt is cached: the same
+    system prompt comes with many responses."""
     instructions = context + "\n" + prompt
+    lowered = instructions.lower()
     found: list[tuple[str, float, str]] = []
-    for check in (
-        _off_topic,
-        _json,
-        _requested_structure,
-        _item_count,
-        _enumerated_parts,
-        _length_limits,
-        _field_limits,
-        _repetition,
-        _cut_off,
-        _style_rules,
-        _budget,
-        _invented_values,
-        _context_numbers,
-        _python_names,
-    ):
-        found += check(instructions, context, prompt, output)
+    for check, applies in CHECKS:
+        if applies(context, prompt, output, lowered):
+            found += check(instructions, context, prompt, output)
     return sorted(found, key=lambda f: -f[1])
+
+
+Gate = Callable[[str, str, str, str], bool]  # (context, prompt, output, lowered instructions)
+
+
+def _any(*words: str) -> Gate:
+    return lambda context, prompt, output, lowered: any(word in lowered for word in words)
+
+
+def _in_prompt(*words: str) -> Gate:
+    return lambda context, prompt, output, lowered: any(word in prompt.lower() for word in words)
 
 
 def _off_topic(instructions: str, context: str, prompt: str, output: str) -> list:
@@ -130,16 +138,16 @@ def _off_topic(instructions: str, context: str, prompt: str, output: str) -> lis
     keys = {w[:STEM] for w in WORD.findall(question.lower()) if len(w) >= 4 and w not in COMMON_WORDS}
     if len(keys) < 3 or len(output.split()) < OFF_TOPIC_MIN_WORDS:
         return []
-    said = {w[:STEM] for w in WORD.findall(output.lower())}
-    if keys & said:
+    said = output.lower()
+    # a word of the answer starts with the key's stem (a substring test first: most keys are there)
+    if any(key in said and re.search(r"(?<![^\W\d_])" + re.escape(key), said) for key in keys):
         return []
     return [("other", OFF_TOPIC, f"the response shares none of the question's key words ({', '.join(sorted(keys)[:4])})")]
 
 
 def _question(prompt: str) -> str:
     """The prompt's last question sentence (users put context first), or the whole prompt."""
-    asked = re.findall(r"[^.!?\n]*\?", prompt)
-    return asked[-1] if asked else prompt
+    return last_question(prompt) or prompt
 
 
 def _json(instructions: str, context: str, prompt: str, output: str) -> list:
@@ -157,7 +165,7 @@ def _json(instructions: str, context: str, prompt: str, output: str) -> list:
         if FORBIDS_FENCES.search(instructions):
             return [("format", STRONG, "bare JSON asked, the response wraps it in text or fences")]
         value = inner
-    schema = _schema_keys(instructions)
+    schema = _schema_keys(context) or _schema_keys(prompt)
     if schema and isinstance(value, dict):
         extra, missing = sorted(set(value) - schema), sorted(schema - set(value))
         if extra or missing:
@@ -227,32 +235,33 @@ PARTS_ASKED = re.compile(rf"\b{_COUNT}[- ](days?|weeks?|steps?|tests?|test cases
 
 def _length_limits(instructions: str, context: str, prompt: str, output: str) -> list:
     words = len(output.split())
-    limit = WORD_LIMIT.search(prompt)
+    asked = prompt.lower()
+    limit = WORD_LIMIT.search(prompt) if "word" in asked else None
     if limit and words > 1.5 * int(limit.group(1)):
         return [("length", STRONG, f"at most {limit.group(1)} words asked, the response has {words}")]
-    minimum = WORD_MINIMUM.search(prompt)
+    minimum = WORD_MINIMUM.search(prompt) if "word" in asked else None
     if minimum and words < 0.5 * int(minimum.group(1)):
         return [("length", STRONG, f"about {minimum.group(1)} words asked, the response has {words}")]
-    sentences = SENTENCE_LIMIT.search(prompt)
+    sentences = SENTENCE_LIMIT.search(prompt) if "sentence" in asked else None
     if sentences:
         allowed = max(n for n in (_number(sentences.group(1)), _number(sentences.group(2) or "")) if n is not None)
         got = len(SENTENCE_END.findall(_prose(output)))
         if got > max(allowed * 2, allowed + 2):
             return [("length", STRONG, f"{allowed} sentence(s) asked, the response has {got}")]
-    chars = CHAR_LIMIT.search(prompt) or CHAR_LIMIT.search(context)
+    chars = (CHAR_LIMIT.search(prompt) if "char" in asked else None) or (CHAR_LIMIT.search(context) if "char" in context.lower() else None)
     if chars:
         cap = int(chars.group(1) or chars.group(2))
         lines = [_item_text(line) for line in output.splitlines() if line.strip()]
         over = [line for line in lines if len(line) > cap]
         if over and len(over) * 2 >= len(lines):
             return [("length", STRONG, f"at most {cap} characters asked, {len(over)} of {len(lines)} lines are longer")]
-    quoted = QUOTED.search(prompt)
-    if TRANSLATE.search(prompt) and quoted:
+    quoted = QUOTED.search(prompt) if any(stem in asked for stem in TRANSLATE_STEMS) else None
+    if quoted and TRANSLATE.search(prompt):
         source = len(SENTENCE_END.findall(quoted.group(1) + " "))
         got = len(SENTENCE_END.findall(_prose(output) + " "))
         if source >= 3 and got < 0.6 * source:
             return [("length", STRONG, f"{source} sentences to translate, the response has {got}")]
-    if ONE_THING.search(prompt) and words > BRIEF_WORDS:
+    if words > BRIEF_WORDS and ONE_THING.search(prompt):
         return [("length", MEDIUM, f"a short answer asked, the response has {words} words")]
     return []
 
@@ -290,14 +299,20 @@ QUANTITY = re.compile(rf"[$€£]\s?\d+(?:[.,]\d+)?|\b\d+(?:[.,]\d+)?\s?{UNIT}",
 def _repetition(instructions: str, context: str, prompt: str, output: str) -> list:
     """Padding: one figure said again and again in prose ("$55 per day" three times over); lists
     and tables repeat values by nature."""
+    if not _most_repeated(QUANTITY.findall(output.lower())) >= 3:
+        return []
     prose = "\n".join(line for line in _prose(output).splitlines() if not LIST_LINE.match(line) and "|" not in line and "<" not in line)
     if len(prose.split()) < 60:
         return []
-    figures = [" ".join(f.split()) for f in QUANTITY.findall(prose.lower())]
-    most = max((figures.count(f) for f in set(figures)), default=0)
+    most = _most_repeated(QUANTITY.findall(prose.lower()))
     if most >= 3:
         return [("length", MEDIUM, f"the response repeats one figure {most} times")]
     return []
+
+
+def _most_repeated(figures: list[str]) -> int:
+    normalized = [" ".join(f.split()) for f in figures]
+    return max((normalized.count(f) for f in set(normalized)), default=0)
 
 
 def _cut_off(instructions: str, context: str, prompt: str, output: str) -> list:
@@ -372,14 +387,14 @@ def _context_numbers(instructions: str, context: str, prompt: str, output: str) 
     if not context.strip():
         return []
     output = re.sub(r"`[^`\n]*`", " ", _prose(output))
-    given: dict[str, set[str]] = {}
-    for value, unit in NUMBER_UNIT.findall(context + "\n" + prompt):
-        given.setdefault(_unit(unit), set()).add(_plain_number(value))
+    given = {unit: set(values) for unit, values in _numbers_with_units(context).items()}
+    for unit, values in _numbers_with_units(prompt).items():
+        given.setdefault(unit, set()).update(values)
     for value, unit in NUMBER_UNIT.findall(output):
         known = given.get(_unit(unit))
         if known and _plain_number(value) not in known:
             return [("hallucination", MEDIUM, f"'{value} {unit}' where the context gives {sorted(known)[:3]} {unit}")]
-    context_currencies, output_currencies = _currencies(context + "\n" + prompt), _currencies(output)
+    context_currencies, output_currencies = _currencies(context) | _currencies(prompt), _currencies(output)
     if len(context_currencies) == 1 and output_currencies and not output_currencies & context_currencies:
         return [("hallucination", MEDIUM, f"amounts in {sorted(output_currencies)}, the context uses {sorted(context_currencies)}")]
     return []
@@ -449,7 +464,8 @@ def _unfenced(text: str) -> str:
     return text[start:].strip() if start >= 0 else text
 
 
-def _schema_keys(instructions: str) -> set[str] | None:
+@lru_cache(maxsize=4096)
+def _schema_keys(instructions: str) -> frozenset[str] | None:
     """The keys of a JSON object example or schema the instructions show, if any."""
     for candidate in re.findall(r"\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}", instructions):
         try:
@@ -458,18 +474,28 @@ def _schema_keys(instructions: str) -> set[str] | None:
             continue
         if isinstance(value, dict) and len(value) >= 2:
             properties = value.get("properties")
-            return set(properties) if isinstance(properties, dict) else set(value)
+            return frozenset(properties) if isinstance(properties, dict) else frozenset(value)
     keys = re.search(r"\bkeys?\b[^.\n:]{0,30}:?\s*((?:`?\"?[a-z_][a-z0-9_]*\"?`?\s*(?:\([^)]*\))?\s*(?:,|and|$)\s*){2,})", instructions, re.I)
     if keys:
-        return set(re.findall(r"[a-z_][a-z0-9_]*", re.sub(r"\([^)]*\)|\band\b", " ", keys.group(1))))
+        return frozenset(re.findall(r"[a-z_][a-z0-9_]*", re.sub(r"\([^)]*\)|\band\b", " ", keys.group(1))))
     return None
 
 
-def _currencies(text: str) -> set[str]:
+@lru_cache(maxsize=4096)
+def _numbers_with_units(text: str) -> dict[str, frozenset[str]]:
+    """The numbers a text gives per unit (cached: a system prompt comes with many responses)."""
+    given: dict[str, set[str]] = {}
+    for value, unit in NUMBER_UNIT.findall(text):
+        given.setdefault(_unit(unit), set()).add(_plain_number(value))
+    return {unit: frozenset(values) for unit, values in given.items()}
+
+
+@lru_cache(maxsize=4096)
+def _currencies(text: str) -> frozenset[str]:
     found = set()
     for symbol, _, _, code, code2, _ in MONEY.findall(text):
         found.add(CURRENCY_OF[(symbol or code or code2).lower() if not symbol else symbol])
-    return found
+    return frozenset(found)
 
 
 def _amounts(text: str) -> list[float]:
@@ -500,8 +526,37 @@ def _unit(unit: str) -> str:
 
 def _prose(text: str) -> str:
     """The text without fenced code (code has its own periods)."""
-    return re.sub(r"```.*?```", " ", text, flags=re.S)
+    return re.sub(r"```.*?```", " ", text, flags=re.S) if "```" in text else text
 
 
 def _item_text(line: str) -> str:
     return LIST_PREFIX.sub("", line).strip().strip('"')
+
+
+DIGIT = re.compile(r"\d")
+ITEM_WORDS = ("bullet", "point", "item", "step", "idea", "name", "tip", "option", "question", "example", "reason", "tagline", "headline", "suggestion", "line", "title", "thing", "way")
+
+
+@lru_cache(maxsize=4096)
+def _has_figures(text: str) -> bool:
+    """Whether a text gives a number with a unit or an amount (what `_context_numbers` compares)."""
+    return bool(_numbers_with_units(text)) or bool(_currencies(text))
+
+
+STRUCTURE_WORDS = ("yaml", "csv", "tsv", "separated", "delimited", "table", "numbered", "number the", "number each", "heading", "header", "###", "section", "block")
+CHECKS: tuple[tuple[Callable, Gate], ...] = (
+    (_off_topic, lambda context, prompt, output, lowered: "?" in prompt and output.count(" ") >= OFF_TOPIC_MIN_WORDS - 1),
+    (_json, _any("json")),
+    (_requested_structure, _any(*STRUCTURE_WORDS)),
+    (_item_count, _in_prompt("exactly", *ITEM_WORDS)),
+    (_enumerated_parts, _in_prompt("day", "week", "step", "test", "case")),
+    (_length_limits, _any(*LENGTH_WORDS)),
+    (_field_limits, lambda context, prompt, output, lowered: "{" in output and any(w in lowered for w in ("words", "yyyy", "iso"))),
+    (_repetition, lambda context, prompt, output, lowered: output.count(" ") >= 59 and DIGIT.search(output) is not None),
+    (_cut_off, lambda context, prompt, output, lowered: True),
+    (_style_rules, _any("exclamation", "emoji")),
+    (_budget, _any("budget")),
+    (_invented_values, lambda context, prompt, output, lowered: "{" in output and any(w in lowered for w in ("invent", "not in the", "extract"))),
+    (_context_numbers, lambda context, prompt, output, lowered: DIGIT.search(output) is not None and bool(context.strip()) and (_has_figures(context) or _has_figures(prompt))),
+    (_python_names, lambda context, prompt, output, lowered: "`" in output or "import " in output),
+)

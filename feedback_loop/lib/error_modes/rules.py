@@ -90,7 +90,8 @@ def edit_mode(outputs: pd.Series, edits: pd.Series) -> tuple[pd.Series, pd.Serie
     modes = pd.Series(pd.NA, index=outputs.index, dtype="string")
     evidence = pd.Series(pd.NA, index=outputs.index, dtype="string")
     rows = edits.index[edits.notna().to_numpy()]
-    texts = list(zip(outputs.reindex(rows).astype("string").fillna("").tolist(), edits[rows].astype(str).tolist(), strict=True))
+    before, after = outputs.reindex(rows).astype("string").fillna(""), edits[rows].astype("string").fillna("")
+    texts = list(zip(before.tolist(), after.tolist(), languages(before), languages(after), strict=True))  # languages column-wise
     found = [(idx, f) for idx, f in zip(rows, in_processes(_edit_evidence_of, texts, PARALLEL_MIN_EDITS), strict=True) if f]
     if found:
         modes[[idx for idx, _ in found]] = [f[0] for _, f in found]
@@ -98,17 +99,18 @@ def edit_mode(outputs: pd.Series, edits: pd.Series) -> tuple[pd.Series, pd.Serie
     return modes, evidence
 
 
-PARALLEL_MIN_EDITS = 5_000
+PARALLEL_MIN_EDITS = 5_000  # below this, starting worker processes costs more than it saves
 # Structure changes that say nothing about format: code pasted without its fences, a list cut or
 # completed into prose (length), prose rewritten as a list.
-NOT_A_FORMAT_FIX = ({"code", "prose"}, {"list", "prose"})  # below this, starting worker processes costs more than it saves
+NOT_A_FORMAT_FIX = ({"code", "prose"}, {"list", "prose"})
 
 
-def _edit_evidence_of(texts: tuple[str, str]) -> tuple[str, str] | None:
+def _edit_evidence_of(texts: tuple[str, str, str | None, str | None]) -> tuple[str, str] | None:
     return _edit_evidence(*texts)
 
 
-def _edit_evidence(output: str, edit: str) -> tuple[str, str] | None:
+def _edit_evidence(output: str, edit: str, edited_in: str | None, written_in: str | None) -> tuple[str, str] | None:
+    """The mode an edit points to; `edited_in` / `written_in`: the languages of the answer and of the edit."""
     renamed = _renamed_keys(output, edit)
     if renamed:
         return "format", f"edit changed the keys {renamed[0][:3]} -> {renamed[1][:3]}"
@@ -118,7 +120,6 @@ def _edit_evidence(output: str, edit: str) -> tuple[str, str] | None:
     ratio = len(edit) / max(len(output), 1)
     if ratio < 0.5 and len(output) > 200 and _kept_share(edit, output) >= 0.8:
         return "length", f"edit cut the answer to {ratio:.0%} of its length, keeping its words"
-    edited_in, written_in = languages(pd.Series([output, edit]))
     if edited_in is not None and written_in is not None and edited_in != written_in:
         return "other", f"edit rewrote the answer from '{edited_in}' into '{written_in}'"
     if 0.5 <= ratio <= 2.0 and _kept_share(edit, output) >= 0.6:  # a fact fixed in place, not a rewrite
@@ -247,6 +248,13 @@ LANGUAGE_ASKED = {
 }
 # Code and JSON keep their own words (keys, identifiers): the answer's language is in its prose.
 CODE_AND_JSON = r"(?s)```.*?```|\{.*\}"
+PARALLEL_MIN_RESPONSES = 20_000  # below this, starting worker processes costs more than it saves
+
+
+def _findings_of(texts: tuple[str, str, str]) -> list[tuple[str, float, str]]:
+    return findings(*texts)
+
+
 RESPONSE_STRENGTH = {"refusal": 4.0, "language": 4.0, "peer_length": 1.0}
 
 
@@ -274,6 +282,7 @@ def response_votes(inputs: pd.Series, prompts: pd.Series, outputs: pd.Series, pe
     deflection = (
         matches(head, DEFLECTION) & ~matches(head, ANSWERS_YES) & ~(matches(lowered(prompts), r"\b(?:confidential|sensitive|private)") & matches(head, r"\b(?:confidential|sensitive|private)"))
     )
+    found = in_processes(_findings_of, list(zip(contexts, prompt_values, output_values, strict=True)), PARALLEL_MIN_RESPONSES)
     for pos in range(len(outputs)):
         if refusal[pos] == "no_opening" and yes_no[pos]:
             refusal[pos] = None  # "No, …" answers a yes/no question
@@ -284,7 +293,7 @@ def response_votes(inputs: pd.Series, prompts: pd.Series, outputs: pd.Series, pe
             continue
         if asked[pos] is not None and answered[pos] is not None and asked[pos] != answered[pos] and not translation[pos]:
             votes.append((pos, "other", RESPONSE_STRENGTH["language"], f"response in '{answered[pos]}', prompt in '{asked[pos]}'"))
-        votes += [(pos, mode, strength, why) for mode, strength, why in findings(contexts[pos], prompt_values[pos], output_values[pos])]
+        votes += [(pos, mode, strength, why) for mode, strength, why in found[pos]]
         if outlier[pos]:
             votes.append((pos, "length", RESPONSE_STRENGTH["peer_length"], f"response length a far outlier for its model and prompt version ({ratio[pos]:.1f}x the median)"))
     return pd.DataFrame(votes, columns=["row", "mode", "strength", "evidence"]).astype({"row": "int64", "mode": "string", "strength": "float64", "evidence": "string"})
