@@ -38,7 +38,6 @@ PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]{2,}")
 BULLET_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+", re.MULTILINE)
 TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}", re.MULTILINE)
 FENCE = re.compile(r"```")
-WORD = re.compile(r"[^\W\d_]+")
 FUNCTION_WORDS: dict[str, frozenset[str]] = {
     "en": frozenset("the and is are was of to in that it for with you this what how can not but have be".split()),
     "es": frozenset("el la los las que es de en por para una un con no se su del al lo como pero muy".split()),
@@ -270,8 +269,8 @@ def response_votes(inputs: pd.Series, prompts: pd.Series, outputs: pd.Series, pe
     prompt_values, output_values = prompts.astype("string").fillna("").tolist(), outputs.astype("string").fillna("").tolist()
     outlier = peer_length_outlier.fillna(False).astype(bool).to_numpy()
     ratio = peer_length_ratio.to_numpy(dtype=float, na_value=np.nan)
-    yes_no = matches(lowered(prompts), YES_NO_QUESTION)
     prompt_text = lowered(prompts)
+    yes_no = matches(prompt_text, YES_NO_QUESTION)
     translation = matches(prompt_text, TRANSLATION_ASKED)
     for code, pattern in LANGUAGE_ASKED.items():  # a named language overrides the prompt's own
         named = matches(prompt_text, pattern)
@@ -280,7 +279,7 @@ def response_votes(inputs: pd.Series, prompts: pd.Series, outputs: pd.Series, pe
     head = pc.utf8_slice_codeunits(lowered(outputs), 0, DEFLECTION_CHARS)
     # a deflection that repeats the prompt's own words ("confidential" in an NDA) is the topic, not a deflection
     deflection = (
-        matches(head, DEFLECTION) & ~matches(head, ANSWERS_YES) & ~(matches(lowered(prompts), r"\b(?:confidential|sensitive|private)") & matches(head, r"\b(?:confidential|sensitive|private)"))
+        matches(head, DEFLECTION) & ~matches(head, ANSWERS_YES) & ~(matches(prompt_text, r"\b(?:confidential|sensitive|private)") & matches(head, r"\b(?:confidential|sensitive|private)"))
     )
     found = in_processes(_findings_of, list(zip(contexts, prompt_values, output_values, strict=True)), PARALLEL_MIN_RESPONSES)
     for pos in range(len(outputs)):
