@@ -102,6 +102,13 @@ def test_edits_reveal_facts_cuts_and_structure():
     assert pd.isna(modes[4])  # a rewrite that keeps none of the words is not a cut
 
 
+def strongest_votes(inputs: pd.Series, prompts: pd.Series, outputs: pd.Series) -> pd.DataFrame:
+    """Each response's strongest vote (mode, strength, evidence), by row; rows without a vote are absent."""
+    n = len(outputs)
+    votes = response_votes(inputs, prompts, outputs, pd.Series([1.0] * n), pd.Series([False] * n))
+    return votes.sort_values("strength", ascending=False, kind="stable").drop_duplicates("row").set_index("row")
+
+
 def test_response_votes_check_what_the_prompt_and_system_prompt_asked():
     system = json.dumps([{"role": "system", "content": 'Reply with JSON only, no code fences: {"answer": "...", "source": "..."}'}, {"role": "user", "content": "q"}])
     inputs = s(system, system, "q", "q", "q", "q", "q", "q", "q", "q")
@@ -129,8 +136,7 @@ def test_response_votes_check_what_the_prompt_and_system_prompt_asked():
         "No, the capital of Australia is Canberra.",
         "- Keep a schedule.\n- Avoid screens.",
     )
-    votes = response_votes(inputs, prompts, outputs, pd.Series([1.0] * 10), pd.Series([False] * 10))
-    best = votes.sort_values("strength", ascending=False, kind="stable").drop_duplicates("row").set_index("row")
+    best = strongest_votes(inputs, prompts, outputs)
     assert best.loc[0, "mode"] == "format" and "fences" in best.loc[0, "evidence"]
     assert best.loc[1, "mode"] == "format" and "confidence" in best.loc[1, "evidence"]
     assert best.loc[2, "mode"] == "format" and "3 bullet points asked, the response has 4" in best.loc[2, "evidence"]
@@ -400,8 +406,7 @@ def test_response_votes_for_language_topic_deflection_and_cut_off_answers():
         "Yes! Dogs are welcome on Fridays; talk to your manager first so the team knows.",
         "First the trigger:\n```yaml\non: [push]\n```\nThen the job:\n```yaml\njobs:\n  test:\n    runs-on: ubuntu-latest\n```",
     )
-    votes = response_votes(prompts, prompts, outputs, pd.Series([1.0] * 6), pd.Series([False] * 6))
-    best = votes.sort_values("strength", ascending=False, kind="stable").drop_duplicates("row").set_index("row")
+    best = strongest_votes(prompts, prompts, outputs)
     assert best.loc[0, "mode"] == "other" and "key words" in best.loc[0, "evidence"]
     assert 1 not in best.index  # a translation is in another language by request
     assert best.loc[2, "mode"] == "other" and best.loc[2, "evidence"] == "response in 'en', prompt in 'es'"
