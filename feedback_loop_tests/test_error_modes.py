@@ -386,6 +386,8 @@ def test_findings_use_the_system_prompt_and_the_standard_library():
     plan = "Day 1: museums.\nDay 2: old town and the river walk."
     assert findings("", "Plan a 4-day trip to Lisbon.", plan)[0][:2] == ("length", 3.5)
     assert findings("", "Explain recursion.", "Recursion is when a function calls itself, and the base case is what")[0][0] == "length"
+    assert findings("", "How many orders are there? I have 39 items in the cart.", "There are 12 orders.") == []  # a count mentioned, not asked for
+    assert findings("", "What does this print?", "```python\nimport sys\nprint(sys._is_gil_enabled())\n```") == []  # private names vary by version
 
 
 def test_response_votes_for_language_topic_deflection_and_cut_off_answers():
@@ -452,7 +454,7 @@ def test_findings_on_json_fields_headings_sentences_and_padding():
     assert findings(system, "Triage this.", '{"summary": "Slow page.", "date": "2026-05-14"}') == []
     assert findings("", "Write the FAQ in markdown, with ### for each question.", "Q: How?\nA: Like this.")[0][0] == "format"
     assert findings("", "one-sentence tip for storing herbs", "Herbs are lovely. " * 10)[0][0] == "length"
-    padded = "The limit is $55 per day. " + "You may spend on meals while travelling for the company. " * 8 + "So $55 per day it is, $55 per day in total."
+    padded = "The limit is $55 per day. " + "You may spend on meals while travelling for the company. " * 8 + "So $55 per day it is, $55 per day in total, $55 per day."
     assert findings("", "What is the meal limit?", padded)[0][:2] == ("length", 2.5)
 
 

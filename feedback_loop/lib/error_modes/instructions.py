@@ -39,7 +39,9 @@ WEAK = 1.5
 NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10, "a": 1, "a single": 1, "single": 1}
 _COUNT = r"(\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten)"
 ITEM_NOUNS = r"(?:bullet points?|bullets?|points|items|steps|ideas|names|tips|options|questions|examples|reasons|taglines|headlines|suggestions|lines|sentences|subject lines|titles|things|ways)"
-EXACT_COUNT = re.compile(rf"\b(?:exactly |give me |list |write |with |in |only |just )?{_COUNT}\s+(?:\w+\s+){{0,2}}?({ITEM_NOUNS})\b", re.I)
+EXACT_COUNT = re.compile(
+    rf"(?:^|\b(?:exactly|give me|list|write|with|in|only|just|make|suggest|name|provide|generate|create|need|want|me)\s+){_COUNT}\s+(?:\w+\s+){{0,2}}?({ITEM_NOUNS})\b", re.I
+)  # a count asked for ("give me 5 tips"), not one mentioned ("I have 39 items")
 EXACTLY_ANY = re.compile(rf"\bexactly {_COUNT}\s+(\w+)", re.I)  # "exactly 3 colours": any noun
 LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)]|[a-z][.)])\s+\S", re.M)
 LIST_PREFIX = re.compile(r"^\s*(?:[-*•]|\d+[.)]|[a-z][.)])\s+")
@@ -49,6 +51,7 @@ TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}", re.M)
 FENCE = re.compile(r"```")
 WORD = re.compile(r"[^\W\d_]+")
 STEM = 5  # words compared on their first letters: "planet" and "planets", "explain" and "explained"
+ENGLISH_WORDS = frozenset("the is are was what how can do does did i you my a an of to in for it this that which why when where".split())
 COMMON_WORDS = frozenset(
     "what which when where who whom whose why how does could would should will shall have this that these those with from into about "
     "your yours there their them they tell give show explain please thanks thank know need want like just also some many much more most "
@@ -135,6 +138,8 @@ def _off_topic(instructions: str, context: str, prompt: str, output: str) -> lis
     question = _question(prompt)
     if not question.rstrip().endswith("?"):
         return []  # an instruction ("list common words") is answered in words of its own
+    if sum(word in ENGLISH_WORDS for word in question.lower().split()) < 2:
+        return []  # stems are compared in English only: inflected languages change their endings
     keys = {w[:STEM] for w in WORD.findall(question.lower()) if len(w) >= 4 and w not in COMMON_WORDS}
     if len(keys) < 3 or len(output.split()) < OFF_TOPIC_MIN_WORDS:
         return []
@@ -296,16 +301,19 @@ OTHER_DATE = re.compile(r"\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{1,2} \w+ \d{4}|\w+ 
 QUANTITY = re.compile(rf"[$€£]\s?\d+(?:[.,]\d+)?|\b\d+(?:[.,]\d+)?\s?{UNIT}", re.I)
 
 
+REPEATED_FIGURE = 4  # a dose or a price may well be said three times
+
+
 def _repetition(instructions: str, context: str, prompt: str, output: str) -> list:
     """Padding: one figure said again and again in prose ("$55 per day" three times over); lists
     and tables repeat values by nature."""
-    if not _most_repeated(QUANTITY.findall(output.lower())) >= 3:
+    if not _most_repeated(QUANTITY.findall(output.lower())) >= REPEATED_FIGURE:
         return []
     prose = "\n".join(line for line in _prose(output).splitlines() if not LIST_LINE.match(line) and "|" not in line and "<" not in line)
     if len(prose.split()) < 60:
         return []
     most = _most_repeated(QUANTITY.findall(prose.lower()))
-    if most >= 3:
+    if most >= REPEATED_FIGURE:
         return [("length", MEDIUM, f"the response repeats one figure {most} times")]
     return []
 
@@ -393,7 +401,7 @@ def _context_numbers(instructions: str, context: str, prompt: str, output: str) 
     for value, unit in NUMBER_UNIT.findall(output):
         known = given.get(_unit(unit))
         if known and _plain_number(value) not in known:
-            return [("hallucination", MEDIUM, f"'{value} {unit}' where the context gives {sorted(known)[:3]} {unit}")]
+            return [("hallucination", WEAK, f"'{value} {unit}' where the context gives {sorted(known)[:3]} {unit}")]  # weak: answers compute new figures
     context_currencies, output_currencies = _currencies(context) | _currencies(prompt), _currencies(output)
     if len(context_currencies) == 1 and output_currencies and not output_currencies & context_currencies:
         return [("hallucination", MEDIUM, f"amounts in {sorted(output_currencies)}, the context uses {sorted(context_currencies)}")]
@@ -402,6 +410,9 @@ def _context_numbers(instructions: str, context: str, prompt: str, output: str) 
 
 def _python_names(instructions: str, context: str, prompt: str, output: str) -> list:
     code = "\n".join(re.findall(r"```(?:python|py)?\n(.*?)```", output, re.S)) or "\n".join(re.findall(r"`([^`\n]+)`", output))
+    newer = re.search(r"python\s*3\.(\d+)", output, re.I)
+    if newer and int(newer.group(1)) > sys.version_info.minor:
+        return []  # names of a newer Python than the one checking them
     for module_name, names in FROM_IMPORT.findall(code):
         module = _stdlib_module(module_name)
         for name in re.findall(r"\w+", names) if module is not None else []:
@@ -413,7 +424,7 @@ def _python_names(instructions: str, context: str, prompt: str, output: str) -> 
                     return [("hallucination", STRONG, f"{module_name}.{name} takes no argument '{unknown}'")]
     for module_name, attribute, call in PYTHON_CALL.findall(code):
         module = _stdlib_module(module_name)
-        if module is None:
+        if module is None or attribute.startswith("_"):  # private names come and go between versions
             continue
         if not hasattr(module, attribute):
             return [("hallucination", STRONG, f"Python's {module_name} has no attribute '{attribute}'")]

@@ -278,9 +278,7 @@ def response_votes(inputs: pd.Series, prompts: pd.Series, outputs: pd.Series, pe
         translation &= ~named
     head = pc.utf8_slice_codeunits(lowered(outputs), 0, DEFLECTION_CHARS)
     # a deflection that repeats the prompt's own words ("confidential" in an NDA) is the topic, not a deflection
-    deflection = (
-        matches(head, DEFLECTION) & ~matches(head, ANSWERS_YES) & ~(matches(prompt_text, r"\b(?:confidential|sensitive|private)") & matches(head, r"\b(?:confidential|sensitive|private)"))
-    )
+    deflection = matches(head, DEFLECTION) & ~matches(head, ANSWERS_YES) & ~(matches(prompt_text, r"\b(?:confidential|sensitive|private)") & matches(head, r"\b(?:confidential|sensitive|private)"))
     found = in_processes(_findings_of, list(zip(contexts, prompt_values, output_values, strict=True)), PARALLEL_MIN_RESPONSES)
     for pos in range(len(outputs)):
         if refusal[pos] == "no_opening" and yes_no[pos]:
