@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -114,6 +115,17 @@ def test_a_kto_set_short_of_undesirable_examples_is_held_back_and_dpo_still_publ
     balance = kept.manifest["kto_balance"]
     assert "held_back" not in balance and balance["undesirable"] + balance["desirable"] == kept.manifest["row_counts"]["kto_examples"] > 0
     assert "kto.parquet" in files
+
+
+def test_a_release_without_pairs_has_a_typed_dpo_file_and_no_empty_split_files(tmp_path):
+    traces, signals, labels = preference_frames()
+    signals = signals.assign(edit_text=None, chain_length=1, regenerated_by=None)
+    labels = labels.assign(thumbs_up=0, thumbs_down=0)
+    release, files = built_release(tmp_path, traces, signals, labels, [])
+    assert release.manifest["row_counts"]["dpo_pairs"] == 0
+    dpo = pq.read_table(io.BytesIO(files["dpo.parquet"]))
+    assert dpo.num_rows == 0 and not any(pa.types.is_null(field.type) for field in dpo.schema)
+    assert not any(name.startswith(("dpo_", "openai_")) for name in files)  # splits without rows are not written
 
 
 def test_opted_out_users_leave_the_suite():
@@ -308,7 +320,8 @@ def test_preference_release_removes_suite_prompts_and_keeps_the_other_rows_whole
     assert kto.set_index("trace_id")["completion"].to_dict() == {"e3": "abc", "r1": "first try", "r2": "second try"}
     decontamination = release.manifest["decontamination"]
     assert decontamination["kto_examples_removed"] == 3 and decontamination["dpo_pairs_removed"] == 2
-    lines = [json.loads(line) for name in ("kto_train.jsonl", "kto_test.jsonl") for line in files[name].splitlines()]
+    lines = [json.loads(line) for name in ("kto_train.jsonl", "kto_test.jsonl") for line in files.get(name, b"").splitlines()]
+    assert all(data for name, data in files.items() if name.endswith(".jsonl"))  # no zero-byte split file
     assert sorted(line["completion"] for line in lines) == ["abc", "first try", "second try"]
 
 

@@ -149,6 +149,9 @@ def preference_release(
                 removed["examples"] += contaminated
                 writer.write_examples(examples)
     dpo, kto = writer.pairs, writer.examples
+    for name, info in list(draft.files.items()):
+        if name.endswith(".jsonl") and not info["bytes"]:
+            draft.discard(name)  # a split without rows: a zero-byte JSONL file makes loaders fail
     undesirable = kto.rows - writer.kto_desirable
     share = undesirable / kto.rows if kto.rows else 0.0
     kto_balance = {"desirable": writer.kto_desirable, "undesirable": undesirable, "undesirable_share": round(share, 4), "min_undesirable_share": params.kto_min_undesirable_share}
@@ -232,6 +235,9 @@ KTO_FILES = ("kto.parquet", *(f"kto_{split}.jsonl" for split in SPLITS))
 PREVIEW_PAIRS = 8
 PREVIEW_COLUMNS = ["pair_id", "source", "split", "prompt", "chosen", "rejected"]
 DPO_PARQUET_COLUMNS = ["pair_id", "source", "prompt", "chosen", "rejected", "chosen_trace_id", "rejected_trace_id", "user_id", "model", "source_date", "messages", "split"]
+MESSAGE = pa.struct([("role", pa.large_string()), ("content", pa.large_string())])
+# Typed up front: a release without pairs still has a dpo.parquet that loaders read (no null-typed columns).
+DPO_SCHEMA = pa.schema([(name, pa.list_(MESSAGE) if name == "messages" else pa.large_string()) for name in DPO_PARQUET_COLUMNS])
 DPO_FORMATS = {"dpo_standard": exports.dpo_standard, "dpo_conversational": exports.dpo_conversational, "openai_preference": exports.openai_preference}
 
 
@@ -262,7 +268,8 @@ class _PreferenceWriter:
     def __enter__(self) -> _PreferenceWriter:
         self.files = ExitStack()
         self.dpo_jsonl = {(name, split): self._open(f"{name}_{split}.jsonl") for split in SPLITS for name in DPO_FORMATS}
-        self.dpo_file, self.dpo_parquet = self._open("dpo.parquet"), None
+        self.dpo_parquet = pq.ParquetWriter(self._open("dpo.parquet"), DPO_SCHEMA)
+        self.files.callback(self.dpo_parquet.close)
         self.kto_jsonl = {split: self._open(f"kto_{split}.jsonl") for split in SPLITS}
         self.kto_parquet = pq.ParquetWriter(self._open("kto.parquet"), KTO_SCHEMA)
         self.files.callback(self.kto_parquet.close)  # callbacks run first: each writer closes before its file
@@ -278,17 +285,15 @@ class _PreferenceWriter:
     def write_pairs(self, pairs: pd.DataFrame) -> None:
         self.pairs.add(pairs)
         self.per_pair_source.update(pairs["source"].value_counts().to_dict())
+        first = pairs[PREVIEW_COLUMNS].head(PREVIEW_PAIRS)
+        self.preview = first if self.preview is None else pd.concat([self.preview, first], ignore_index=True).head(PREVIEW_PAIRS)
+        if pairs.empty:
+            return
         for split in SPLITS:
             rows = pairs.loc[(pairs["split"] == split).to_numpy(), ["prompt", "messages", "chosen", "rejected"]]  # what the formats write
             for name, rows_of in DPO_FORMATS.items():
                 self.dpo_jsonl[name, split].write(exports.jsonl(rows_of(rows)))
-        table = pa.Table.from_pandas(pairs[DPO_PARQUET_COLUMNS], preserve_index=False, schema=self.dpo_parquet.schema if self.dpo_parquet else None)
-        if self.dpo_parquet is None:  # the first chunk's schema is every chunk's
-            self.dpo_parquet = pq.ParquetWriter(self.dpo_file, table.schema)
-            self.files.callback(self.dpo_parquet.close)
-        self.dpo_parquet.write_table(table)
-        first = pairs[PREVIEW_COLUMNS].head(PREVIEW_PAIRS)
-        self.preview = first if self.preview is None else pd.concat([self.preview, first], ignore_index=True).head(PREVIEW_PAIRS)
+        self.dpo_parquet.write_table(pa.Table.from_pandas(pairs[DPO_PARQUET_COLUMNS], preserve_index=False, schema=DPO_SCHEMA))
 
     def write_examples(self, examples: pd.DataFrame) -> None:
         self.examples.add(examples)

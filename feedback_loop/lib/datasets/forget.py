@@ -104,6 +104,7 @@ def _preference_without(store: DatasetStore, dataset: str, version: str, hashes:
                 if len(lines) != len(in_split):
                     raise ValueError(f"{dataset} {version}: {name} has {len(lines)} rows, {parquet_name} {len(in_split)} of split {split}: not rewritten")
                 files[name] = "".join(line for line, gone in zip(lines, in_split, strict=True) if not gone).encode()
+    files = {name: data for name, data in files.items() if data or not name.endswith(".jsonl")}  # no zero-byte split files
     return files, removed, counts
 
 
