@@ -155,7 +155,8 @@ def preference_release(
     undesirable = kto.rows - writer.kto_desirable
     share = undesirable / kto.rows if kto.rows else 0.0
     kto_balance = {"desirable": writer.kto_desirable, "undesirable": undesirable, "undesirable_share": round(share, 4), "min_undesirable_share": params.kto_min_undesirable_share}
-    if share < params.kto_min_undesirable_share:
+    kto_held_back = share < params.kto_min_undesirable_share
+    if kto_held_back:
         # Trained on, an almost all-desirable set teaches nothing about bad answers: keep it out of the release.
         for name in KTO_FILES:
             draft.discard(name)
@@ -168,7 +169,7 @@ def preference_release(
             "dpo_pairs": dpo.rows,
             "per_pair_source": dict(writer.per_pair_source.most_common()),
             "kto_examples": kto.rows,
-            "kto_desirable": writer.kto_desirable if "held_back" not in kto_balance else 0,
+            "kto_desirable": 0 if kto_held_back else writer.kto_desirable,
             "per_split": {"dpo": dpo.per_split(), "kto": kto.per_split()},
         },
         "schema": {
@@ -176,7 +177,7 @@ def preference_release(
             "dpo_conversational_*.jsonl": ["prompt", "chosen", "rejected"],
             "openai_preference_*.jsonl": ["input", "preferred_output", "non_preferred_output"],
             "dpo.parquet": DPO_PARQUET_COLUMNS,
-            **({"kto_*.jsonl": ["prompt", "completion", "label"], "kto.parquet": KTO_SCHEMA.names} if "held_back" not in kto_balance else {}),
+            **({"kto_*.jsonl": ["prompt", "completion", "label"], "kto.parquet": KTO_SCHEMA.names} if not kto_held_back else {}),
         },
         "quality_gates_dropped": gates,
         "kto_balance": kto_balance,

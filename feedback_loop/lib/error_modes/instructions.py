@@ -90,7 +90,7 @@ ONE_THING = re.compile(
 BRIEF_WORDS = 80
 TRANSLATE_STEMS = ("transl", "übersetz", "tradu", "vertaal", "przetłumacz")
 # Words one of the length instructions holds (a test before the patterns run).
-LENGTH_WORDS = ("word", "sentence", "char", "transl", "übersetz", "tradu", "vertaal", "przetłumacz", "just", "only", "one", "yes", "short", "brief", "quick", "tl", "line")
+LENGTH_WORDS = ("word", "sentence", "char", *TRANSLATE_STEMS, "just", "only", "one", "yes", "short", "brief", "quick", "tl", "line")
 
 UNIT = r"(days?|business days|hours?|weeks?|months?|years?|minutes?|%|percent|miles?|km|kg|items?|nights?|units|rows|columns|per cent)"
 NUMBER_UNIT = re.compile(rf"(?<![\w.$€£])(\d+(?:[.,]\d+)?)\s*{UNIT}\b", re.I)

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from feedback_loop.lib.comments import MODE_ORDER, comment_modes
-from feedback_loop.lib.error_modes.instructions import findings
+from feedback_loop.lib.error_modes.instructions import FENCE, TABLE_RULE, findings
 from feedback_loop.lib.error_modes.refusal import refusal_evidence
 from feedback_loop.lib.parallel import in_chunks, in_processes
 from feedback_loop.lib.text import lowered, lowered_words, matches
@@ -36,8 +36,6 @@ REASON_TO_MODE = {
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 PROPER = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]{2,}")
 BULLET_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+", re.MULTILINE)
-TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}", re.MULTILINE)
-FENCE = re.compile(r"```")
 FUNCTION_WORDS: dict[str, frozenset[str]] = {
     "en": frozenset("the and is are was of to in that it for with you this what how can not but have be".split()),
     "es": frozenset("el la los las que es de en por para una un con no se su del al lo como pero muy".split()),
@@ -205,9 +203,7 @@ def _structure(text: str) -> str:
 
 
 def _parses_as_json(text: str) -> bool:
-    stripped = text.strip()
-    if stripped.startswith("```"):
-        stripped = stripped.strip("`").removeprefix("json").strip()
+    stripped = _unfenced_json(text)
     if not stripped.startswith(("{", "[")):
         return False
     try:
